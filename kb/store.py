@@ -1,0 +1,330 @@
+"""SQLite store: the source of truth. A reindex reads only this, never the network.
+
+WAL mode lets the web app read while a crawl writes; every multi-row change runs
+in one transaction so a killed process leaves the store consistent.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import zlib
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from kb.models import Article, Section
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pages (
+    url TEXT PRIMARY KEY,
+    source TEXT NOT NULL DEFAULT '',
+    canonical TEXT NOT NULL DEFAULT '',
+    status INTEGER,
+    content_type TEXT NOT NULL DEFAULT '',
+    fetched_at TEXT,
+    etag TEXT,
+    last_modified TEXT,
+    content_hash TEXT NOT NULL DEFAULT '',
+    article_id INTEGER REFERENCES articles(id) ON DELETE SET NULL,
+    error TEXT NOT NULL DEFAULT '',
+    misses INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS pages_source ON pages(source);
+CREATE TABLE IF NOT EXISTS raw_pages (
+    url TEXT PRIMARY KEY,
+    content_type TEXT NOT NULL DEFAULT '',
+    fetched_at TEXT,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS articles (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    url TEXT NOT NULL UNIQUE,
+    source TEXT NOT NULL DEFAULT '',
+    canonical TEXT NOT NULL DEFAULT '',
+    site TEXT NOT NULL DEFAULT '',
+    title TEXT NOT NULL DEFAULT '',
+    description TEXT NOT NULL DEFAULT '',
+    author TEXT NOT NULL DEFAULT '',
+    published TEXT,
+    modified TEXT,
+    categories TEXT NOT NULL DEFAULT '[]',
+    tags TEXT NOT NULL DEFAULT '[]',
+    text TEXT NOT NULL DEFAULT '',
+    audience TEXT NOT NULL DEFAULT 'public',
+    kind TEXT NOT NULL DEFAULT 'article',
+    lang TEXT NOT NULL DEFAULT '',
+    content_hash TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS articles_source ON articles(source);
+CREATE TABLE IF NOT EXISTS sections (
+    article_id INTEGER NOT NULL REFERENCES articles(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    heading TEXT NOT NULL,
+    anchor TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (article_id, position)
+);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    article_id INTEGER NOT NULL,
+    op TEXT NOT NULL CHECK (op IN ('upsert', 'delete')),
+    at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS crawls (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    stats TEXT NOT NULL DEFAULT '{}'
+);
+"""
+
+_ARTICLE_COLUMNS = (
+    "url", "source", "canonical", "site", "title", "description", "author", "published",
+    "modified", "categories", "tags", "text", "audience", "kind", "lang", "content_hash",
+)
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Store:
+    """One connection to the SQLite database; open one per thread or per request."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self._depth = 0
+        self._migrate()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        with self.transaction():
+            for statement in SCHEMA.split(";\n"):
+                if statement.strip():
+                    self.db.execute(statement)
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All-or-nothing block; nests (inner blocks join the outer transaction)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self.db
+            finally:
+                self._depth -= 1
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    # -- meta -------------------------------------------------------------
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row["value"] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        (key, value))
+
+    # -- pages (fetch state for conditional GET and removal) ---------------
+    def get_page(self, url: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM pages WHERE url = ?", (url,)).fetchone()
+        return dict(row) if row else None
+
+    def record_page(self, url: str, **fields: Any) -> None:
+        """Insert or update the fetch state of `url`; only the given columns change."""
+        fields.setdefault("fetched_at", utcnow())
+        columns = ["url", *fields]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in fields)
+        self.db.execute(
+            f"INSERT INTO pages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+            f"ON CONFLICT(url) DO UPDATE SET {updates}",
+            (url, *fields.values()),
+        )
+
+    def pages_for_source(self, source: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM pages WHERE source = ? ORDER BY url", (source,))]
+
+    def put_raw(self, url: str, body: bytes, content_type: str = "") -> None:
+        """Keep the raw response so re-extraction never re-downloads."""
+        self.db.execute(
+            "INSERT INTO raw_pages VALUES (?, ?, ?, ?) ON CONFLICT(url) DO UPDATE SET "
+            "content_type = excluded.content_type, fetched_at = excluded.fetched_at, body = excluded.body",
+            (url, content_type, utcnow(), zlib.compress(body, 6)),
+        )
+
+    def get_raw(self, url: str) -> tuple[bytes, str] | None:
+        row = self.db.execute("SELECT body, content_type FROM raw_pages WHERE url = ?", (url,)).fetchone()
+        return (zlib.decompress(row["body"]), row["content_type"]) if row else None
+
+    # -- articles ------------------------------------------------------------
+    def save_article(self, article: Article, source: str = "") -> tuple[int, str]:
+        """Store `article` by URL; returns (id, "new" | "updated" | "unchanged"). Unchanged writes nothing."""
+        digest = article.content_hash
+        row = self.db.execute("SELECT id, content_hash FROM articles WHERE url = ?", (article.url,)).fetchone()
+        if row and row["content_hash"] == digest:
+            article.id = row["id"]
+            return row["id"], "unchanged"
+        values = {
+            "url": article.url, "source": source, "canonical": article.canonical, "site": article.site,
+            "title": article.title, "description": article.description, "author": article.author,
+            "published": article.published, "modified": article.modified,
+            "categories": json.dumps(article.categories), "tags": json.dumps(article.tags),
+            "text": article.text, "audience": article.audience, "kind": article.kind, "lang": article.lang,
+            "content_hash": digest,
+        }
+        now = utcnow()
+        with self.transaction():
+            if row:
+                article_id, status = row["id"], "updated"
+                self.db.execute(
+                    f"UPDATE articles SET {', '.join(f'{c} = ?' for c in values)}, updated_at = ? WHERE id = ?",
+                    (*values.values(), now, article_id),
+                )
+                self.db.execute("DELETE FROM sections WHERE article_id = ?", (article_id,))
+            else:
+                status = "new"
+                cur = self.db.execute(
+                    f"INSERT INTO articles ({', '.join(values)}, created_at, updated_at) "
+                    f"VALUES ({', '.join('?' * (len(values) + 2))})",
+                    (*values.values(), now, now),
+                )
+                article_id = int(cur.lastrowid)
+            self.db.executemany(
+                "INSERT INTO sections VALUES (?, ?, ?, ?, ?, ?)",
+                [(article_id, i, s.heading, s.anchor, s.level, s.text) for i, s in enumerate(article.sections)],
+            )
+            self.db.execute("INSERT INTO changes (article_id, op, at) VALUES (?, 'upsert', ?)", (article_id, now))
+        article.id = article_id
+        return article_id, status
+
+    def delete_article(self, article_id: int) -> bool:
+        """Remove an article and log the deletion for incremental index updates."""
+        with self.transaction():
+            cur = self.db.execute("DELETE FROM articles WHERE id = ?", (article_id,))
+            if cur.rowcount:
+                self.db.execute("INSERT INTO changes (article_id, op, at) VALUES (?, 'delete', ?)",
+                                (article_id, utcnow()))
+        return bool(cur.rowcount)
+
+    def _article(self, row: sqlite3.Row) -> Article:
+        sections = [
+            Section(heading=s["heading"], anchor=s["anchor"], text=s["text"], level=s["level"])
+            for s in self.db.execute(
+                "SELECT heading, anchor, level, text FROM sections WHERE article_id = ? ORDER BY position",
+                (row["id"],),
+            )
+        ]
+        return Article(
+            id=row["id"], url=row["url"], canonical=row["canonical"], site=row["site"], title=row["title"],
+            description=row["description"], author=row["author"], published=row["published"],
+            modified=row["modified"], categories=json.loads(row["categories"]), tags=json.loads(row["tags"]),
+            text=row["text"], audience=row["audience"], kind=row["kind"], lang=row["lang"], sections=sections,
+        )
+
+    def get_article(self, article_id: int) -> Article | None:
+        row = self.db.execute("SELECT * FROM articles WHERE id = ?", (article_id,)).fetchone()
+        return self._article(row) if row else None
+
+    def get_article_by_url(self, url: str) -> Article | None:
+        row = self.db.execute("SELECT * FROM articles WHERE url = ?", (url,)).fetchone()
+        return self._article(row) if row else None
+
+    def article_source(self, article_id: int) -> str | None:
+        row = self.db.execute("SELECT source FROM articles WHERE id = ?", (article_id,)).fetchone()
+        return row["source"] if row else None
+
+    def iter_articles(self, ids: list[int] | None = None) -> Iterator[Article]:
+        """Every article (or those in `ids`), in id order, streaming."""
+        if ids is None:
+            rows = self.db.execute("SELECT * FROM articles ORDER BY id").fetchall()
+        else:
+            rows = []
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                rows += self.db.execute(
+                    f"SELECT * FROM articles WHERE id IN ({', '.join('?' * len(chunk))}) ORDER BY id", chunk
+                ).fetchall()
+        for row in rows:
+            yield self._article(row)
+
+    def article_ids(self, source: str | None = None) -> dict[str, int]:
+        """URL -> id of every article (of one source)."""
+        sql, args = "SELECT url, id FROM articles", ()
+        if source is not None:
+            sql, args = sql + " WHERE source = ?", (source,)
+        return {r["url"]: r["id"] for r in self.db.execute(sql, args)}
+
+    def count_articles(self, **where: str) -> int:
+        sql = "SELECT count(*) FROM articles"
+        if where:
+            sql += " WHERE " + " AND ".join(f"{k} = ?" for k in where)
+        return self.db.execute(sql, tuple(where.values())).fetchone()[0]
+
+    def counts_by(self, *columns: str) -> list[dict[str, Any]]:
+        """Article counts grouped by columns such as site and audience (for `kb stats`)."""
+        allowed = {"site", "audience", "kind", "source"}
+        cols = [c for c in columns if c in allowed]
+        names = ", ".join(cols)
+        return [dict(r) for r in self.db.execute(
+            f"SELECT {names}, count(*) AS articles FROM articles GROUP BY {names} ORDER BY {names}")]
+
+    # -- change log (incremental index updates) ------------------------------
+    def last_change(self) -> int:
+        return self.db.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0]
+
+    def changes_since(self, seq: int) -> tuple[set[int], set[int], int]:
+        """(ids to (re)index, ids to delete, newest seq) for changes after `seq`; the last op per id wins."""
+        last: dict[int, str] = {}
+        newest = seq
+        for row in self.db.execute("SELECT seq, article_id, op FROM changes WHERE seq > ? ORDER BY seq", (seq,)):
+            last[row["article_id"]] = row["op"]
+            newest = row["seq"]
+        upserts = {i for i, op in last.items() if op == "upsert"}
+        return upserts, set(last) - upserts, newest
+
+    # -- crawl log -----------------------------------------------------------
+    def start_crawl(self, source: str) -> int:
+        cur = self.db.execute("INSERT INTO crawls (source, started_at) VALUES (?, ?)", (source, utcnow()))
+        return int(cur.lastrowid)
+
+    def finish_crawl(self, crawl_id: int, stats: dict[str, Any]) -> None:
+        self.db.execute("UPDATE crawls SET finished_at = ?, stats = ? WHERE id = ?",
+                        (utcnow(), json.dumps(stats), crawl_id))
+
+    def recent_crawls(self, limit: int = 10) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT * FROM crawls ORDER BY id DESC LIMIT ?", (limit,))
+        return [dict(r) | {"stats": json.loads(r["stats"])} for r in rows]
