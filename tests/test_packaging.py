@@ -1,0 +1,31 @@
+"""Templates, static files and the demo site ship inside the wheel, not only in the source tree."""
+
+import subprocess
+import sys
+import zipfile
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_templates_found_through_package_resources() -> None:
+    names = {p.name for p in resources.files("kb.templates").iterdir()}
+    assert {"base.html", "search.html", "article.html"} <= names
+
+
+@pytest.mark.slow
+def test_wheel_contains_templates_static_and_demo_site(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        check=True, capture_output=True,
+    )
+    [wheel] = tmp_path.glob("kb-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "kb/templates/base.html" in names
+    assert "kb/templates/search.html" in names
+    assert any(n.startswith("kb/static/") and n.endswith(".css") for n in names)
+    assert any(n.startswith("kb/demo_site/") for n in names)
+    assert "kb/data/vocabulary.toml" in names
