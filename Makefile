@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := chromium chromium-driver
+APT_PACKAGES := chromium chromium-driver npm
 
 .PHONY: demo test install install-test system-deps bench eval clean
 
@@ -14,8 +14,12 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 
-install-test: $(BIN)/python
+install-test: $(BIN)/python node_modules/axe-core/axe.min.js
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+
+# axe-core (accessibility rules) is injected into Chromium by the browser tests; pinned in package-lock.json
+node_modules/axe-core/axe.min.js: package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
 
 ## Install, crawl the bundled demo site served locally, index it, serve on http://127.0.0.1:5000
 demo: install
@@ -23,7 +27,8 @@ demo: install
 
 ## Debian packages the browser tests drive (headless Chromium + ChromeDriver)
 system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  command -v $$p >/dev/null 2>&1 || dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
