@@ -1,0 +1,109 @@
+"""Site-level boilerplate: paragraphs that repeat across many pages of one site. Pure functions.
+
+Per-page extraction cannot tell a clinic's "Book a consultation" call, its disclaimer or its author box
+from article text: they sit inside the article body. Seen across a site they stand out, because the same
+paragraph appears on most pages. The pipeline fingerprints each page's paragraphs, finds the fingerprints
+shared by a large share of the site's pages, and strips those paragraphs before indexing, so every article
+does not match a query for "consultation".
+
+Headings are never stripped on their own: "Causes" and "Treatment" repeat on every condition page of a
+medical site and are real structure. A section goes only when all of its paragraphs were boilerplate
+(a "Contact us" heading over the clinic's call to action).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import replace
+
+from kb.models import Article, Section
+
+log = logging.getLogger(__name__)
+
+MIN_CHARS = 12  # shorter paragraphs ("Yes.", "Share") are too common to tell anything apart
+
+__all__ = ["normalise_paragraph", "fingerprint", "block_fingerprints", "find_boilerplate", "strip_boilerplate"]
+
+
+def paragraphs(text: str) -> list[str]:
+    """Paragraphs of an Article.text (blank-line separated)."""
+    return [p.strip() for p in re.split(r"\n\s*\n", text or "") if p.strip()]
+
+
+def normalise_paragraph(text: str) -> str:
+    """Case, punctuation, digits and spacing removed, so "© 2023" and "(c) 2024" footers match."""
+    value = unicodedata.normalize("NFKC", text).casefold()
+    value = re.sub(r"\d+", "0", value)
+    value = re.sub(r"[^\w\s]", " ", value)
+    return " ".join(value.split())
+
+
+def fingerprint(text: str) -> str | None:
+    """Short stable hash of one paragraph; None when it is too short to be told apart."""
+    norm = normalise_paragraph(text)
+    if len(norm) < MIN_CHARS:
+        return None
+    return hashlib.sha1(norm.encode("utf-8")).hexdigest()[:16]
+
+
+def block_fingerprints(article_text: str) -> list[str]:
+    """Fingerprints of a page's paragraphs, in order (store them per page to find site boilerplate)."""
+    out = []
+    for para in paragraphs(article_text):
+        fp = fingerprint(para)
+        if fp is not None:
+            out.append(fp)
+    return out
+
+
+def find_boilerplate(pages_paragraph_hashes: Iterable[list[str]], min_share: float = 0.5,
+                     min_pages: int = 3) -> set[str]:
+    """Fingerprints present on at least `min_pages` pages and at least `min_share` of all pages given."""
+    counts: Counter[str] = Counter()
+    pages = 0
+    for hashes in pages_paragraph_hashes:
+        pages += 1
+        counts.update(set(hashes))
+    if pages == 0:
+        return set()
+    found = {h for h, n in counts.items() if n >= min_pages and n / pages >= min_share}
+    log.debug("boilerplate: %d of %d paragraph fingerprints repeat on >= %.0f%% of %d pages",
+              len(found), len(counts), min_share * 100, pages)
+    return found
+
+
+def _keep(text: str, boilerplate: set[str]) -> bool:
+    fp = fingerprint(text)
+    return fp is None or fp not in boilerplate
+
+
+def strip_boilerplate(article: Article, boilerplate: set[str]) -> Article:
+    """A copy of `article` without boilerplate paragraphs in its text and sections; headings stay."""
+    if not boilerplate:
+        return article
+    headings = {s.heading for s in article.sections if s.heading}
+    sections: list[Section] = []
+    dropped_headings: set[str] = set()
+    for section in article.sections:
+        body = paragraphs(section.text)
+        kept = [p for p in body if _keep(p, boilerplate)]
+        if not kept and (body or not section.heading):
+            if section.heading:
+                dropped_headings.add(section.heading)
+            continue
+        sections.append(replace(section, text="\n\n".join(kept)))
+    text_parts = []
+    for para in paragraphs(article.text):
+        if para in headings:
+            if para in dropped_headings:
+                dropped_headings.discard(para)  # drop one occurrence per dropped section
+                continue
+            text_parts.append(para)
+        elif _keep(para, boilerplate):
+            text_parts.append(para)
+    return replace(article, text="\n\n".join(text_parts), sections=sections)
