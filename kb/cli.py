@@ -251,32 +251,35 @@ def serve(obj: Context, host: str, port: int, threads: int) -> None:
 
 
 @cli.command()
-@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535), help="Port of the kb UI.")
+@click.option("--site-port", default=8800, show_default=True, type=click.IntRange(0, 65535),
+              help="Port of the bundled demo clinic site (fixed, so stored source links keep working).")
 @click.option("--no-serve", is_flag=True, help="Crawl and index only; do not start the web UI.")
 @pass_ctx
-def demo(obj: Context, port: int, no_serve: bool) -> None:
+def demo(obj: Context, port: int, site_port: int, no_serve: bool) -> None:
     """Serve the bundled demo site locally, crawl it, index it and serve the UI."""
     from kb.demo import serve_demo_site
     from kb.pipeline import crawl_source
     from kb.sources import source_from_url
 
-    server, base_url = serve_demo_site()
-    click.echo(f"demo site: {base_url}")
-    settings = dict(obj.settings, CRAWL_DELAY=0.0)  # our own local site: no need to wait
+    server, base_url = serve_demo_site(port=site_port)
+    click.echo(f"demo site (a made-up clinic blog): {base_url}")
+    settings = dict(obj.settings, CRAWL_DELAY=0.0)  # our own local site: no need to wait between requests
     try:
-        source = source_from_url(base_url)
         with _writer(obj, "crawl"), obj.store() as store:
-            stats = crawl_source(source, store, settings, progress=_progress("demo: "))
-            _end_progress()
-            click.echo(f"demo: fetched {stats.fetched}, stored {stats.stored}, errors {stats.errors}")
+            try:
+                stats = crawl_source(source_from_url(base_url), store, settings, progress=_progress("demo: "))
+            finally:
+                _end_progress()
+            click.echo(f"demo: fetched {stats.fetched}, not modified {stats.not_modified}, stored {stats.stored}, "
+                       f"unchanged {stats.unchanged}, errors {stats.errors}")
             _update_index(obj, store)
+        if not no_serve:
+            click.echo(f"Open http://127.0.0.1:{port}/ and search for sebaceous or VBeam.")
+            click.get_current_context().invoke(serve, host="127.0.0.1", port=port, threads=8)
     finally:
-        if no_serve:
-            server.shutdown()
-    if not no_serve:
-        click.echo(f"Open http://127.0.0.1:{port}/ and search for sebaceous or VBeam.")
-        obj_ctx = click.get_current_context()
-        obj_ctx.invoke(serve, host="127.0.0.1", port=port, threads=8)
+        server.shutdown()
+        server.server_close()
 
 
 @cli.command("settings")
@@ -296,3 +299,138 @@ def settings_cmd(obj: Context, as_json: bool) -> None:
 
 def main() -> None:  # pragma: no cover - console entry point is `cli`
     cli()
+
+
+# -- documents and maintenance (library: kb.documents, kb.maintenance, kb.querylog) ---------------
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--audience", type=click.Choice(["public", "staff"]), default="staff", show_default=True,
+              help="Who may find these documents.")
+@click.option("--title", help="Title for a single document (default: from the document).")
+@pass_ctx
+def add(obj: Context, paths: tuple[Path, ...], audience: str, title: str | None) -> None:
+    """Add local documents (HTML, Markdown, text, PDF; directories recursively) to the knowledge base."""
+    from kb.documents import SUFFIXES, import_paths
+
+    with _writer(obj, "add"), obj.store() as store:
+        stats = import_paths(paths, store, audience=audience, title=title, progress=_progress("add: "))
+        _end_progress()
+        for skip in stats.skips:
+            click.echo(f"skipped {skip['path']}: {skip['reason']}", err=True)
+        click.echo(f"added {stats.added} (new {stats.new}, updated {stats.updated}, "
+                   f"unchanged {stats.unchanged}), skipped {stats.skipped}")
+        if stats.added == 0:
+            raise KBError("No document could be added.", f"kb adds {', '.join(SUFFIXES)} files; see the reasons above.")
+        _update_index(obj, store)
+
+
+@cli.command()
+@click.option("--repair", is_flag=True, help="Index missing or stale documents and drop orphans.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def check(obj: Context, repair: bool, as_json: bool) -> None:
+    """Compare store and index (missing, orphaned, stale documents); exit 1 when they differ."""
+    from kb.maintenance import check as check_index
+
+    with _writer(obj, "check"), obj.store() as store:
+        report = check_index(store, obj.paths["index"], repair=repair)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        for key in ("generation", "store_articles", "index_documents"):
+            click.echo(f"{key}: {report.get(key)}")
+        for key in ("missing", "orphaned", "stale"):
+            ids = report.get(key) or []
+            click.echo(f"{key}: {len(ids)}" + (f" (ids {', '.join(map(str, list(ids)[:10]))}…)" if ids else ""))
+        if report.get("repaired"):
+            click.echo(f"repaired: {report['repaired']}")
+    if not report.get("ok") and not report.get("repaired"):
+        click.get_current_context().exit(1)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def stats(obj: Context, as_json: bool) -> None:
+    """Documents per site and audience, last crawl, index generation and size."""
+    from kb.maintenance import stats as collect
+
+    with obj.store() as store:
+        data = collect(store, obj.paths["index"])
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    _print_tree(data)
+
+
+def _print_tree(data: Any, indent: int = 0) -> None:
+    pad = "  " * indent
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(value, (dict, list)) and value:
+                click.echo(f"{pad}{key}:")
+                _print_tree(value, indent + 1)
+            else:
+                click.echo(f"{pad}{key}: {value}")
+    elif isinstance(data, list):
+        for item in data:
+            if isinstance(item, dict):
+                click.echo(pad + ", ".join(f"{k}={v}" for k, v in item.items()))
+            else:
+                click.echo(f"{pad}- {item}")
+
+
+@cli.command()
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--archive", is_flag=True, help="Write a .tar.gz instead of a directory.")
+@pass_ctx
+def backup(obj: Context, dest: Path, archive: bool) -> None:
+    """Back up the store (SQLite online backup) and the settings files into DEST."""
+    from kb.maintenance import backup as make_backup
+
+    click.echo(str(make_backup(obj.paths["root"], dest, archive=archive)))
+
+
+@cli.command()
+@click.argument("src", type=click.Path(exists=True, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace an existing store (a safety backup is made first).")
+@click.option("--no-reindex", is_flag=True, help="Do not rebuild the index after restoring.")
+@pass_ctx
+def restore(obj: Context, src: Path, force: bool, no_reindex: bool) -> None:
+    """Restore a backup made by `kb backup`, then rebuild the index."""
+    from kb.maintenance import restore as do_restore
+
+    result = do_restore(src, obj.paths["root"], force=force, reindex=not no_reindex)
+    click.echo(json.dumps(result, indent=2, default=str))
+
+
+@cli.group()
+def report() -> None:
+    """Reports for staff to review."""
+
+
+@report.command("queries")
+@click.option("--days", default=30, show_default=True, type=click.IntRange(1, 3650))
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def report_queries(obj: Context, days: int, as_json: bool) -> None:
+    """Top and zero-result queries, with vocabulary candidates for zero-result lay terms."""
+    from kb.querylog import report as query_report
+
+    known = None
+    try:
+        from kb.search import Searcher
+
+        searcher = Searcher(obj.paths["index"])
+        known = getattr(searcher, "known", None)
+    except Exception:  # no index yet: every word of zero-result queries is a candidate
+        searcher = None
+    with obj.store() as store:
+        data = query_report(store, days, known=known)
+    if searcher is not None:
+        searcher.close()
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        _print_tree(data)

@@ -122,6 +122,12 @@ class Store:
         self.close()
 
     def _migrate(self) -> None:
+        """Create the schema once; later opens only read the version, so readers never take the write lock."""
+        try:
+            if self.get_meta("schema_version") == str(SCHEMA_VERSION):
+                return
+        except sqlite3.OperationalError:  # no meta table yet: a new database
+            pass
         with self.transaction():
             for statement in SCHEMA.split(";\n"):
                 if statement.strip():
@@ -328,3 +334,26 @@ class Store:
     def recent_crawls(self, limit: int = 10) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT * FROM crawls ORDER BY id DESC LIMIT ?", (limit,))
         return [dict(r) | {"stats": json.loads(r["stats"])} for r in rows]
+
+    # -- browse by topic (web home page) -----------------------------------------
+    def topic_counts(self, column: str, audiences: tuple[str, ...] = ("public",),
+                     limit: int = 50) -> list[tuple[str, int]]:
+        """Most common categories or tags with their article counts, so the home page works without an index."""
+        if column not in {"categories", "tags"}:
+            raise ValueError(f"topic_counts() counts categories or tags, not {column!r}")
+        marks = ", ".join("?" * len(audiences)) or "NULL"
+        rows = self.db.execute(
+            f"SELECT j.value AS value, count(DISTINCT a.id) AS n FROM articles AS a, json_each(a.{column}) AS j "
+            f"WHERE a.audience IN ({marks}) AND trim(j.value) != '' GROUP BY j.value ORDER BY n DESC, j.value LIMIT ?",
+            (*audiences, limit),
+        )
+        return [(r["value"], r["n"]) for r in rows]
+
+    def page_errors(self, source: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+        """Pages whose last crawl skipped them, with the recorded "kind: reason" (for `kb crawl --report`)."""
+        sql = "SELECT url, source, status, fetched_at, error FROM pages WHERE error != ''"
+        args: tuple[Any, ...] = ()
+        if source is not None:
+            sql, args = sql + " AND source = ?", (source,)
+        rows = self.db.execute(sql + " ORDER BY source, error, url LIMIT ?", (*args, limit))
+        return [dict(r) for r in rows]

@@ -1,0 +1,343 @@
+"""Operations without downtime: consistency check and repair, statistics, online backup and restore.
+
+The store is the source of truth, so a backup is the store (copied with SQLite's online
+backup API while crawls and searches go on) plus the small hand-written files of the data
+directory (sources.toml, kb.toml, vocabulary overrides: every top-level *.toml). The index
+is left out on purpose: it is rebuilt from the store, and its table of contents is a pickle
+that must never be loaded from an untrusted archive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import tarfile
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from kb import __version__
+from kb.config import data_paths
+from kb.errors import KBError
+from kb.lock import lock_status, writer_lock
+from kb.store import Store
+
+log = logging.getLogger(__name__)
+
+BACKUP_FORMAT = 1
+MANIFEST = "manifest.json"
+STORE_NAME = "kb.sqlite3"
+
+
+# -- check and repair ----------------------------------------------------------------------------
+
+def check(store: Store, index_root: Path, repair: bool = False) -> dict[str, Any]:
+    """Compare the store with the index: missing, orphaned and stale documents; `repair` fixes them.
+
+    Repair indexes exactly what differs through `kb.index` (the only writer); when nothing has
+    been indexed yet it builds the first generation. The caller holds the writer lock.
+    """
+    from kb import index
+
+    in_store = {int(r["id"]): r["content_hash"] for r in store.db.execute("SELECT id, content_hash FROM articles")}
+    generation = index.current_generation(index_root)
+    in_index = index.indexed_hashes(index_root) if generation is not None else {}
+    missing = sorted(set(in_store) - set(in_index))
+    orphaned = sorted(set(in_index) - set(in_store))
+    stale = sorted(i for i in set(in_store) & set(in_index) if in_index[i] != in_store[i])
+    result: dict[str, Any] = {
+        "generation": generation.name if generation else None,
+        "store_articles": len(in_store),
+        "index_documents": len(in_index),
+        "missing": missing,
+        "orphaned": orphaned,
+        "stale": stale,
+        "ok": not (missing or orphaned or stale) and (generation is not None or not in_store),
+        "repaired": False,
+    }
+    if repair and not result["ok"]:
+        if generation is None:
+            index.rebuild(store, index_root)
+        else:
+            index.reindex_ids(store, index_root, upsert=set(missing) | set(stale), delete=set(orphaned))
+        after = check(store, index_root)
+        result["repaired"] = after["ok"]
+        result["after"] = {k: after[k] for k in ("generation", "index_documents", "missing", "orphaned", "stale")}
+        log.info("Index repaired: %d missing, %d orphaned, %d stale fixed.", len(missing), len(orphaned), len(stale),
+                 extra={"missing": len(missing), "orphaned": len(orphaned), "stale": len(stale)})
+    return result
+
+
+# -- stats ---------------------------------------------------------------------------------------
+
+def _size(path: Path) -> int:
+    """Bytes on disk of a file or a directory tree (0 when absent)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+
+def _mtime(path: Path) -> str:
+    return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+
+
+def stats(store: Store, index_root: Path) -> dict[str, Any]:
+    """What an operator asks first: how much is stored, when it was crawled and indexed, how big it is."""
+    from kb import index
+
+    by = store.counts_by("site", "audience")
+    sites: dict[str, dict[str, int]] = {}
+    for row in by:
+        sites.setdefault(row["site"], {})[row["audience"]] = row["articles"]
+    crawls = store.recent_crawls(1)
+    generation = index.current_generation(index_root)
+    meta = index.read_meta(generation) if generation else {}
+    upserts, deletes, _ = store.changes_since(int(meta.get("seq", 0))) if generation else (set(), set(), 0)
+    store_files = [store.path, store.path.with_name(store.path.name + "-wal")]
+    try:
+        queries = store.db.execute("SELECT count(*) FROM query_log").fetchone()[0]
+    except sqlite3.OperationalError:
+        queries = 0
+    return {
+        "articles": sum(row["articles"] for row in by),
+        "by_audience": {a: sum(s.get(a, 0) for s in sites.values()) for a in sorted({r["audience"] for r in by})},
+        "by_site": sites,
+        "last_crawl": crawls[0] if crawls else None,
+        "last_change": store.last_change(),
+        "index": {
+            "generation": generation.name if generation else None,
+            "built_at": meta.get("built") or (_mtime(generation) if generation else None),
+            "documents": meta.get("docs"),
+            "pending_changes": len(upserts) + len(deletes) if generation else None,
+            "size_bytes": _size(generation) if generation else 0,
+            "total_bytes": _size(Path(index_root)),
+        },
+        "store": {"path": str(store.path), "size_bytes": sum(_size(p) for p in store_files)},
+        "queries_logged": queries,
+        "writer": lock_status(store.path.parent),
+    }
+
+
+# -- backup and restore --------------------------------------------------------------------------
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _integrity(db_path: Path) -> str:
+    """PRAGMA integrity_check of a database file opened read-only and unmodified ("ok" when sound)."""
+    try:
+        conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+    except sqlite3.Error as exc:
+        return str(exc)
+    try:
+        result = "; ".join(row[0] for row in conn.execute("PRAGMA integrity_check"))
+        conn.execute("SELECT count(*) FROM articles").fetchone()
+        return result
+    except sqlite3.Error as exc:
+        return str(exc)
+    finally:
+        conn.close()
+
+
+def _config_files(root: Path) -> list[Path]:
+    """Hand-written files worth keeping: sources.toml, kb.toml, vocabulary overrides."""
+    return sorted(p for p in root.glob("*.toml") if p.is_file())
+
+
+def backup(data_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *, archive: bool = False) -> Path:
+    """Copy the live store (online, consistent) and the data directory's *.toml into `dest`/kb-backup-<UTC time>.
+
+    Crawls and searches may run meanwhile. The directory holds a manifest with SHA-256 sums that
+    `restore` verifies; with `archive` it becomes one .tar.gz. Returns the directory or archive path.
+    """
+    paths = data_paths(data_dir)
+    if not paths["store"].is_file():
+        raise KBError(f"There is no store to back up at {paths['store']}.", "Check --data-dir.")
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    name, n = f"kb-backup-{stamp}", 1
+    while (dest / name).exists() or (dest / f"{name}.tar.gz").exists():
+        n += 1
+        name = f"kb-backup-{stamp}-{n}"
+    partial = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=dest))
+    try:
+        copy = partial / STORE_NAME
+        source = sqlite3.connect(paths["store"], timeout=30)
+        target = sqlite3.connect(copy)
+        try:
+            source.backup(target)  # one step: a consistent snapshot even while others write (WAL)
+            target.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+            articles = target.execute("SELECT count(*) FROM articles").fetchone()[0]
+            schema = target.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        finally:
+            target.close()
+            source.close()
+        verdict = _integrity(copy)
+        if verdict != "ok":
+            raise KBError(f"The backup copy failed its integrity check: {verdict}",
+                          "Run `kb check` on the store and try again; nothing was written.")
+        for path in _config_files(paths["root"]):
+            shutil.copy2(path, partial / path.name)
+        manifest = {
+            "format": BACKUP_FORMAT,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "kb_version": __version__,
+            "schema_version": schema[0] if schema else None,
+            "articles": articles,
+            "files": {p.name: _sha256(p) for p in sorted(partial.iterdir())},
+        }
+        (partial / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
+        if archive:
+            final = dest / f"{name}.tar.gz"
+            with tarfile.open(partial / "archive.tmp", "w:gz") as tar:
+                for path in sorted(partial.iterdir()):
+                    if path.name != "archive.tmp":
+                        tar.add(path, arcname=f"{name}/{path.name}")
+            os.replace(partial / "archive.tmp", final)
+        else:
+            final = dest / name
+            os.replace(partial, final)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    log.info("Backed up %d articles to %s.", articles, final, extra={"backup": str(final), "articles": articles})
+    return final
+
+
+def _verified(folder: Path) -> dict[str, Any]:
+    """The manifest of a backup directory, after checking every file's SHA-256 and the store's integrity."""
+    manifest_path = folder / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text("utf-8"))
+        files = dict(manifest["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise KBError(f"{folder} is not a kb backup (no readable {MANIFEST}).",
+                      "Pass a directory or .tar.gz made by `kb backup`.") from None
+    if STORE_NAME not in files:
+        raise KBError(f"The backup {folder} holds no store.", "Pass a backup made by `kb backup`.")
+    for name, digest in files.items():
+        path = folder / name
+        if Path(name).name != name or not path.is_file() or _sha256(path) != digest:
+            raise KBError(f"The backup {folder} is damaged: {name} is missing or differs from its checksum.",
+                          "Use another backup.")
+    verdict = _integrity(folder / STORE_NAME)
+    if verdict != "ok":
+        raise KBError(f"The backed-up store fails its integrity check: {verdict}", "Use another backup.")
+    return manifest
+
+
+def _unpack(src: Path, into: Path) -> Path:
+    """The backup directory inside a .tar.gz (extracted with the safe 'data' filter)."""
+    with tarfile.open(src) as tar:
+        tar.extractall(into, filter="data")
+    folders = [p for p in into.iterdir() if (p / MANIFEST).is_file()]
+    if len(folders) != 1:
+        raise KBError(f"{src} is not a kb backup archive.", "Pass a .tar.gz made by `kb backup --archive`.")
+    return folders[0]
+
+
+def restore(src: str | os.PathLike[str], data_dir: str | os.PathLike[str], force: bool = False,
+            *, reindex: bool = True) -> dict[str, Any]:
+    """Restore a backup into `data_dir`, verified first; never loses data.
+
+    Refuses to replace an existing store (or differing *.toml) unless `force`; then a safety backup of
+    the current data directory is taken first. The store is replaced through SQLite's backup API,
+    so a running web app sees the restored content without a restart. With `reindex` (default) the
+    index is rebuilt from the restored store, since the old index describes other articles.
+    """
+    src = Path(src)
+    if not src.exists():
+        raise KBError(f"There is no backup at {src}.", "Check the path.")
+    paths = data_paths(data_dir)
+    paths["root"].mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".restore-", dir=paths["root"]) as scratch:
+        folder = _unpack(src, Path(scratch)) if src.is_file() else src
+        manifest = _verified(folder)
+        with writer_lock(paths["root"], "restore"):
+            existing = paths["store"].is_file()
+            conflicts = [n for n in manifest["files"] if n != STORE_NAME and (paths["root"] / n).is_file()
+                         and _sha256(paths["root"] / n) != manifest["files"][n]]
+            if (existing or conflicts) and not force:
+                what = f"a store ({paths['store']})" if existing else ", ".join(conflicts)
+                raise KBError(f"{paths['root']} already has {what}; restore would replace it.",
+                              "Pass --force to replace it (a safety backup is taken first), "
+                              "or restore into an empty --data-dir.")
+            safety = backup(paths["root"], paths["root"] / "backups") if existing else None
+            _restore_store(folder / STORE_NAME, paths["store"], existing)
+            for name in manifest["files"]:
+                if name not in (STORE_NAME, MANIFEST):
+                    shutil.copy2(folder / name, paths["root"] / name)
+            articles = 0
+            if reindex:
+                with Store(paths["store"]) as store:
+                    articles = _rebuild(store, paths["index"])
+    log.info("Restored %s into %s.", src, paths["root"], extra={"backup": str(src), "safety_backup": str(safety)})
+    return {
+        "restored_from": str(src),
+        "created": manifest.get("created"),
+        "articles": manifest.get("articles"),
+        "files": sorted(manifest["files"]),
+        "safety_backup": str(safety) if safety else None,
+        "reindexed": reindex,
+        "indexed": articles,
+    }
+
+
+def _restore_store(copy: Path, target: Path, existing: bool) -> None:
+    """Put the verified copy in place: atomic rename when new, SQLite backup API over a live store."""
+    if not existing:
+        partial = target.with_name(target.name + ".restoring")
+        shutil.copy2(copy, partial)
+        os.replace(partial, target)
+        return
+    source = sqlite3.connect(f"{copy.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+    live = sqlite3.connect(target, timeout=30)
+    try:
+        source.backup(live)
+    finally:
+        live.close()
+        source.close()
+
+
+def _rebuild(store: Store, index_root: Path) -> int:
+    """Full index rebuild after a restore (the old index describes other articles)."""
+    from kb import index
+
+    return index.rebuild(store, index_root, force=True)
+
+
+# -- health --------------------------------------------------------------------------------------
+
+def health(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Cheap liveness facts for /healthz: can the store be read, is there an index to search?
+
+    Safe to expose publicly: no paths, PIDs or host names. `ok` False means searches fail (serve 503).
+    """
+    from kb import index
+
+    paths = data_paths(data_dir)
+    checks: dict[str, Any] = {}
+    try:
+        conn = sqlite3.connect(f"{paths['store'].resolve().as_uri()}?mode=ro", uri=True, timeout=2)
+        try:
+            conn.execute("SELECT 1 FROM articles LIMIT 1").fetchall()
+            checks["store"] = "ok"
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        checks["store"] = "unavailable"
+    generation = index.current_generation(paths["index"])
+    checks["index"] = generation.name if generation else "missing"
+    writer = lock_status(paths["root"])
+    checks["writer"] = {"command": writer.get("command"), "since": writer.get("started")} if writer else None
+    return {"ok": checks["store"] == "ok" and generation is not None, **checks}

@@ -1,0 +1,837 @@
+"""Flask pages and JSON API over the search layer; the store backs article pages.
+
+The web layer never touches Whoosh or the network: it parses and validates
+request parameters, asks `kb.search.Searcher` (one per process) or the SQLite
+`Store` (one per request), and renders autoescaped templates. The only trusted
+HTML is the search snippet (`Hit.snippet_html`), marked safe in one macro.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import importlib.resources
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+from urllib.parse import urlencode, urlsplit
+
+from flask import (Blueprint, Flask, Response, abort, current_app, g, jsonify, redirect, render_template,
+                   request, url_for)
+from flask.json.provider import DefaultJSONProvider
+from jinja2 import BaseLoader, Environment, TemplateNotFound
+from jinja2.loaders import split_template_path
+from markupsafe import escape
+from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import BadRequest, HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
+
+from kb import __version__, config
+from kb.config import data_paths
+from kb.errors import IndexUnavailable
+from kb.models import Article, Results
+from kb.store import Store
+
+if TYPE_CHECKING:
+    from kb.search import Searcher
+
+log = logging.getLogger(__name__)
+
+FILTERS: tuple[str, ...] = ("category", "tag", "site", "year")
+FILTER_LABELS = {"category": "Topic", "tag": "Tag", "site": "Source site", "year": "Year"}
+# Facet names the search layer may use, mapped to the filter parameter they narrow.
+FACET_FILTER = {"tag": "tag", "tags": "tag", "category": "category", "categories": "category",
+                "site": "site", "sites": "site", "year": "year", "years": "year"}
+SORTS: tuple[str, ...] = ("relevance", "date")
+MAX_PER_PAGE = 100
+MAX_PAGE = 1000  # deep pages cost Whoosh page*per_page scored documents
+MAX_QUERY_LENGTH = 500
+MAX_FILTER_VALUES = 20
+MAX_SUGGEST = 20
+STATIC_MAX_AGE = timedelta(days=7)  # URLs carry a content hash (?v=), so a week is safe
+RESERVED_IDS = frozenset({"main", "q", "q-suggestions", "q-status", "results", "contents", "article-title"})
+
+CONTENT_SECURITY_POLICY = "; ".join((
+    "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self' data:",
+    "frame-ancestors 'none'", "base-uri 'self'", "form-action 'self'", "object-src 'none'",
+))
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
+}
+
+INDEX_UNAVAILABLE_MESSAGE = "The search index is not available yet; it may be being built right now."
+INDEX_UNAVAILABLE_REMEDY = "Try again in a few minutes. Site maintainers: run `kb reindex` to build the index."
+ERROR_TEXT: dict[int, tuple[str, str]] = {
+    400: ("The request had a parameter we could not use.", "Check the address, or start a new search."),
+    404: ("There is no page at this address.", "Check the address for typos, or search from the home page."),
+    405: ("This address does not accept that kind of request.",
+          "Use a GET request (follow a link or the search form)."),
+    500: ("Something went wrong on our side.",
+          "Try again in a moment; if it keeps happening, tell the site maintainer."),
+}
+
+
+# -- pieces with no Flask state (tested directly) ---------------------------------------------------------------
+
+class BadParam(BadRequest):
+    """A request parameter is out of range or malformed; the description says which and how to fix it."""
+
+
+def http_url(url: str | None) -> str | None:
+    """Return `url` if it is safe to put in an href (absolute http or https), else None.
+
+    Crawled URLs are untrusted: `javascript:`, `data:` and anything with control
+    characters (which browsers silently strip) must never become a link.
+    """
+    if not url or not isinstance(url, str):
+        return None
+    text = url.strip()
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        return None
+    if not re.match(r"(?i)https?://[^\s/?#\\]+(?:[/?#]|$)", text):
+        return None
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return None
+    return text if parts.scheme.lower() in ("http", "https") and parts.hostname else None
+
+
+def host_name(url: str | None) -> str:
+    """Host shown next to a result so readers see where it comes from."""
+    try:
+        return (urlsplit((url or "").strip()).hostname or "") if http_url(url) else ""
+    except ValueError:
+        return ""
+
+
+def iso_date(value: str | None) -> str:
+    """The YYYY-MM-DD part of an ISO date/datetime, or "" when it is not one (for <time datetime>)."""
+    if not value:
+        return ""
+    try:
+        return date.fromisoformat(str(value)[:10]).isoformat()
+    except ValueError:
+        return ""
+
+
+def human_date(value: str | None) -> str:
+    """A date people read without thinking about formats (`3 March 2024`); odd values pass through."""
+    text = iso_date(value)
+    if not text:
+        return str(value or "")
+    d = date.fromisoformat(text)
+    return f"{d.day} {d.strftime('%B')} {d.year}"
+
+
+def page_window(page: int, pages: int, radius: int = 2) -> list[int | None]:
+    """Page numbers around `page` plus first and last; None marks a gap (ellipsis)."""
+    shown = {1, pages, *range(max(1, page - radius), min(pages, page + radius) + 1)}
+    out: list[int | None] = []
+    previous = 0
+    for n in sorted(shown):
+        if n - previous > 1:
+            out.append(None)
+        out.append(n)
+        previous = n
+    return out
+
+
+def paragraphs(text: str) -> list[list[str]]:
+    """Split stored plain text into paragraphs (blank-line separated) of lines, for escaped rendering."""
+    blocks = re.split(r"\n[ \t]*\n", (text or "").replace("\r\n", "\n").strip())
+    out = []
+    for block in blocks:
+        lines = [line.strip() for line in block.split("\n") if line.strip()]
+        if lines:
+            out.append(lines)
+    return out
+
+
+@dataclass
+class RenderedSection:
+    heading: str
+    id: str
+    level: int
+    paragraphs: list[list[str]]
+
+
+def article_sections(article: Article) -> tuple[list[list[str]], list[RenderedSection]]:
+    """Lead paragraphs and sections of an article with unique ids equal to the anchors where possible.
+
+    Anchors come from the crawled page, so they may repeat, be empty or clash
+    with ids of our own page; those get a generated `section-N` id instead.
+    """
+    if not article.sections:
+        return paragraphs(article.text), []
+    lead: list[list[str]] = []
+    first = article.sections[0]
+    cut = -1
+    for probe in (first.heading, first.text[:80]):
+        if probe and probe.strip():
+            cut = article.text.find(probe.strip())
+            if cut >= 0:
+                break
+    if cut > 0:
+        lead = paragraphs(article.text[:cut])
+    used: set[str] = set()
+    out: list[RenderedSection] = []
+    seen_h2 = False
+    for n, section in enumerate(article.sections, 1):
+        anchor = (section.anchor or "").strip()
+        if not anchor or anchor in used or anchor in RESERVED_IDS or re.search(r"\s", anchor):
+            anchor = f"section-{n}"
+            while anchor in used:
+                anchor += "-x"
+        used.add(anchor)
+        level = 3 if section.level >= 3 and seen_h2 else 2
+        seen_h2 = seen_h2 or level == 2
+        if not section.heading.strip():  # headless text joins whatever precedes it
+            (out[-1].paragraphs if out else lead).extend(paragraphs(section.text))
+            continue
+        out.append(RenderedSection(section.heading.strip(), anchor, level, paragraphs(section.text)))
+    return lead, out
+
+
+@dataclass
+class SearchParams:
+    """Validated search parameters; builds URLs that change one thing and keep the rest."""
+
+    q: str = ""
+    page: int = 1
+    per_page: int = 10
+    filters: dict[str, list[str]] = field(default_factory=dict)
+    sort: str = "relevance"
+
+    def pairs(self, *, q: str | None = None, page: int | None = None, filters: dict[str, list[str]] | None = None,
+              sort: str | None = None) -> list[tuple[str, str]]:
+        q = self.q if q is None else q
+        filters = self.filters if filters is None else filters
+        sort = self.sort if sort is None else sort
+        out: list[tuple[str, str]] = [("q", q)] if q else []
+        for name in FILTERS:
+            out += [(name, v) for v in filters.get(name, [])]
+        if sort != "relevance":
+            out.append(("sort", sort))
+        if page and page > 1:
+            out.append(("page", str(page)))
+        return out
+
+    def url(self, **changes: Any) -> str:
+        """URL of the HTML search page with `changes` applied; filter or query changes go back to page 1."""
+        return url_for("pages.search") + "?" + urlencode(self.pairs(**changes))
+
+    def page_url(self, page: int) -> str:
+        return self.url(page=page)
+
+    def sort_url(self, sort: str) -> str:
+        return self.url(sort=sort)
+
+    def query_url(self, q: str) -> str:
+        return self.url(q=q)
+
+    def has(self, name: str, value: str) -> bool:
+        return value in self.filters.get(name, [])
+
+    def with_filter(self, name: str, value: str) -> str:
+        filters = {k: list(v) for k, v in self.filters.items()}
+        if value not in filters.setdefault(name, []):
+            filters[name].append(value)
+        return self.url(filters=filters)
+
+    def without_filter(self, name: str, value: str) -> str:
+        filters = {k: [x for x in v if not (k == name and x == value)] for k, v in self.filters.items()}
+        return self.url(filters={k: v for k, v in filters.items() if v})
+
+    def toggle_filter(self, name: str, value: str) -> str:
+        return self.without_filter(name, value) if self.has(name, value) else self.with_filter(name, value)
+
+
+def _int_arg(args: MultiDict, name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = args.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise BadParam(f"Parameter {name} must be a whole number, not {raw[:40]!r}.") from None
+    if not minimum <= value <= maximum:
+        raise BadParam(f"Parameter {name} must be between {minimum} and {maximum} (got {value}).")
+    return value
+
+
+def parse_search_args(args: MultiDict, *, default_per_page: int = 10, allow_per_page: bool = False) -> SearchParams:
+    """Validate query-string parameters of a search; raises BadParam (400) with a fix-it message."""
+    q = " ".join((args.get("q") or "").split())
+    if len(q) > MAX_QUERY_LENGTH:
+        raise BadParam(f"The query is too long ({len(q)} characters); use at most {MAX_QUERY_LENGTH}.")
+    page = _int_arg(args, "page", 1, 1, MAX_PAGE)
+    per_page = default_per_page
+    if allow_per_page:
+        per_page = _int_arg(args, "per_page", default_per_page, 1, MAX_PER_PAGE)
+    sort = (args.get("sort") or "relevance").strip().lower()
+    if sort not in SORTS:
+        raise BadParam(f"Parameter sort must be one of {', '.join(SORTS)}.")
+    filters: dict[str, list[str]] = {}
+    for name in FILTERS:
+        values: list[str] = []
+        for raw in args.getlist(name):
+            value = " ".join(raw.split())
+            if not value or value in values:
+                continue
+            if len(value) > 200:
+                raise BadParam(f"Filter {name} value is too long; use at most 200 characters.")
+            if name == "year" and not re.fullmatch(r"\d{4}", value):
+                raise BadParam(f"Filter year must be a four-digit year, not {value[:40]!r}.")
+            values.append(value)
+        if len(values) > MAX_FILTER_VALUES:
+            raise BadParam(f"Use at most {MAX_FILTER_VALUES} values for filter {name}.")
+        if values:
+            filters[name] = values
+    return SearchParams(q=q, page=page, per_page=per_page, filters=filters, sort=sort)
+
+
+@dataclass
+class FacetItem:
+    value: str
+    count: int
+    selected: bool
+    url: str
+
+
+@dataclass
+class FacetGroup:
+    name: str  # the filter parameter
+    label: str
+    items: list[FacetItem]
+
+
+def facet_groups(results: Results, params: SearchParams) -> list[FacetGroup]:
+    """Facet links that add (or, when selected, remove) one filter; selected values always stay visible."""
+    groups: dict[str, FacetGroup] = {}
+    for key, values in (results.facets or {}).items():
+        name = FACET_FILTER.get(key)
+        if name is None:
+            continue
+        group = groups.setdefault(name, FacetGroup(name, FILTER_LABELS[name], []))
+        for value, count in values:
+            value = str(value)
+            if any(item.value == value for item in group.items):
+                continue
+            group.items.append(FacetItem(value, int(count), params.has(name, value), params.toggle_filter(name, value)))
+    for name, values in params.filters.items():
+        group = groups.setdefault(name, FacetGroup(name, FILTER_LABELS[name], []))
+        for value in values:
+            if not any(item.value == value for item in group.items):
+                group.items.insert(0, FacetItem(value, 0, True, params.without_filter(name, value)))
+    return [groups[name] for name in FILTERS if name in groups and groups[name].items]
+
+
+class HTMLSafeJSONProvider(DefaultJSONProvider):
+    """JSON whose text never contains <, >, & or ' so crawled strings cannot act as markup if mis-served."""
+
+    sort_keys = False  # keep Results.to_json() order, the same as `kb search --json`
+    ensure_ascii = False
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        text = super().dumps(obj, **kwargs)
+        # Outside strings JSON has none of these characters, so the replacement only touches string contents.
+        return (text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+                .replace("'", "\\u0027"))
+
+
+class ResourceLoader(BaseLoader):
+    """Jinja loader over an importlib.resources Traversable, so templates work from a checkout, an
+    editable install and a wheel (where they ship as the data package kb.templates)."""
+
+    def __init__(self, root: Traversable) -> None:
+        self.root = root
+
+    def get_source(self, environment: Environment, template: str) -> tuple[str, str | None, Callable[[], bool]]:
+        node = self.root
+        for piece in split_template_path(template):  # rejects "..", so no escape from the root
+            node = node.joinpath(piece)
+        if not node.is_file():
+            raise TemplateNotFound(template)
+        source = node.read_text("utf-8")
+        if isinstance(node, Path):
+            mtime = node.stat().st_mtime
+
+            def uptodate() -> bool:
+                try:
+                    return node.stat().st_mtime == mtime
+                except OSError:
+                    return False
+
+            return source, str(node), uptodate
+        return source, None, lambda: True
+
+    def list_templates(self) -> list[str]:
+        found: list[str] = []
+
+        def walk(node: Traversable, prefix: str) -> None:
+            for child in node.iterdir():
+                if child.is_dir():
+                    walk(child, f"{prefix}{child.name}/")
+                elif child.name.endswith(".html"):
+                    found.append(prefix + child.name)
+
+        walk(self.root, "")
+        return sorted(found)
+
+
+def template_root() -> Traversable:
+    """Where templates live: the kb.templates package when installed, else the checkout's templates/."""
+    try:
+        root = importlib.resources.files("kb.templates")
+    except ModuleNotFoundError:  # plain checkout on sys.path: top-level templates/ is not a kb subpackage
+        root = Path(__file__).resolve().parent.parent / "templates"
+    if not root.joinpath("base.html").is_file():
+        raise RuntimeError(f"kb templates not found at {root}; reinstall kb (pip install -e .).")
+    return root
+
+
+# -- per-process state ---------------------------------------------------------------------------------------------
+
+class KBState:
+    """What one app shares across requests: settings, data paths and the one lazily opened Searcher."""
+
+    def __init__(self, settings: dict[str, Any], searcher: Any = None) -> None:
+        self.settings = settings
+        self.paths = data_paths(settings["DATA_DIR"])
+        self._searcher = searcher
+        self._owned = searcher is None
+        self._lock = threading.Lock()
+
+    def searcher(self) -> "Searcher":
+        """The process-wide Searcher; not cached while the index is missing, so a later reindex is picked up."""
+        if self._searcher is None:
+            with self._lock:
+                if self._searcher is None:
+                    from kb.search import Searcher
+
+                    self._searcher = Searcher(self.paths["index"])
+        return self._searcher
+
+    def close(self) -> None:
+        with self._lock:
+            if self._searcher is not None and self._owned:
+                self._searcher.close()
+                self._searcher = None
+
+
+def _close_state(ref: "weakref.ref[KBState]") -> None:
+    state = ref()
+    if state is not None:
+        state.close()
+
+
+def state() -> KBState:
+    return current_app.extensions["kb"]
+
+
+def get_searcher() -> "Searcher":
+    return state().searcher()
+
+
+def get_store() -> Store:
+    """The request's Store connection (SQLite connections are per thread), closed on teardown."""
+    if "kb_store" not in g:
+        g.kb_store = Store(state().paths["store"])
+    return g.kb_store
+
+
+def audiences() -> tuple[str, ...]:
+    return tuple(current_app.config.get("AUDIENCES") or ("public",))
+
+
+def visible_article(article_id: int) -> Article | None:
+    article = get_store().get_article(article_id)
+    return article if article is not None and article.audience in audiences() else None
+
+
+def run_search(params: SearchParams) -> Results:
+    """Ask the process-wide Searcher; a new query (page 1) goes to the query log for `kb report queries`."""
+    started = time.perf_counter()
+    results = get_searcher().search(params.q, page=params.page, per_page=params.per_page,
+                                    filters=params.filters or None, sort=params.sort, audiences=audiences())
+    if params.q and params.page == 1:
+        _log_search(params.q, results.total, (time.perf_counter() - started) * 1000)
+    return results
+
+
+def _log_search(query: str, total: int, elapsed_ms: float) -> None:
+    """Record the search; logging is a by-product and must never break or slow a search noticeably."""
+    try:
+        from kb.querylog import log_query
+
+        audience = "staff" if "staff" in audiences() else "public"
+        log_query(get_store(), query, total, elapsed_ms, audience, settings=state().settings)
+    except Exception:  # noqa: BLE001 - a broken log must not cost the reader their results
+        log.warning("search not recorded in the query log", exc_info=True)
+
+
+def _secret_key(data_dir: Path) -> str:
+    """Read or create DATA_DIR/secret_key (mode 0600) so sessions survive restarts without a config step."""
+    path = data_dir / "secret_key"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_text("ascii").strip()
+        if key:
+            return key
+        path.unlink()  # an empty file (a crash mid-write) is replaced
+        return _secret_key(data_dir)
+    key = secrets.token_hex(32)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(key + "\n")
+    return key
+
+
+_static_versions: dict[str, str] = {}
+
+
+def static_url(filename: str) -> str:
+    """Static URL with a content hash, so browsers may cache for a week yet see changes at once."""
+    folder = current_app.static_folder or ""
+    version = _static_versions.get(os.path.join(folder, filename))
+    if version is None:
+        try:
+            version = hashlib.sha256(Path(folder, filename).read_bytes()).hexdigest()[:10]
+        except OSError:
+            version = __version__
+        _static_versions[os.path.join(folder, filename)] = version
+    return url_for("static", filename=filename, v=version)
+
+
+# -- app factory --------------------------------------------------------------------------------------------------
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app (flaskr style): settings from kb.config.load(), then the rest of `test_config`.
+
+    Keys of `test_config` that are kb settings (DATA_DIR, PER_PAGE, ...) go
+    through config.load like any override; other keys (TESTING, SEARCHER,
+    AUDIENCES, ...) go straight into app.config. SEARCHER injects a searcher
+    object (tests); otherwise one `Searcher` per process opens lazily.
+    """
+    test_config = dict(test_config or {})
+    overrides = {k: v for k, v in test_config.items() if k in config.DEFAULTS}
+    extra = {k: v for k, v in test_config.items() if k not in config.DEFAULTS}
+    settings = config.load(overrides)
+
+    static_folder = Path(__file__).resolve().parent / "static"
+    app = Flask(__name__, static_folder=str(static_folder), static_url_path="/static", template_folder=None)
+    app.json = HTMLSafeJSONProvider(app)
+    app.config.update(settings)
+    app.config.update(SEND_FILE_MAX_AGE_DEFAULT=STATIC_MAX_AGE, JSON_SORT_KEYS=False, AUDIENCES=("public",),
+                      MAX_CONTENT_LENGTH=64 * 1024)
+    app.config.update(extra)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = _secret_key(Path(settings["DATA_DIR"]))
+
+    app.jinja_loader = ResourceLoader(template_root())  # type: ignore[assignment]
+    app.jinja_env.trim_blocks = True
+    app.jinja_env.lstrip_blocks = True
+    app.jinja_env.filters.update(http_url=http_url, host=host_name, iso_date=iso_date, human_date=human_date)
+    app.jinja_env.globals.update(static_url=static_url, version=__version__, filter_labels=FILTER_LABELS)
+
+    kb_state = KBState(settings, app.config.pop("SEARCHER", None))
+    app.extensions["kb"] = kb_state
+    atexit.register(_close_state, weakref.ref(kb_state))
+
+    app.register_blueprint(pages)
+    app.register_blueprint(api)
+    app.register_error_handler(IndexUnavailable, _index_unavailable)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    app.after_request(_security_headers)
+    app.teardown_appcontext(_close_store)
+    return app
+
+
+def _close_store(exc: BaseException | None) -> None:
+    store = g.pop("kb_store", None)
+    if store is not None:
+        store.close()
+
+
+def _security_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+# -- errors (Datasette style: {status}.html, then error.html; JSON under /api) -----------------------------------
+
+def _wants_json() -> bool:
+    return request.path == "/api" or request.path.startswith("/api/")
+
+
+def error_response(status: int, message: str, remedy: str = "", headers: Mapping[str, str] | None = None) -> Response:
+    """JSON {"error": {...}} for API paths, else the status template; never a traceback."""
+    if _wants_json():
+        response = jsonify(error={"status": status, "message": f"{message} {remedy}".strip()})
+    else:
+        title = HTTP_STATUS_CODES.get(status, "Error")
+        try:
+            body = render_template([f"{status}.html", "error.html"], status=status, title=title, message=message,
+                                   remedy=remedy, q="")
+        except Exception:  # a broken template must not turn an error page into a traceback
+            log.exception("rendering the %s error page failed", status)
+            body = (f"<!doctype html><html lang=\"en\"><title>{status} {escape(title)}</title>"
+                    f"<h1>{escape(title)}</h1><p>{escape(message)} {escape(remedy)}</p></html>")
+        response = current_app.response_class(body, mimetype="text/html")
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _http_error(exc: HTTPException) -> Response | HTTPException:
+    if exc.code is None or exc.code < 400:
+        return exc
+    message, remedy = ERROR_TEXT.get(exc.code, (HTTP_STATUS_CODES.get(exc.code, "Error") + ".", ""))
+    if isinstance(exc, BadParam) and exc.description:
+        message = exc.description  # our own fix-it text; werkzeug's defaults are not shown
+    headers = {}
+    if exc.code == 405 and getattr(exc, "valid_methods", None):
+        headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+    return error_response(exc.code, message, remedy, headers)
+
+
+def _index_unavailable(exc: IndexUnavailable) -> Response:
+    log.warning("search index unavailable: %s", exc)
+    return error_response(503, INDEX_UNAVAILABLE_MESSAGE, INDEX_UNAVAILABLE_REMEDY, {"Retry-After": "60"})
+
+
+def _unexpected_error(exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    message, remedy = ERROR_TEXT[500]
+    return error_response(500, message, remedy)
+
+
+# -- HTML pages ---------------------------------------------------------------------------------------------------
+
+pages = Blueprint("pages", __name__)
+
+
+@pages.get("/")
+def index() -> str:
+    """Search box, browse by topic, and what this site is."""
+    store = get_store()
+    allowed = audiences()
+    total = sum(store.count_articles(audience=a) for a in allowed)
+    topics = store.topic_counts("categories", allowed, limit=40) if total else []
+    tags = store.topic_counts("tags", allowed, limit=40) if total else []
+    sites = [row for row in store.counts_by("site", "audience") if row["audience"] in allowed] if total else []
+    return render_template("index.html", q="", total=total, topics=topics, tags=tags,
+                           site_count=len({row["site"] for row in sites}), params=SearchParams())
+
+
+@pages.get("/search")
+def search() -> Any:
+    """Results page: hits with source links, facets, sorting, pagination and spelling help."""
+    params = parse_search_args(request.args, default_per_page=int(current_app.config["PER_PAGE"]))
+    if not params.q and not params.filters:
+        return redirect(url_for("pages.index"))
+    results = run_search(params)
+    first = (results.page - 1) * results.per_page + 1
+    return render_template(
+        "search.html", q=params.q, params=params, results=results, facets=facet_groups(results, params),
+        window=page_window(results.page, results.pages), first=first, last=first + len(results.hits) - 1,
+    )
+
+
+@pages.get("/article/<int:article_id>")
+def article(article_id: int) -> str:
+    """One stored article as escaped text with section anchors and a link to the original."""
+    found = visible_article(article_id)
+    if found is None:
+        abort(404)
+    lead, sections = article_sections(found)
+    return render_template("article.html", q="", article=found, lead=lead, sections=sections,
+                           params=SearchParams())
+
+
+@pages.get("/favicon.ico")
+def favicon() -> Response:
+    return redirect(static_url("favicon.svg"), code=301)
+
+
+# -- JSON API -----------------------------------------------------------------------------------------------------
+
+api = Blueprint("api", __name__, url_prefix="/api")
+
+
+@api.get("/search")
+def api_search() -> Response:
+    """Exactly Results.to_json(), the same document `kb search --json` prints."""
+    params = parse_search_args(request.args, default_per_page=int(current_app.config["PER_PAGE"]),
+                               allow_per_page=True)
+    if not params.q and not params.filters:
+        raise BadParam("Parameter q is required (or at least one filter: tag, category, site, year).")
+    results = run_search(params)
+    return jsonify(results.to_json())
+
+
+@api.get("/suggest")
+def suggest() -> Response:
+    """Completions for the search box (suggest-as-you-type)."""
+    q = " ".join((request.args.get("q") or "").split())
+    if len(q) > MAX_QUERY_LENGTH:
+        raise BadParam(f"The query is too long; use at most {MAX_QUERY_LENGTH} characters.")
+    limit = _int_arg(request.args, "limit", 8, 1, MAX_SUGGEST)
+    suggestions = get_searcher().suggest(q, limit=limit, audiences=audiences()) if q else []
+    return jsonify(query=q, suggestions=list(suggestions))
+
+
+@api.get("/articles/<int:article_id>")
+def api_article(article_id: int) -> Response:
+    found = visible_article(article_id)
+    if found is None:
+        abort(404)
+    return jsonify(found.to_dict())
+
+
+@api.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(openapi_document())
+
+
+def _param(name: str, description: str, schema: dict[str, Any], *, required: bool = False,
+           explode: bool = False) -> dict[str, Any]:
+    param: dict[str, Any] = {"name": name, "in": "query", "required": required, "description": description,
+                             "schema": schema}
+    if explode:
+        param.update(style="form", explode=True)
+    return param
+
+
+def openapi_document() -> dict[str, Any]:
+    """OpenAPI 3.1 description of /api/*, built from the same limits the views enforce."""
+    error = {"description": "Error",
+             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    filters = [
+        _param(name, f"Only results with this {name}; repeat to allow several values.",
+               {"type": "array", "items": {"type": "string", "pattern": r"^\d{4}$"} if name == "year"
+                else {"type": "string", "maxLength": 200}, "maxItems": MAX_FILTER_VALUES}, explode=True)
+        for name in FILTERS
+    ]
+    string_list = {"type": "array", "items": {"type": "string"}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "kb dermatology knowledge base API",
+            "version": __version__,
+            "description": "Full-text search over crawled dermatology articles. Errors are JSON "
+                           "{\"error\": {\"status\", \"message\"}}. 503 means the index is not built yet "
+                           "(run `kb reindex`).",
+        },
+        "servers": [{"url": "/"}],
+        "paths": {
+            "/api/search": {"get": {
+                "operationId": "search",
+                "summary": "Search articles (same JSON as `kb search --json`)",
+                "parameters": [
+                    _param("q", "Query: words, \"phrases\", AND/OR/NOT. Optional when a filter is given.",
+                           {"type": "string", "maxLength": MAX_QUERY_LENGTH}),
+                    _param("page", "Page number, from 1.", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE,
+                                                            "default": 1}),
+                    _param("per_page", "Results per page.", {"type": "integer", "minimum": 1,
+                                                              "maximum": MAX_PER_PAGE, "default": 10}),
+                    _param("sort", "Ranking order.", {"type": "string", "enum": list(SORTS), "default": "relevance"}),
+                    *filters,
+                ],
+                "responses": {
+                    "200": {"description": "A page of results",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Results"}}}},
+                    "400": error, "503": error,
+                },
+            }},
+            "/api/suggest": {"get": {
+                "operationId": "suggest",
+                "summary": "Completions for a partly typed query",
+                "parameters": [
+                    _param("q", "What has been typed so far.", {"type": "string", "maxLength": MAX_QUERY_LENGTH},
+                           required=True),
+                    _param("limit", "Most suggestions returned.", {"type": "integer", "minimum": 1,
+                                                                    "maximum": MAX_SUGGEST, "default": 8}),
+                ],
+                "responses": {
+                    "200": {"description": "Suggestions", "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["query", "suggestions"],
+                        "properties": {"query": {"type": "string"}, "suggestions": string_list}}}}},
+                    "400": error, "503": error,
+                },
+            }},
+            "/api/articles/{id}": {"get": {
+                "operationId": "getArticle",
+                "summary": "One stored article with its sections",
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "responses": {
+                    "200": {"description": "The article",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Article"}}}},
+                    "404": error,
+                },
+            }},
+            "/api/openapi.json": {"get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "responses": {"200": {"description": "OpenAPI 3.1 document",
+                                      "content": {"application/json": {"schema": {"type": "object"}}}}},
+            }},
+        },
+        "components": {"schemas": {
+            "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                "type": "object", "required": ["status", "message"],
+                "properties": {"status": {"type": "integer"}, "message": {"type": "string"}}}}},
+            "Hit": {"type": "object", "required": ["id", "url", "link", "title", "snippet", "score"], "properties": {
+                "id": {"type": "integer"},
+                "url": {"type": "string", "description": "The original page"},
+                "link": {"type": "string", "description": "url#anchor of the best-matching section"},
+                "title": {"type": "string"},
+                "snippet": {"type": "string", "description": "Escaped text with <mark> around matches (HTML)"},
+                "score": {"type": "number"},
+                "site": {"type": "string"},
+                "published": {"type": ["string", "null"]},
+                "tags": string_list, "categories": string_list,
+                "anchor": {"type": "string"}, "section": {"type": "string"},
+                "audience": {"type": "string"}, "kind": {"type": "string"}}},
+            "Results": {"type": "object", "required": ["query", "total", "results"], "properties": {
+                "query": {"type": "string"}, "total": {"type": "integer"}, "page": {"type": "integer"},
+                "per_page": {"type": "integer"}, "pages": {"type": "integer"},
+                "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
+                "suggestions": {**string_list, "description": "\"Did you mean …?\" alternatives"},
+                "facets": {"type": "object", "additionalProperties": {"type": "array", "items": {
+                    "type": "object", "properties": {"value": {"type": "string"}, "count": {"type": "integer"}}}}},
+                "notice": {"type": "string"}}},
+            "Section": {"type": "object", "properties": {
+                "heading": {"type": "string"}, "anchor": {"type": "string"}, "text": {"type": "string"},
+                "level": {"type": "integer"}}},
+            "Article": {"type": "object", "required": ["id", "url", "title", "text"], "properties": {
+                "id": {"type": "integer"}, "url": {"type": "string"}, "title": {"type": "string"},
+                "text": {"type": "string"},
+                "sections": {"type": "array", "items": {"$ref": "#/components/schemas/Section"}},
+                "canonical": {"type": "string"}, "description": {"type": "string"}, "author": {"type": "string"},
+                "published": {"type": ["string", "null"]}, "modified": {"type": ["string", "null"]},
+                "categories": string_list, "tags": string_list, "site": {"type": "string"},
+                "audience": {"type": "string"}, "lang": {"type": "string"}, "kind": {"type": "string"}}},
+        }},
+    }
+

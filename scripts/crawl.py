@@ -1,0 +1,16 @@
+#!/usr/bin/env python3
+"""Cron/systemd entry point for `kb crawl`: silent on success, one stderr message and a non-zero exit on failure.
+
+Usage: scripts/crawl.py [--data-dir DIR] [-v] [kb crawl options and URLs]
+Exit codes: 0 done, 75 another writer holds the lock (try later), other non-zero: see the message.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # also runs from a checkout without installing
+
+from kb.logs import run_unattended  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(run_unattended(["crawl"]))

@@ -1,0 +1,105 @@
+"""The query log: what it keeps (and never keeps), retention, settings, and the report."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from kb import config
+from kb.querylog import log_query, normalise, report
+from kb.store import Store
+
+
+def _rows(store: Store) -> list[dict]:
+    return [dict(r) for r in store.db.execute("SELECT * FROM query_log ORDER BY id")]
+
+
+def test_logs_only_what_is_needed_never_who_asked(store: Store) -> None:
+    assert log_query(store, "  Rosacea   laser ", 4, 12.345, "public")
+    columns = {r["name"] for r in store.db.execute("PRAGMA table_info(query_log)")}
+    assert columns == {"id", "at", "query", "results", "elapsed_ms", "audience"}
+    (row,) = _rows(store)
+    assert row["query"] == "Rosacea laser" and row["results"] == 4 and row["elapsed_ms"] == 12.3
+    assert row["audience"] == "public"
+
+
+def test_personal_numbers_and_emails_are_masked() -> None:
+    assert normalise("rash jane.doe@example.org 0612 345 678") == "rash [email] #"
+    assert normalise("born 12/03/1980 eczema") == "born # eczema"
+    assert normalise("co2 laser 1064 nm") == "co2 laser 1064 nm"  # short numbers are medical, keep them
+    assert len(normalise("x" * 500)) == 200
+
+
+def test_opt_out_records_nothing(store: Store, data_dir: Path) -> None:
+    settings = config.load({"DATA_DIR": str(data_dir)}, environ={"KB_QUERY_LOG": "false"})
+    assert not log_query(store, "acne", 3, 5.0, settings=settings)
+    assert report(store)["searches"] == 0
+
+
+def test_public_text_can_be_withheld_staff_text_is_kept(store: Store, data_dir: Path) -> None:
+    settings = config.load({"DATA_DIR": str(data_dir)}, environ={"KB_QUERY_LOG_PUBLIC": "0"})
+    log_query(store, "my child's eczema", 0, 8.0, "public", settings=settings)
+    log_query(store, "dupilumab dosing", 2, 9.0, "staff", settings=settings)
+    assert [r["query"] for r in _rows(store)] == [None, "dupilumab dosing"]
+    rep = report(store)
+    assert rep["searches"] == 2 and rep["without_text"] == 1
+    assert rep["by_audience"] == {"public": 1, "staff": 1}
+    assert [t["query"] for t in rep["top"]] == ["dupilumab dosing"]
+    assert rep["zero_results"] == []  # the withheld query cannot be shown, only counted
+    assert rep["zero_result_searches"] == 1
+
+
+def test_old_rows_are_pruned_on_write(store: Store) -> None:
+    settings = dict(config.DEFAULTS, QUERY_LOG_DAYS=7)
+    now = datetime.now(timezone.utc)
+    log_query(store, "old one", 1, 1.0, settings=settings, now=now - timedelta(days=10))
+    log_query(store, "recent", 1, 1.0, settings=settings, now=now - timedelta(days=3))
+    assert len(_rows(store)) == 2  # the old one was within retention when the second was written
+    log_query(store, "today", 1, 1.0, settings=settings, now=now)
+    assert [r["query"] for r in _rows(store)] == ["recent", "today"]
+
+
+def test_report_top_zero_results_and_vocabulary_candidates(store: Store) -> None:
+    for q, n in [("acne", 5), ("Acne", 5), ("acne", 6), ("rosacea", 2),
+                 ("zits on my chin", 0), ("zits on my chin", 0), ("zits back", 0), ("melasma", 0)]:
+        log_query(store, q, n, 10.0)
+    known_words = {"melasma", "back", "chin"}
+    rep = report(store, known=known_words.__contains__)
+    assert rep["searches"] == 8 and rep["zero_result_searches"] == 4
+    assert rep["top"][0] == {"query": "acne", "count": 3, "avg_results": 5.3}
+    assert rep["zero_results"][0] == {"query": "zits on my chin", "count": 2}
+    cands = {c["term"]: c for c in rep["vocabulary_candidates"]}
+    assert set(cands) == {"zits"}  # "on"/"my" are too short, the others are known
+    assert cands["zits"]["count"] == 3
+    assert cands["zits"]["queries"] == ["zits on my chin", "zits back"]
+    assert rep["elapsed_ms"]["p50"] == 10.0
+
+
+def test_report_window_excludes_older_queries(store: Store) -> None:
+    now = datetime.now(timezone.utc)
+    log_query(store, "last year", 0, 1.0, now=now - timedelta(days=60), settings=dict(config.DEFAULTS))
+    log_query(store, "this week", 0, 1.0, now=now - timedelta(days=2))
+    assert [z["query"] for z in report(store, days=30)["zero_results"]] == ["this week"]
+    assert len(report(store, days=90)["zero_results"]) == 2
+
+
+def test_report_on_a_store_that_never_logged(store: Store) -> None:
+    rep = report(store)
+    assert rep["searches"] == 0 and rep["top"] == [] and rep["elapsed_ms"]["p50"] is None
+
+
+def test_a_busy_store_does_not_break_or_stall_search(store: Store) -> None:
+    log_query(store, "warm up", 1, 1.0)
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # a crawl in the middle of a write
+        started = time.monotonic()
+        assert log_query(store, "acne", 3, 5.0) is False
+        assert time.monotonic() - started < 2
+        blocker.execute("ROLLBACK")
+    finally:
+        blocker.close()
+    assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] == 30000  # restored
+    assert log_query(store, "acne", 3, 5.0)
