@@ -113,8 +113,10 @@ def crawl(obj: Context, urls: tuple[str, ...], force: bool, show_report: bool, n
     from kb.sources import load_sources, source_from_url
 
     if show_report:
+        from kb.pipeline import crawl_report
+
         with obj.store() as store:
-            _print_crawl_report(store.recent_crawls(10))
+            _print_crawl_report(crawl_report(store))
         return
     if urls:
         sources = [source_from_url(u) for u in urls]
@@ -138,17 +140,20 @@ def crawl(obj: Context, urls: tuple[str, ...], force: bool, show_report: bool, n
                 f"removed {stats.removed}, skipped {stats.skipped} (robots {stats.robots}), errors {stats.errors}"
                 + (f" {dict(sorted(stats.errors_by_kind.items()))}" if stats.errors_by_kind else "")
             )
+            for message in stats.messages:
+                click.echo(f"{source.name}: {message}", err=True)
         if not no_index:
             _update_index(obj, store)
     if failed == len(sources):
         raise KBError("Nothing could be fetched.", "Check the URL, the network and robots.txt (`kb explain URL`).")
 
 
-def _print_crawl_report(crawls: list[dict[str, Any]]) -> None:
-    if not crawls:
+def _print_crawl_report(report: dict[str, Any]) -> None:
+    """The last crawls, then the pages they skipped grouped by kind (what to debug with `kb explain`)."""
+    if not report["crawls"]:
         click.echo("No crawls recorded yet.")
         return
-    for c in crawls:
+    for c in report["crawls"]:
         s = c["stats"]
         click.echo(
             f"#{c['id']} {c['source']} {c['started_at']} → {c['finished_at'] or 'unfinished'}: "
@@ -156,6 +161,11 @@ def _print_crawl_report(crawls: list[dict[str, Any]]) -> None:
                         ("fetched", "not_modified", "new", "updated", "removed", "robots", "skipped", "errors"))
             + (f" {s['errors_by_kind']}" if s.get("errors_by_kind") else "")
         )
+    if report.get("problems_by_kind"):
+        click.echo("\nPages skipped in the last crawls, by kind: "
+                   + ", ".join(f"{k} {n}" for k, n in sorted(report["problems_by_kind"].items())))
+        for p in report.get("problems", [])[:50]:
+            click.echo(f"  {p['url']}  {p['error']}")
 
 
 def _update_index(obj: Context, store) -> None:
@@ -163,6 +173,33 @@ def _update_index(obj: Context, store) -> None:
 
     indexed, deleted = update(store, obj.paths["index"])
     click.echo(f"index: {indexed} indexed, {deleted} removed")
+
+
+@cli.command()
+@click.argument("url")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+@pass_ctx
+def explain(obj: Context, url: str, as_json: bool) -> None:
+    """Fetch one page and show what would be stored, and why (or why it would be skipped). Writes nothing."""
+    from kb.pipeline import explain as explain_page
+
+    with obj.store() as store:
+        record = explain_page(url, obj.settings, store)
+    if as_json:
+        click.echo(json.dumps(record, indent=2, ensure_ascii=False, default=str))
+        return
+    if record.get("skipped"):
+        click.echo(f"skipped: {record['skipped']}")
+    for key in ("url", "canonical", "title", "audience", "published", "modified", "author", "categories", "tags"):
+        if record.get(key):
+            click.echo(f"{key}: {record[key]}")
+    for section in record.get("sections") or []:
+        click.echo(f"  #{section['anchor'] or '(top)'} {section['heading'] or '(introduction)'}: "
+                   f"{len(section['text'])} characters")
+    if record.get("text"):
+        click.echo("\n" + record["text"][:600] + ("…" if len(record["text"]) > 600 else ""))
+    for note in record.get("notes") or []:
+        click.echo(f"note: {note}")
 
 
 @cli.command()
@@ -231,7 +268,7 @@ def _plain(snippet_html: str) -> str:
     import re
 
     text = re.sub(r"</?mark[^>]*>", "*", snippet_html)
-    return html.unescape(re.sub(r"<[^>]+>", "", text))
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", text)).split())
 
 
 @cli.command()

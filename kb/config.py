@@ -41,6 +41,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REMOVE_AFTER_MISSES", 3, "Consecutive crawls a page may be missing from sitemap/feed before it is removed."),
     Setting("REMOVE_MAX_SHARE", 0.2, "A crawl refuses to remove more than this share of a site's articles unless forced."),
     Setting("RETRIES", 2, "Retries (with backoff) after a timeout or a 5xx answer."),
+    Setting("RETRY_BACKOFF", 1.0, "Seconds before the first retry of a failed request; doubles with each further retry."),
     Setting("SECRET_KEY", "", "Flask session key; generated into the data directory when empty."),
     Setting("TIMEOUT", 20.0, "Seconds allowed for one HTTP request (connect, read and total)."),
     Setting("USER_AGENT", f"kb/{__version__} (+https://github.com/kb-search/kb; dermatology knowledge base crawler)",

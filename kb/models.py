@@ -180,6 +180,7 @@ class CrawlStats:
     robots: int = 0  # skipped because robots.txt disallows
     errors: int = 0
     errors_by_kind: dict[str, int] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)  # notes for the operator (e.g. a refused removal)
 
     @property
     def stored(self) -> int:

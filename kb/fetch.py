@@ -1,0 +1,427 @@
+"""The only module that touches the network: a polite HTTP client for one crawl.
+
+Politeness is not optional here (after Scrapy's ROBOTSTXT_OBEY / DOWNLOAD_DELAY): every request,
+including each redirect hop and every retry, goes through robots.txt and the per-host delay.
+Failures become documented exceptions (`SkipPage`, `BlockedByRobots`, `FetchError` with a `kind`)
+so one bad page is recorded and the crawl goes on.
+"""
+
+from __future__ import annotations
+
+import codecs
+import email.utils
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+from protego import Protego
+
+from kb.errors import BlockedByRobots, FetchError, SkipPage
+from kb.models import Page
+
+log = logging.getLogger(__name__)
+
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+ROBOTS_MAX_BYTES = 512_000  # RFC 9309: parse at least 500 KiB, ignore the rest
+PAGE_ACCEPT = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"
+
+
+class RobotsUnavailable(BlockedByRobots):
+    """robots.txt could not be read (5xx, timeout): the host is treated as disallowed for this crawl."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(url)
+        self.message = f"robots.txt of this host is unavailable ({reason}), so nothing there is fetched: {url}"
+        self.args = (self.message,)
+
+
+@dataclass
+class RobotsRules:
+    """What robots.txt of one origin allows; `deny_all` when it could not be read."""
+
+    parser: Protego | None = None
+    deny_all: bool = False
+    reason: str = ""  # why the rules are what they are ("404: allow all", "503: disallow all", ...)
+    sitemaps: list[str] = field(default_factory=list)
+    crawl_delay: float | None = None
+
+
+def robot_token(user_agent: str) -> str:
+    """The product token robots.txt groups are matched against ("kb" for "kb/0.1 (+https://...)")."""
+    token = re.split(r"[/\s;(]", user_agent.strip(), maxsplit=1)[0]
+    return token.lower() or "kb"
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+def _host(url: str) -> str:
+    return (urlsplit(url).netloc or "").lower()
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds asked by a Retry-After header (delta seconds or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# -- content sniffing --------------------------------------------------------------------------------------
+
+_CONTROL = bytes(b for b in range(32) if b not in (9, 10, 12, 13, 27))
+_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+_META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.I)
+# WHATWG: labels that browsers decode as windows-1252, which is a superset of them.
+_ENCODING_ALIASES = {"iso-8859-1": "cp1252", "latin-1": "cp1252", "latin1": "cp1252", "us-ascii": "cp1252",
+                     "ascii": "cp1252", "iso8859-1": "cp1252", "l1": "cp1252"}
+
+
+def looks_binary(content: bytes) -> bool:
+    """Whether a body served as HTML is really binary (NUL bytes or many control characters)."""
+    sample = content[:8192]
+    if not sample or any(sample.startswith(bom) for bom, _ in _BOMS):
+        return False
+    if b"\x00" in sample:
+        return True
+    controls = len(sample) - len(sample.translate(None, _CONTROL))
+    return controls / len(sample) > 0.05
+
+
+def _codec(label: str | None) -> str | None:
+    if not label:
+        return None
+    label = label.strip().strip("\"'").lower()
+    label = _ENCODING_ALIASES.get(label, label)
+    try:
+        return codecs.lookup(label).name
+    except LookupError:
+        return None
+
+
+def detect_charset(content: bytes, content_type: str = "") -> str:
+    """The encoding to decode a page with: BOM, HTTP header charset, <meta charset>, else utf-8."""
+    for bom, name in _BOMS:
+        if content.startswith(bom):
+            return name
+    match = re.search(r"charset\s*=\s*([^;\s]+)", content_type or "", re.I)
+    codec = _codec(match.group(1)) if match else None
+    if codec:
+        return codec
+    match = _META_CHARSET.search(content[:4096])
+    codec = _codec(match.group(1).decode("ascii", "replace")) if match else None
+    if codec in ("utf-16", "utf-16-le", "utf-16-be", "utf-32"):  # a byte-oriented page cannot really be UTF-16
+        codec = None
+    return codec or "utf-8"
+
+
+def decode_html(content: bytes, content_type: str = "") -> str:
+    """Decode a page for extraction; a page that is mostly undecodable is skipped rather than stored garbled."""
+    charset = detect_charset(content, content_type)
+    text = content.decode(charset, errors="replace")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    bad = text.count("\ufffd")
+    if bad > 10 and bad / max(1, len(text)) > 0.02:
+        raise SkipPage(f"{bad / len(text):.0%} of the page is not valid {charset} text; skipped rather than "
+                       "storing garbled text", kind="bad_encoding")
+    return text
+
+
+# -- the client ----------------------------------------------------------------------------------------------
+
+@dataclass
+class _Response:
+    status: int
+    headers: dict[str, str]
+    url: str
+    content: bytes | None = None
+
+
+class Fetcher:
+    """An httpx client that obeys robots.txt, spaces requests per host, retries, and caps sizes.
+
+    One Fetcher lives for one crawl: robots.txt is read once per origin and a host whose robots.txt
+    is unavailable stays disallowed until the next crawl.
+    """
+
+    def __init__(self, settings: Mapping[str, Any], *, delay: float | None = None,
+                 transport: httpx.BaseTransport | None = None,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+        self.user_agent: str = settings["USER_AGENT"]
+        self.robot_token = robot_token(self.user_agent)
+        self.base_delay = float(settings["CRAWL_DELAY"] if delay is None else delay)
+        self.max_delay = float(settings["CRAWL_DELAY_MAX"])
+        self.timeout = float(settings["TIMEOUT"])
+        self.max_bytes = int(settings["MAX_PAGE_BYTES"])
+        self.max_redirects = int(settings["MAX_REDIRECTS"])
+        self.retries = max(0, int(settings["RETRIES"]))
+        self.backoff = float(settings.get("RETRY_BACKOFF", 1.0))
+        self.obey_robots = bool(settings["OBEY_ROBOTS"])
+        self._sleep = sleep
+        self._clock = clock
+        self._robots: dict[str, RobotsRules] = {}
+        self._last: dict[str, float] = {}  # host -> clock when its last response ended
+        self._not_before: dict[str, float] = {}  # host -> earliest next request (Retry-After)
+        self.notes: list[str] = []  # problems worth a line in the crawl log (robots.txt unavailable, ...)
+        self.requests = 0
+        self.client = httpx.Client(
+            headers={"User-Agent": self.user_agent},
+            timeout=httpx.Timeout(self.timeout),
+            follow_redirects=False,
+            transport=transport,
+            trust_env=False,
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> "Fetcher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- robots.txt ----------------------------------------------------------------------------------
+    def robots(self, url: str) -> RobotsRules:
+        """The robots.txt rules for the origin of `url`, fetched once per crawl."""
+        origin = _origin(url)
+        rules = self._robots.get(origin)
+        if rules is None:
+            rules = self._robots[origin] = self._load_robots(origin)
+        return rules
+
+    def _load_robots(self, origin: str) -> RobotsRules:
+        robots_url = origin + "/robots.txt"
+        try:
+            resp = self._request(robots_url, {"Accept": "text/plain,*/*;q=0.1"}, max_bytes=ROBOTS_MAX_BYTES,
+                                 truncate=True, robots_redirects=True)
+        except FetchError as exc:
+            if exc.status is not None and 300 <= exc.status < 500 and exc.status != 429:
+                # RFC 9309: a missing robots.txt (4xx, or a redirect chain that goes nowhere) allows everything
+                return RobotsRules(reason=f"robots.txt answered {exc.status}: everything allowed")
+            reason = exc.message
+            self.notes.append(f"{robots_url} is unavailable ({reason}); nothing on {origin} is fetched this crawl.")
+            log.warning("robots.txt unavailable: %s (%s)", robots_url, reason)
+            return RobotsRules(deny_all=True, reason=reason)
+        text = (resp.content or b"").decode("utf-8", errors="replace")
+        parser = Protego.parse(text)
+        delay = parser.crawl_delay(self.robot_token)
+        rules = RobotsRules(parser=parser, reason="robots.txt read", sitemaps=list(parser.sitemaps),
+                            crawl_delay=float(delay) if delay is not None else None)
+        if rules.crawl_delay and rules.crawl_delay > self.max_delay:
+            self.notes.append(f"{robots_url} asks for Crawl-delay {rules.crawl_delay:g} s; "
+                              f"using CRAWL_DELAY_MAX = {self.max_delay:g} s.")
+        return rules
+
+    def allowed(self, url: str) -> bool:
+        """Whether robots.txt lets us fetch `url` (always True when OBEY_ROBOTS is off)."""
+        if not self.obey_robots:
+            return True
+        rules = self.robots(url)
+        if rules.deny_all:
+            return False
+        return rules.parser is None or rules.parser.can_fetch(url, self.robot_token)
+
+    def check_robots(self, url: str) -> None:
+        """Raise BlockedByRobots (or RobotsUnavailable) when robots.txt forbids `url`."""
+        if not self.obey_robots:
+            return
+        rules = self.robots(url)
+        if rules.deny_all:
+            raise RobotsUnavailable(url, rules.reason)
+        if rules.parser is not None and not rules.parser.can_fetch(url, self.robot_token):
+            raise BlockedByRobots(url)
+
+    def delay_for(self, url: str) -> float:
+        """Seconds between requests to this host: our delay, raised by robots.txt Crawl-delay (capped)."""
+        delay = self.base_delay
+        if self.obey_robots:
+            rules = self._robots.get(_origin(url))
+            if rules and rules.crawl_delay:
+                delay = max(delay, min(rules.crawl_delay, self.max_delay))
+        return delay
+
+    # -- requests -------------------------------------------------------------------------------------
+    def _wait_turn(self, url: str) -> None:
+        host = _host(url)
+        ready = max(self._last.get(host, float("-inf")) + self.delay_for(url),
+                    self._not_before.get(host, float("-inf")))
+        pause = ready - self._clock()
+        if pause > 0:
+            self._sleep(pause)
+
+    def _send(self, url: str, headers: dict[str, str], *, max_bytes: int, truncate: bool,
+              accept_types: tuple[str, ...] | None) -> _Response:
+        """One polite request; reads at most `max_bytes` of body while streaming, within TIMEOUT."""
+        self._wait_turn(url)
+        host = _host(url)
+        deadline = self._clock() + self.timeout
+        self.requests += 1
+        log.debug("GET %s", url)
+        try:
+            with self.client.stream("GET", url, headers=headers) as resp:
+                rheaders = {k.lower(): v for k, v in resp.headers.items()}
+                result = _Response(resp.status_code, rheaders, str(resp.url))
+                if not 200 <= resp.status_code < 300:  # redirects and errors: the status is all we need
+                    return result
+                ctype = rheaders.get("content-type", "").split(";")[0].strip().lower()
+                if accept_types is not None and ctype and ctype not in accept_types:
+                    raise SkipPage(f"not an HTML page (Content-Type {ctype})", kind="not_html")
+                declared = rheaders.get("content-length", "")
+                if not truncate and declared.isdigit() and int(declared) > max_bytes:
+                    raise FetchError(f"too large: {int(declared):,} bytes declared, limit MAX_PAGE_BYTES = "
+                                     f"{max_bytes:,}", kind="too_large", status=resp.status_code)
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in resp.iter_bytes():  # as they arrive, so a slow drip meets the deadline
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > max_bytes:
+                        if truncate:
+                            break
+                        raise FetchError(f"too large: more than MAX_PAGE_BYTES = {max_bytes:,} bytes; download "
+                                         "aborted", kind="too_large", status=resp.status_code)
+                    if self._clock() > deadline:
+                        raise FetchError(f"timeout: the download took longer than TIMEOUT = {self.timeout:g} s",
+                                         kind="timeout")
+                result.content = b"".join(chunks)[:max_bytes] if truncate else b"".join(chunks)
+                return result
+        except httpx.TimeoutException:
+            raise FetchError(f"timeout: no answer within TIMEOUT = {self.timeout:g} s", kind="timeout") from None
+        except httpx.DecodingError as exc:
+            raise FetchError(f"the response could not be decompressed ({exc})", kind="decoding") from None
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise FetchError(f"not a fetchable URL ({exc})", kind="bad_url") from None
+        except httpx.TransportError as exc:
+            raise FetchError(f"network error: {exc.__class__.__name__}: {exc}", kind="network") from None
+        finally:
+            self._last[host] = self._clock()
+
+    def _request(self, url: str, headers: dict[str, str], *, max_bytes: int, truncate: bool = False,
+                 accept_types: tuple[str, ...] | None = None, robots_redirects: bool = False,
+                 scope: Callable[[str], bool] | None = None, redirects: list[str] | None = None) -> _Response:
+        """GET with retries and manually followed redirects; every hop is checked before it is requested."""
+        seen = {url}
+        hops = redirects if redirects is not None else []
+        current = url
+        while True:
+            resp = self._with_retries(current, headers, max_bytes=max_bytes, truncate=truncate,
+                                      accept_types=accept_types)
+            if resp.status in (301, 302, 303, 307, 308):
+                location = resp.headers.get("location", "").strip()
+                if not location:
+                    raise FetchError(f"redirect ({resp.status}) without a Location header", kind="bad_redirect",
+                                     status=resp.status)
+                target = urljoin(current, location).split("#", 1)[0]
+                if urlsplit(target).scheme not in ("http", "https"):
+                    raise FetchError(f"redirect to a non-HTTP address {target}", kind="bad_redirect",
+                                     status=resp.status)
+                if target in seen:
+                    raise FetchError(f"redirect loop: {current} leads back to {target}", kind="redirect_loop",
+                                     status=resp.status)
+                if len(hops) >= self.max_redirects:
+                    raise FetchError(f"more than MAX_REDIRECTS = {self.max_redirects} redirects",
+                                     kind="too_many_redirects", status=resp.status)
+                if not robots_redirects:
+                    if scope is not None and not scope(target):
+                        raise SkipPage(f"redirects out of scope to {target}", kind="redirect_out_of_scope")
+                    self.check_robots(target)
+                seen.add(target)
+                hops.append(target)
+                current = target
+                continue
+            if resp.status == 304 or 200 <= resp.status < 300:
+                return resp
+            raise FetchError(f"HTTP {resp.status} for {current}", kind=_status_kind(resp.status), status=resp.status)
+
+    def _with_retries(self, url: str, headers: dict[str, str], *, max_bytes: int, truncate: bool,
+                      accept_types: tuple[str, ...] | None) -> _Response:
+        attempt = 0
+        while True:
+            try:
+                resp = self._send(url, headers, max_bytes=max_bytes, truncate=truncate, accept_types=accept_types)
+            except FetchError as exc:
+                if exc.kind not in ("timeout", "network") or attempt >= self.retries:
+                    raise
+                attempt += 1
+                self._backoff(attempt, url, exc.message)
+                continue
+            if resp.status in (429, 503) and resp.headers.get("retry-after"):
+                wait = _retry_after(resp.headers["retry-after"])
+                if wait is not None and attempt < max(1, self.retries):
+                    if wait > self.max_delay:
+                        raise FetchError(f"HTTP {resp.status}: the server asks to wait {wait:g} s (Retry-After), "
+                                         f"more than CRAWL_DELAY_MAX = {self.max_delay:g} s",
+                                         kind=_status_kind(resp.status), status=resp.status)
+                    attempt += 1
+                    self._not_before[_host(url)] = self._clock() + wait
+                    log.info("%s answered %s; waiting %.1f s (Retry-After)", url, resp.status, wait)
+                    continue
+            if (resp.status >= 500 or resp.status == 429) and attempt < self.retries:
+                attempt += 1
+                self._backoff(attempt, url, f"HTTP {resp.status}")
+                continue
+            return resp
+
+    def _backoff(self, attempt: int, url: str, why: str) -> None:
+        pause = min(self.backoff * 2 ** (attempt - 1), self.max_delay)
+        log.info("retrying %s in %.1f s after %s (attempt %d of %d)", url, pause, why, attempt, self.retries)
+        self._not_before[_host(url)] = max(self._not_before.get(_host(url), 0.0), self._clock() + pause)
+
+    def fetch(self, url: str, *, etag: str | None = None, last_modified: str | None = None,
+              scope: Callable[[str], bool] | None = None, html_only: bool = True,
+              accept: str = PAGE_ACCEPT) -> Page:
+        """Fetch one URL politely; a conditional GET when validators are given (304 -> Page.not_modified).
+
+        `scope` is asked about every redirect hop (default: stay on the same host); with `html_only`
+        anything but an HTML body raises SkipPage (not_html, binary).
+        """
+        if scope is None:
+            host = _host(url)
+            scope = lambda u: _host(u) == host  # noqa: E731
+        if not scope(url):
+            raise SkipPage(f"out of scope: {url}", kind="out_of_scope")
+        self.check_robots(url)
+        headers = {"Accept": accept}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        hops: list[str] = []
+        resp = self._request(url, headers, max_bytes=self.max_bytes, scope=scope, redirects=hops,
+                             accept_types=HTML_TYPES if html_only else None)
+        page = Page(url=hops[-1] if hops else url, status=resp.status, content=resp.content or b"",
+                    headers=resp.headers, requested_url=url, fetched_at=_now_iso(), redirects=hops,
+                    not_modified=resp.status == 304)
+        if html_only and not page.not_modified and looks_binary(page.content):
+            raise SkipPage("binary content served as text/html", kind="binary")
+        return page
+
+
+def _status_kind(status: int) -> str:
+    if status in (404, 410, 429):
+        return f"http_{status}"
+    if status >= 500:
+        return "http_5xx"
+    return "http_4xx" if status >= 400 else f"http_{status}"

@@ -1,0 +1,246 @@
+"""The list of sites kb may crawl, and the per-site rules that keep a crawl on its patch.
+
+Sites live in `sources.toml` in the data directory (``kb.config.data_paths(...)["sources"]``).
+Each site is one ``[[site]]`` table::
+
+    # sources.toml — one [[site]] table per web site
+    [[site]]
+    name = "derm-blog"                        # unique label (default: the host name); shown in stats and filters
+    url = "https://blog.example.org/"         # start URL; the crawl never leaves this host
+    include = ["/"]                           # path prefixes that may be crawled (default: the start URL's path)
+    exclude = ["/shop/", "/wp-admin/"]        # path prefixes never crawled (checked after include)
+    audience = "public"                       # "public" (patients) or "staff" (clinicians only)
+    staff_paths = ["/protocols/"]             # pages under these prefixes are "staff" whatever `audience` says
+    staff_categories = ["Staff Protocols"]    # articles in these categories (any case) are "staff" too
+    max_pages = 2000                          # at most this many pages per crawl (default: setting MAX_PAGES)
+    delay = 2.0                               # seconds between requests to this host (default: setting CRAWL_DELAY;
+                                              #  a larger robots.txt Crawl-delay still wins, up to CRAWL_DELAY_MAX)
+
+Only `url` is required. Paths are matched as prefixes of the URL path ("/blog" admits "/blog", "/blog/" and
+"/blog/x", but "/blog/" does not admit "/blogroll"). The crawl discovers pages through the site's sitemaps,
+the WordPress REST API, its RSS/Atom feed and its links, always obeying robots.txt.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from kb.errors import ConfigError
+from kb.models import AUDIENCES
+
+log = logging.getLogger(__name__)
+
+FIELDS = ("name", "url", "include", "exclude", "audience", "staff_paths", "staff_categories", "max_pages", "delay")
+EXAMPLE = '[[site]]\nname = "derm-blog"\nurl = "https://blog.example.org/"'
+
+
+@dataclass
+class Source:
+    """One site to crawl and the rules that keep its crawl in scope."""
+
+    name: str
+    url: str
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    audience: str = "public"
+    staff_paths: list[str] = field(default_factory=list)
+    staff_categories: list[str] = field(default_factory=list)
+    max_pages: int | None = None
+    delay: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.include:
+            self.include = [default_include(self.url)]
+
+    @property
+    def host(self) -> str:
+        """`host[:port]` as it appears in URLs of this site (lower case, default port dropped)."""
+        return _netloc(self.url)
+
+    def audience_for(self, url: str, categories: list[str] | tuple[str, ...] = ()) -> str:
+        """The audience of one article: staff paths and staff categories override the site's audience."""
+        path = urlsplit(url).path or "/"
+        if any(path_under(path, prefix) for prefix in self.staff_paths):
+            return "staff"
+        wanted = {c.strip().casefold() for c in self.staff_categories}
+        if wanted and any(c.strip().casefold() in wanted for c in categories):
+            return "staff"
+        return self.audience
+
+
+def _netloc(url: str) -> str:
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port and not (parts.scheme == "http" and port == 80) and not (parts.scheme == "https" and port == 443):
+        return f"{host}:{port}"
+    return host
+
+
+def path_under(path: str, prefix: str) -> bool:
+    """Whether URL `path` lies under the path `prefix` ("/blog/" admits "/blog" itself, not "/blogroll")."""
+    if not prefix or prefix == "/":
+        return True
+    if path.startswith(prefix):
+        return True
+    return prefix.endswith("/") and path == prefix[:-1]
+
+
+def default_include(url: str) -> str:
+    """The path prefix a crawl from `url` stays under: its directory ("/blog/post.html" -> "/blog/")."""
+    path = urlsplit(url).path or "/"
+    if path.endswith("/"):
+        return path
+    last = path.rsplit("/", 1)[-1]
+    if "." in last:  # a file such as /blog/index.html: its directory
+        return path.rsplit("/", 1)[0] + "/"
+    return path  # "/blog" admits "/blog", "/blog/..." (and, as a prefix, "/blog-news")
+
+
+def _check_url(url: Any) -> str | None:
+    """Why `url` cannot be a start URL, or None when it can."""
+    if not isinstance(url, str) or not url.strip():
+        return "must be a non-empty string"
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https"):
+        return f"must start with http:// or https:// (got {url!r})"
+    if not parts.hostname:
+        return f"has no host name ({url!r})"
+    try:
+        parts.port
+    except ValueError:
+        return f"has an invalid port ({url!r})"
+    return None
+
+
+def source_from_url(url: str) -> Source:
+    """A source for `kb crawl URL`: named after the host, staying under the URL's directory."""
+    problem = _check_url(url)
+    if problem:
+        raise ConfigError(f"The start URL {problem}.", "Give a full address such as https://blog.example.org/.")
+    url = url.strip()
+    if not urlsplit(url).path:
+        url += "/"
+    return Source(name=_netloc(url), url=url)
+
+
+def _line_numbers(text: str) -> list[int]:
+    """1-based line of every `[[site]]` header, in order, so errors can point at the table."""
+    return [i for i, line in enumerate(text.splitlines(), 1) if re.match(r"\s*\[\[\s*site\s*\]\]", line)]
+
+
+def _field_line(text: str, start: int | None, key: str) -> int | None:
+    """Line of `key = ...` inside the table that starts at `start` (None when not found)."""
+    if start is None:
+        return None
+    lines = text.splitlines()
+    for i in range(start, len(lines)):  # lines after the header (start is 1-based)
+        line = lines[i]
+        if re.match(r"\s*\[", line):
+            break
+        if re.match(rf"\s*[\"']?{re.escape(key)}[\"']?\s*=", line):
+            return i + 1
+    return start
+
+
+def load_sources(path: Path) -> list[Source]:
+    """Read and validate sources.toml; every mistake is a ConfigError naming the line, field and fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"No sources file at {path}.",
+                          f"Create it with one [[site]] table per site, for example:\n{EXAMPLE}")
+    try:
+        text = path.read_text("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text.", "Save it as UTF-8.") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}.",
+                          "Fix the line named above (strings need double quotes, lists square brackets).") from None
+    extra = sorted(set(data) - {"site"})
+    if extra:
+        raise ConfigError(f"{path}: unknown top-level key {extra[0]!r}.",
+                          f"Put every site in a [[site]] table, for example:\n{EXAMPLE}")
+    sites = data.get("site", [])
+    if not isinstance(sites, list) or not sites:
+        raise ConfigError(f"{path} lists no sites.", f"Add a [[site]] table, for example:\n{EXAMPLE}")
+    headers = _line_numbers(text)
+    sources: list[Source] = []
+    seen: dict[str, int] = {}
+    for number, table in enumerate(sites, 1):
+        start = headers[number - 1] if number - 1 < len(headers) else None
+        source = _source_from_table(table, path, text, start, number)
+        if source.name in seen:
+            raise ConfigError(
+                f"{_where(path, _field_line(text, start, 'name'), number)}: the name {source.name!r} is already "
+                f"used by site #{seen[source.name]}.", "Give every [[site]] a different name.")
+        seen[source.name] = number
+        sources.append(source)
+    return sources
+
+
+def _where(path: Path, line: int | None, number: int) -> str:
+    return f"{path}, line {line} (site #{number})" if line else f"{path} (site #{number})"
+
+
+def _source_from_table(table: Any, path: Path, text: str, start: int | None, number: int) -> Source:
+    def fail(key: str, problem: str, remedy: str) -> ConfigError:
+        return ConfigError(f"{_where(path, _field_line(text, start, key), number)}: {key} {problem}.", remedy)
+
+    if not isinstance(table, dict):
+        raise ConfigError(f"{_where(path, start, number)}: a site must be a table.", f"Write it as:\n{EXAMPLE}")
+    for key in table:
+        if key not in FIELDS:
+            close = difflib.get_close_matches(key, FIELDS, n=1)
+            hint = f"Did you mean {close[0]!r}? " if close else ""
+            raise fail(key, "is not a known field",
+                       f"{hint}Known fields: {', '.join(FIELDS)}.")
+    if "url" not in table:
+        raise ConfigError(f"{_where(path, start, number)}: the site has no url.",
+                          'Add the start address, e.g. url = "https://blog.example.org/".')
+    problem = _check_url(table["url"])
+    if problem:
+        raise fail("url", problem, 'Write the full start address, e.g. url = "https://blog.example.org/".')
+    url = table["url"].strip()
+    if not urlsplit(url).path:
+        url += "/"
+    name = table.get("name", _netloc(url))
+    if not isinstance(name, str) or not name.strip():
+        raise fail("name", "must be a non-empty string", 'Write e.g. name = "derm-blog".')
+    lists: dict[str, list[str]] = {}
+    for key in ("include", "exclude", "staff_paths", "staff_categories"):
+        value = table.get(key, [])
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise fail(key, "must be a list of non-empty strings", f'Write e.g. {key} = ["/blog/"].')
+        value = [v.strip() for v in value]
+        if key != "staff_categories":
+            for v in value:
+                if not v.startswith("/"):
+                    raise fail(key, f"entry {v!r} is not a path", f'Paths start with "/", e.g. {key} = ["/blog/"].')
+        lists[key] = value
+    audience = table.get("audience", "public")
+    if audience not in AUDIENCES:
+        raise fail("audience", f"is {audience!r}", f"Use one of: {', '.join(repr(a) for a in AUDIENCES)}.")
+    max_pages = table.get("max_pages")
+    if max_pages is not None and (isinstance(max_pages, bool) or not isinstance(max_pages, int) or max_pages < 1):
+        raise fail("max_pages", f"is {max_pages!r}", "Use a whole number of at least 1, e.g. max_pages = 500.")
+    delay = table.get("delay")
+    if delay is not None and (isinstance(delay, bool) or not isinstance(delay, (int, float))
+                              or not math.isfinite(delay) or delay < 0):
+        raise fail("delay", f"is {delay!r}", "Use seconds as a number of at least 0, e.g. delay = 1.5.")
+    return Source(name=name.strip(), url=url, audience=audience, max_pages=max_pages,
+                  delay=float(delay) if delay is not None else None, **lists)
