@@ -471,3 +471,204 @@ def report_queries(obj: Context, days: int, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2, default=str))
     else:
         _print_tree(data)
+
+
+# -- staff users and API tokens (library: kb.users) ------------------------------------------------------------
+
+def _read_password(prompt: str) -> str:
+    """Ask twice on a terminal; read one line from standard input otherwise (scripts, CI)."""
+    if sys.stdin.isatty():
+        return click.prompt(prompt, hide_input=True, confirmation_prompt=True)
+    line = click.get_text_stream("stdin").readline()
+    if not line:
+        raise KBError("No password on standard input.", "Pipe the password in, e.g. `printf '%s\\n' \"$PW\" | kb user add NAME`.")
+    return line.rstrip("\r\n")
+
+
+@cli.group()
+def user() -> None:
+    """Staff accounts for the web sign-in (patients need none)."""
+
+
+@user.command("add")
+@click.argument("name")
+@pass_ctx
+def user_add(obj: Context, name: str) -> None:
+    """Create a staff user; the password is asked for (or read from standard input)."""
+    from kb.users import add_user, check_name
+
+    check_name(name)
+    with obj.store() as store:
+        if _user_exists(store, name):
+            from kb.users import UserError
+
+            raise UserError(f"There is already a user called {name!r}.", "Change the password with `kb user passwd`.")
+        created = add_user(store, name, _read_password(f"Password for {name}"))
+    click.echo(f"user {created.name} added (staff)")
+
+
+def _user_exists(store, name: str) -> bool:
+    from kb.users import get_user
+
+    return get_user(store, name) is not None
+
+
+@user.command("remove")
+@click.argument("name")
+@pass_ctx
+def user_remove(obj: Context, name: str) -> None:
+    """Delete a user; their sessions and API tokens stop working at once."""
+    from kb.users import remove_user
+
+    with obj.store() as store:
+        remove_user(store, name)
+    click.echo(f"user {name} removed")
+
+
+@user.command("passwd")
+@click.argument("name")
+@pass_ctx
+def user_passwd(obj: Context, name: str) -> None:
+    """Set a new password (asked for, or read from standard input); open sessions of the user end."""
+    from kb.users import UserError, set_password
+
+    with obj.store() as store:
+        if not _user_exists(store, name):
+            raise UserError(f"There is no user called {name!r}.", "See `kb user list`.")
+        set_password(store, name, _read_password(f"New password for {name}"))
+    click.echo(f"password of {name} changed")
+
+
+@user.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def user_list(obj: Context, as_json: bool) -> None:
+    """Staff users with their creation time and last sign-in."""
+    from kb.users import list_users
+
+    with obj.store() as store:
+        found = list_users(store)
+    if as_json:
+        click.echo(json.dumps([{"name": u.name, "role": u.role, "created_at": u.created_at,
+                                "last_login_at": u.last_login_at} for u in found], indent=2))
+        return
+    if not found:
+        click.echo("No users yet. Add one with `kb user add NAME`.")
+    for u in found:
+        click.echo(f"{u.name}  {u.role}  created {u.created_at}  last sign-in {u.last_login_at or 'never'}")
+
+
+@user.command("audit")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def user_audit(obj: Context, limit: int, as_json: bool) -> None:
+    """Recent sign-ins, failed sign-ins, token use and account changes, newest first."""
+    from kb.users import recent_audit
+
+    with obj.store() as store:
+        rows = recent_audit(store, limit)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['at']}  {row['event']:<16} {row['user'] or '-'}  {row['detail']}".rstrip())
+
+
+@cli.group()
+def token() -> None:
+    """API tokens for staff scripts, sent as `Authorization: Bearer TOKEN`."""
+
+
+@token.command("create")
+@click.argument("user_name", metavar="USER")
+@click.option("--name", "label", default="", help="What the token is for (shown by `kb token list`).")
+@pass_ctx
+def token_create(obj: Context, user_name: str, label: str) -> None:
+    """Create a token for USER and print it once (only its hash is kept)."""
+    from kb.users import create_token
+
+    with obj.store() as store:
+        created, secret = create_token(store, user_name, label)
+    click.echo(secret)
+    click.echo(f"token {created.id} for {created.user} created; it is shown only now, keep it secret. "
+               f"Revoke it with `kb token revoke {created.id}`.", err=True)
+
+
+@token.command("revoke")
+@click.argument("token_id", metavar="ID", type=int)
+@pass_ctx
+def token_revoke(obj: Context, token_id: int) -> None:
+    """Revoke a token by its id (see `kb token list`); it stops working at once."""
+    from kb.users import revoke_token
+
+    with obj.store() as store:
+        revoked = revoke_token(store, token_id)
+    click.echo(f"token {revoked.id} of {revoked.user} revoked")
+
+
+@token.command("list")
+@click.option("--user", "user_name", help="Only this user's tokens.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def token_list(obj: Context, user_name: str | None, as_json: bool) -> None:
+    """Tokens with their first characters, creation, last use and revocation (never the token itself)."""
+    from kb.users import list_tokens
+
+    with obj.store() as store:
+        found = list_tokens(store, user_name)
+    if as_json:
+        click.echo(json.dumps([t.__dict__ for t in found], indent=2))
+        return
+    if not found:
+        click.echo("No API tokens. Create one with `kb token create USER`.")
+    for t in found:
+        state = f"revoked {t.revoked_at}" if t.revoked_at else "active"
+        click.echo(f"{t.id}  {t.user}  {t.name or '-'}  {t.hint}…  created {t.created_at}  "
+                   f"last used {t.last_used_at or 'never'}  {state}")
+
+
+@cli.group()
+def vocab() -> None:
+    """The medical vocabulary: lay <-> clinical, brand <-> generic, devices (kb/data/vocabulary.toml)."""
+
+
+_vocab_file = click.option("--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                           help="A vocabulary file to use instead of the shipped one.")
+
+
+@vocab.command("list")
+@click.option("--kind", help="Only entries of this kind (lay, brand, device, procedure, abbreviation, synonym).")
+@_vocab_file
+def vocab_list(kind: str | None, path: Path | None) -> None:
+    """One line per entry: label, other terms, kind and relation, source."""
+    from kb.vocab import list_lines, vocabulary
+
+    for line in list_lines(vocabulary(path), kind):
+        click.echo(line)
+
+
+@vocab.command("check")
+@_vocab_file
+def vocab_check(path: Path | None) -> None:
+    """Check the vocabulary (sources, duplicates, forms the analyzer would split); exit 1 on problems."""
+    from kb.vocab import Vocabulary
+
+    vocabulary = Vocabulary.load(path)
+    problems = vocabulary.check()
+    for problem in problems:
+        click.echo(problem, err=True)
+    if problems:
+        raise KBError(f"{len(problems)} problem(s) in the vocabulary.", "Fix the entries listed above.")
+    click.echo(f"vocabulary ok: {len(vocabulary.entries)} entries")
+
+
+@vocab.command("test")
+@click.argument("terms", nargs=-1, required=True)
+@_vocab_file
+def vocab_test(terms: tuple[str, ...], path: Path | None) -> None:
+    """Show how TERMS are analysed, rewritten and expanded, and which words are never fuzzed."""
+    from kb.vocab import explain_lines, vocabulary
+
+    for line in explain_lines(vocabulary(path), " ".join(terms)):
+        click.echo(line)
