@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-pytest_plugins: list[str] = ["tests.fixture_site"]
+pytest_plugins: list[str] = ["tests.fixture_site", "tests.browser"]
 
 
 @pytest.fixture
