@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from kb import crawl
 from kb import extract as extraction
@@ -113,6 +115,58 @@ def _finish_article(article: Article, target: str, url: str, source: Source,
         article.tags = list(rest_tags)
     article.audience = source.audience_for(target, [*article.categories, *rest_categories])
     return article
+
+
+_FAQ_PATH = re.compile(r"(?:^|[/_.-])(?:faqs?|frequently-asked(?:-questions)?)(?:[/_.-]|$)", re.IGNORECASE)
+_FAQ_TITLE = re.compile(r"\bFAQs?\b|frequently asked|\bquestions\b|\bQ\s*&\s*A\b", re.IGNORECASE)
+
+
+def is_faq_page(html: str, article: Article) -> bool:
+    """FAQ pages only (FAQPage markup, "FAQ" in the address or title, or nearly all headings questions):
+    an article with a few "What causes them?" headings does not become questions without context."""
+    if "faqpage" in html.lower():
+        return True
+    if _FAQ_PATH.search(urlsplit(article.url).path) or _FAQ_TITLE.search(article.title or ""):
+        return True
+    headings = [s.heading.strip() for s in article.sections if s.heading.strip()]
+    questions = [h for h in headings if h.endswith("?")]
+    return len(questions) >= 5 and 3 * len(questions) >= 2 * len(headings)
+
+
+def _faq_prefix(url: str) -> str:
+    return url.split("#", 1)[0] + "#"
+
+
+def faq_records(html: str, article: Article) -> list[Article]:
+    """The question/answer pairs of a stored FAQ page as records of their own (kind="faq").
+
+    Each gets a unique URL, the page's URL plus the question's anchor (or a slug of the question),
+    and inherits the page's audience, site, topics and dates, so a staff page's questions stay staff.
+    """
+    if not is_faq_page(html, article):
+        return []
+    out: list[Article] = []
+    used: set[str] = set()
+    for record in extraction.extract_faqs(html, article.url):
+        anchor = next((s.anchor.strip() for s in record.sections if s.anchor and s.anchor.strip()), "")
+        if not anchor or re.search(r"\s", anchor):
+            anchor = "faq-" + (re.sub(r"[^a-z0-9]+", "-", record.title.casefold()).strip("-")[:60] or "question")
+        base, n = anchor, 2
+        while anchor in used:
+            anchor, n = f"{base}-{n}", n + 1
+        used.add(anchor)
+        record.url = _faq_prefix(article.url) + anchor
+        record.sections = []  # the URL already points at the answer; a section anchor would repeat it
+        record.kind = "faq"
+        record.canonical = ""
+        record.audience = article.audience
+        record.site = article.site
+        record.categories = list(article.categories)
+        record.tags = list(article.tags)
+        record.published, record.modified = article.published, article.modified
+        record.lang = record.lang or article.lang
+        out.append(record)
+    return out
 
 
 class _Crawl:
@@ -446,6 +500,8 @@ class _Crawl:
             return
         article_id, outcome = self.store.save_article(article, source=self.source.name)
         setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
+        if "html" in state["content_type"] or not state["content_type"]:
+            self.store_faqs(text, article)
         self.stored.update((url, final, article.url))  # each address that led to a stored article
         self.done.add(article.url)
         self.seen.add(article.url)
@@ -453,6 +509,21 @@ class _Crawl:
             self.to_remove[prev["article_id"]] = (url, f"the page is now stored as {article.url}")
         self.record(url, prev, canonical=article.url, article_id=article_id, error="", **state)
         self.say("not modified" if page.not_modified and outcome == "unchanged" else outcome, url)
+
+    def store_faqs(self, html: str, article: Article) -> None:
+        """Store the page's question/answer pairs as kind="faq" records; drop those the page no longer has."""
+        try:
+            records = faq_records(html, article)
+        except Exception:  # noqa: BLE001 - the page itself is stored; its FAQ entries are a bonus
+            log.warning("could not extract FAQ entries of %s", article.url, exc_info=True)
+            return
+        keep: set[str] = set()
+        for record in records:
+            self.store.save_article(record, source=self.source.name)
+            keep.add(record.url)
+        for url, faq_id in self.store.article_ids_with_prefix(_faq_prefix(article.url)).items():
+            if url not in keep:
+                self.store.delete_article(faq_id)
 
     def canonical_home(self, canonical: str, final: str, depth: int) -> str:
         """Where to store a page whose canonical is another URL.
@@ -500,7 +571,8 @@ class _Crawl:
     def remove(self) -> None:
         if not self.to_remove:
             return
-        total = self.store.count_articles(source=self.source.name)
+        total = (self.store.count_articles(source=self.source.name)
+                 - self.store.count_articles(source=self.source.name, kind="faq"))  # FAQ records go with their page
         share = float(self.settings["REMOVE_MAX_SHARE"])
         allowed = max(1, int(total * share))
         if len(self.to_remove) > allowed and not self.force:
@@ -518,7 +590,11 @@ class _Crawl:
                 mine = next((r for r in rows if r["url"] == url), None)
                 self.store.record_page(url, article_id=None, fetched_at=mine["fetched_at"] if mine else None)
                 continue
+            stored = self.store.get_article(article_id)
             if self.store.delete_article(article_id):
+                if stored is not None:
+                    for faq_id in self.store.article_ids_with_prefix(_faq_prefix(stored.url)).values():
+                        self.store.delete_article(faq_id)
                 self.stats.removed += 1
                 self.progress(f"removed {url} ({reason})")
                 log.info("removed article %s (%s): %s", article_id, url, reason)

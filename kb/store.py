@@ -357,3 +357,19 @@ class Store:
             sql, args = sql + " AND source = ?", (source,)
         rows = self.db.execute(sql + " ORDER BY source, error, url LIMIT ?", (*args, limit))
         return [dict(r) for r in rows]
+
+    # -- audience-aware reads (web: a hidden article looks exactly like a missing one) ----------
+    def get_visible_article(self, article_id: int, audiences: tuple[str, ...] = ("public",)) -> Article | None:
+        """The article when its audience is one of `audiences`, else None; one indexed lookup either way."""
+        marks = ", ".join("?" * len(audiences)) or "NULL"
+        row = self.db.execute(f"SELECT * FROM articles WHERE id = ? AND audience IN ({marks})",
+                              (article_id, *audiences)).fetchone()
+        return self._article(row) if row else None
+
+    def article_ids_with_prefix(self, prefix: str) -> dict[str, int]:
+        """URL -> id of the articles whose URL starts with `prefix` (a page's FAQ records: "page#"), by index range."""
+        if not prefix:
+            return {}
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        rows = self.db.execute("SELECT url, id FROM articles WHERE url >= ? AND url < ?", (prefix, upper))
+        return {r["url"]: r["id"] for r in rows if r["url"].startswith(prefix)}

@@ -35,7 +35,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
-from kb import __version__, config
+from kb import __version__, auth, config
 from kb.config import data_paths
 from kb.errors import IndexUnavailable
 from kb.models import Article, Results
@@ -457,12 +457,13 @@ def get_store() -> Store:
 
 
 def audiences() -> tuple[str, ...]:
-    return tuple(current_app.config.get("AUDIENCES") or ("public",))
+    """Whose view this request gets; kb.auth decides (public, or public + staff when signed in)."""
+    return auth.current_audiences()
 
 
 def visible_article(article_id: int) -> Article | None:
-    article = get_store().get_article(article_id)
-    return article if article is not None and article.audience in audiences() else None
+    """The article if this request may see it; a hidden one is indistinguishable from a missing one."""
+    return get_store().get_visible_article(article_id, audiences())
 
 
 def run_search(params: SearchParams) -> Results:
@@ -557,6 +558,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(pages)
     app.register_blueprint(api)
+    auth.init_app(app)  # sessions, CSRF, sign-in rate limit, /login and /logout
     app.register_error_handler(IndexUnavailable, _index_unavailable)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
@@ -652,10 +654,23 @@ def search() -> Any:
         return redirect(url_for("pages.index"))
     results = run_search(params)
     first = (results.page - 1) * results.per_page + 1
+    faq_answer = None
+    if results.page == 1 and params.q and results.hits and results.hits[0].kind == "faq":
+        faq_answer = visible_article(results.hits[0].id)  # the best match is a question: answer it inline
     return render_template(
         "search.html", q=params.q, params=params, results=results, facets=facet_groups(results, params),
         window=page_window(results.page, results.pages), first=first, last=first + len(results.hits) - 1,
+        faq_answer=faq_answer, faq_paragraphs=paragraphs(faq_answer.text) if faq_answer else [],
     )
+
+
+@pages.get("/faq")
+def faq() -> str:
+    """Frequently asked questions by topic, each with its answer and the page it comes from."""
+    from kb.faq import faq_topics
+
+    topics = faq_topics(get_store(), audiences())
+    return render_template("faq.html", q="", topics=topics, params=SearchParams(), paragraphs=paragraphs)
 
 
 @pages.get("/article/<int:article_id>")
@@ -744,6 +759,8 @@ def openapi_document() -> dict[str, Any]:
                            "(run `kb reindex`).",
         },
         "servers": [{"url": "/"}],
+        # Anonymous requests get the public view; a staff token adds staff-only records.
+        "security": [{}, {"bearerAuth": []}],
         "paths": {
             "/api/search": {"get": {
                 "operationId": "search",
@@ -761,7 +778,7 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "A page of results",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Results"}}}},
-                    "400": error, "503": error,
+                    "400": error, "401": error, "503": error,
                 },
             }},
             "/api/suggest": {"get": {
@@ -777,7 +794,7 @@ def openapi_document() -> dict[str, Any]:
                     "200": {"description": "Suggestions", "content": {"application/json": {"schema": {
                         "type": "object", "required": ["query", "suggestions"],
                         "properties": {"query": {"type": "string"}, "suggestions": string_list}}}}},
-                    "400": error, "503": error,
+                    "400": error, "401": error, "503": error,
                 },
             }},
             "/api/articles/{id}": {"get": {
@@ -787,7 +804,7 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "The article",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Article"}}}},
-                    "404": error,
+                    "401": error, "404": error,
                 },
             }},
             "/api/openapi.json": {"get": {
@@ -797,7 +814,10 @@ def openapi_document() -> dict[str, Any]:
                                       "content": {"application/json": {"schema": {"type": "object"}}}}},
             }},
         },
-        "components": {"schemas": {
+        "components": {"securitySchemes": {"bearerAuth": {
+            "type": "http", "scheme": "bearer",
+            "description": "Staff API token (`kb token create USER`). Without one the public view is returned; "
+                           "a wrong or revoked token gets 401."}}, "schemas": {
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {
                 "type": "object", "required": ["status", "message"],
                 "properties": {"status": {"type": "integer"}, "message": {"type": "string"}}}}},

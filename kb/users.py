@@ -1,0 +1,386 @@
+"""Staff users, their sign-in sessions, API tokens and the audit log, kept in the SQLite store.
+
+Passwords are hashed with werkzeug's scrypt (memory-hard); a stored hash made with another
+method or cost is replaced on the next successful sign-in. An unknown user name is checked
+against a dummy hash of the same method, so a wrong guess takes as long whether or not the
+user exists. Session ids and API tokens are long random strings: only their SHA-256 is
+stored, so a copy of the database lets nobody sign in. The audit log records who signed in
+and which token was used where (path only, never a query string, a password or a token).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from kb.errors import KBError
+from kb.store import Store
+
+log = logging.getLogger(__name__)
+
+#: What new hashes use; a stored hash whose method part differs is upgraded on sign-in.
+PASSWORD_METHOD = "scrypt:32768:8:1"
+MIN_PASSWORD = 10
+MAX_PASSWORD = 1024  # hashing megabytes of "password" per request is a cheap denial of service
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+TOKEN_PREFIX = "kb_"
+SESSION_HOURS = 12.0
+AUDIT_KEEP_DAYS = 365
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    password_hash TEXT NOT NULL,
+    role TEXT NOT NULL DEFAULT 'staff',
+    created_at TEXT NOT NULL,
+    password_changed_at TEXT NOT NULL,
+    last_login_at TEXT
+);
+CREATE TABLE IF NOT EXISTS user_sessions (
+    sid_hash TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS user_sessions_user ON user_sessions(user_id);
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name TEXT NOT NULL DEFAULT '',
+    token_hash TEXT NOT NULL UNIQUE,
+    hint TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    last_used_at TEXT,
+    revoked_at TEXT
+);
+CREATE TABLE IF NOT EXISTS audit_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    event TEXT NOT NULL,
+    user TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log(at);
+"""
+
+
+class UserError(KBError):
+    """A user or token command cannot be done as asked (unknown name, weak password, ...)."""
+
+    exit_code = 2
+
+
+@dataclass
+class User:
+    id: int
+    name: str
+    role: str = "staff"
+    created_at: str = ""
+    last_login_at: str | None = None
+    password_changed_at: str = ""
+
+    @property
+    def audiences(self) -> tuple[str, ...]:
+        """Staff see everything; the role column leaves room for other roles later."""
+        return ("public", "staff") if self.role == "staff" else ("public",)
+
+
+@dataclass
+class ApiToken:
+    id: int
+    user: str
+    name: str
+    hint: str  # the first characters, so people can tell their tokens apart
+    created_at: str
+    last_used_at: str | None = None
+    revoked_at: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def ensure_schema(db: sqlite3.Connection) -> None:
+    """Create the tables on first use; a read-only check afterwards, so readers take no write lock."""
+    names = {r[0] for r in db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN "
+        "('users', 'user_sessions', 'api_tokens', 'audit_log')")}
+    if len(names) == 4:
+        return
+    for statement in SCHEMA.split(";\n"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _db(store: Store) -> sqlite3.Connection:
+    ensure_schema(store.db)
+    return store.db
+
+
+def _user(row: sqlite3.Row) -> User:
+    return User(id=row["id"], name=row["name"], role=row["role"], created_at=row["created_at"],
+                last_login_at=row["last_login_at"], password_changed_at=row["password_changed_at"])
+
+
+# -- passwords --------------------------------------------------------------------------------------------------
+
+def hash_password(password: str) -> str:
+    return generate_password_hash(password, method=PASSWORD_METHOD)
+
+
+def needs_rehash(stored: str) -> bool:
+    """Whether `stored` was made with another method or cost than PASSWORD_METHOD."""
+    return stored.split("$", 1)[0] != PASSWORD_METHOD
+
+
+# A PASSWORD_METHOD hash of a random, forgotten password: checked for unknown users so a wrong
+# name costs the same time as a wrong password. Made afresh if PASSWORD_METHOD changes.
+_DUMMY_HASH = ("scrypt:32768:8:1$rcQ0FQSdJPAWV7ta$66c0c0e88f095f98ae882bb1a9f48c2fb9cf2fe5de530d997b612bf3991203b3"
+               "560d1a515d583cdb2a8d3c7538cbe1d2f0ed8cddd6feffcc5f20b8c124a49881")
+_dummy: list[str] = []
+
+
+def _dummy_hash() -> str:
+    if not _dummy:
+        _dummy.append(_DUMMY_HASH if not needs_rehash(_DUMMY_HASH) else hash_password(secrets.token_urlsafe(24)))
+    return _dummy[0]
+
+
+def check_name(name: str) -> str:
+    """The user name as stored, or UserError saying what is allowed."""
+    name = (name or "").strip()
+    if not NAME_PATTERN.fullmatch(name):
+        raise UserError(f"{name[:70]!r} is not a valid user name.",
+                        "Use 1 to 64 letters, digits, dots, dashes, underscores or @, starting with a letter or digit.")
+    return name
+
+
+def check_password(password: str) -> str:
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD:
+        raise UserError(f"The password is too short; use at least {MIN_PASSWORD} characters.",
+                        "A few unrelated words make a long password that is easy to type.")
+    if len(password) > MAX_PASSWORD:
+        raise UserError(f"The password is too long; use at most {MAX_PASSWORD} characters.")
+    if password.strip() != password or "\n" in password:
+        raise UserError("The password starts or ends with spaces or contains a line break.",
+                        "Type it again without them.")
+    return password
+
+
+# -- users ------------------------------------------------------------------------------------------------------
+
+def get_user(store: Store, name: str) -> User | None:
+    row = _db(store).execute("SELECT * FROM users WHERE name = ?", ((name or "").strip(),)).fetchone()
+    return _user(row) if row else None
+
+
+def list_users(store: Store) -> list[User]:
+    return [_user(r) for r in _db(store).execute("SELECT * FROM users ORDER BY name COLLATE NOCASE")]
+
+
+def add_user(store: Store, name: str, password: str, role: str = "staff") -> User:
+    """Create a staff user; UserError when the name is taken or the password too weak."""
+    name = check_name(name)
+    check_password(password)
+    if role != "staff":
+        raise UserError(f"Unknown role {role!r}.", "The only role is staff.")
+    db = _db(store)
+    now = _iso(_now())
+    with store.transaction():
+        if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
+            raise UserError(f"There is already a user called {name!r}.",
+                            "Pick another name, or change the password with `kb user passwd`.")
+        db.execute("INSERT INTO users (name, password_hash, role, created_at, password_changed_at) "
+                   "VALUES (?, ?, ?, ?, ?)", (name, hash_password(password), role, now, now))
+        audit(store, "user_added", name)
+    user = get_user(store, name)
+    assert user is not None
+    return user
+
+
+def remove_user(store: Store, name: str) -> None:
+    """Delete a user with their sessions and tokens (they stop working at once)."""
+    db = _db(store)
+    with store.transaction():
+        row = db.execute("SELECT id, name FROM users WHERE name = ?", ((name or "").strip(),)).fetchone()
+        if row is None:
+            raise UserError(f"There is no user called {name!r}.", "See `kb user list`.")
+        db.execute("DELETE FROM user_sessions WHERE user_id = ?", (row["id"],))
+        db.execute("DELETE FROM api_tokens WHERE user_id = ?", (row["id"],))
+        db.execute("DELETE FROM users WHERE id = ?", (row["id"],))
+        audit(store, "user_removed", row["name"])
+
+
+def set_password(store: Store, name: str, password: str) -> None:
+    """Change a password; the user's open sessions end (their API tokens stay valid)."""
+    check_password(password)
+    db = _db(store)
+    with store.transaction():
+        row = db.execute("SELECT id, name FROM users WHERE name = ?", ((name or "").strip(),)).fetchone()
+        if row is None:
+            raise UserError(f"There is no user called {name!r}.", "See `kb user list`.")
+        db.execute("UPDATE users SET password_hash = ?, password_changed_at = ? WHERE id = ?",
+                   (hash_password(password), _iso(_now()), row["id"]))
+        db.execute("DELETE FROM user_sessions WHERE user_id = ?", (row["id"],))
+        audit(store, "password_changed", row["name"])
+
+
+def authenticate(store: Store, name: str, password: str) -> User | None:
+    """The user when `password` is theirs, else None; the same work either way (no enumeration by timing).
+
+    A hash made with an older method is replaced by a PASSWORD_METHOD hash after a successful check.
+    """
+    db = _db(store)
+    row = None
+    if isinstance(name, str) and NAME_PATTERN.fullmatch(name.strip()):
+        row = db.execute("SELECT * FROM users WHERE name = ?", (name.strip(),)).fetchone()
+    password = password if isinstance(password, str) else ""
+    if len(password) > MAX_PASSWORD:
+        password = password[:MAX_PASSWORD + 1]  # still hashed, still wrong: same time as any wrong guess
+    stored = row["password_hash"] if row else _dummy_hash()
+    try:
+        ok = check_password_hash(stored, password)
+    except (ValueError, TypeError):  # a damaged hash: nobody signs in with it
+        log.error("unreadable password hash for user %r", row["name"] if row else "")
+        ok = False
+    if not ok or row is None:
+        return None
+    if needs_rehash(stored):
+        db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (hash_password(password), row["id"]))
+        log.info("upgraded the password hash of %r to %s", row["name"], PASSWORD_METHOD)
+    return _user(row)
+
+
+# -- sessions ---------------------------------------------------------------------------------------------------
+
+def start_session(store: Store, user: User, hours: float = SESSION_HOURS) -> str:
+    """A new random session id for `user` (kept as SHA-256); records the sign-in."""
+    sid = secrets.token_urlsafe(32)
+    now = _now()
+    db = _db(store)
+    with store.transaction():
+        db.execute("DELETE FROM user_sessions WHERE expires_at < ?", (_iso(now),))
+        db.execute("INSERT INTO user_sessions VALUES (?, ?, ?, ?)",
+                   (_sha256(sid), user.id, _iso(now), _iso(now + timedelta(hours=hours))))
+        db.execute("UPDATE users SET last_login_at = ? WHERE id = ?", (_iso(now), user.id))
+    return sid
+
+
+def session_user(store: Store, sid: str) -> User | None:
+    """The user of a live session id, or None (unknown, expired, ended or user removed)."""
+    if not isinstance(sid, str) or not sid or len(sid) > 200:
+        return None
+    row = _db(store).execute(
+        "SELECT u.* FROM user_sessions AS s JOIN users AS u ON u.id = s.user_id "
+        "WHERE s.sid_hash = ? AND s.expires_at > ?", (_sha256(sid), _iso(_now()))).fetchone()
+    return _user(row) if row else None
+
+
+def end_session(store: Store, sid: str) -> None:
+    if isinstance(sid, str) and sid:
+        _db(store).execute("DELETE FROM user_sessions WHERE sid_hash = ?", (_sha256(sid),))
+
+
+# -- API tokens -------------------------------------------------------------------------------------------------
+
+def _token(row: sqlite3.Row) -> ApiToken:
+    return ApiToken(id=row["id"], user=row["user_name"], name=row["name"], hint=row["hint"],
+                    created_at=row["created_at"], last_used_at=row["last_used_at"], revoked_at=row["revoked_at"])
+
+
+def create_token(store: Store, user_name: str, name: str = "") -> tuple[ApiToken, str]:
+    """(the token's record, the secret to send as `Authorization: Bearer ...`); the secret is not stored."""
+    user = get_user(store, user_name)
+    if user is None:
+        raise UserError(f"There is no user called {user_name!r}.", "Create the user first with `kb user add`.")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    name = " ".join((name or "").split())[:100]
+    db = _db(store)
+    with store.transaction():
+        cur = db.execute("INSERT INTO api_tokens (user_id, name, token_hash, hint, created_at) VALUES (?, ?, ?, ?, ?)",
+                         (user.id, name, _sha256(secret), secret[:len(TOKEN_PREFIX) + 4], _iso(_now())))
+        token_id = int(cur.lastrowid)
+        audit(store, "token_created", user.name, f"token {token_id}" + (f" ({name})" if name else ""))
+    token = next(t for t in list_tokens(store) if t.id == token_id)
+    return token, secret
+
+
+def list_tokens(store: Store, user_name: str | None = None) -> list[ApiToken]:
+    sql = ("SELECT t.*, u.name AS user_name FROM api_tokens AS t JOIN users AS u ON u.id = t.user_id")
+    args: tuple[Any, ...] = ()
+    if user_name is not None:
+        sql, args = sql + " WHERE u.name = ?", (user_name,)
+    return [_token(r) for r in _db(store).execute(sql + " ORDER BY t.id", args)]
+
+
+def revoke_token(store: Store, token_id: int) -> ApiToken:
+    """Revoke a token by id; it stops working at once. UserError when there is no such active token."""
+    db = _db(store)
+    with store.transaction():
+        row = db.execute("SELECT t.*, u.name AS user_name FROM api_tokens AS t JOIN users AS u ON u.id = t.user_id "
+                         "WHERE t.id = ?", (token_id,)).fetchone()
+        if row is None:
+            raise UserError(f"There is no API token {token_id}.", "See `kb token list`.")
+        if row["revoked_at"]:
+            raise UserError(f"API token {token_id} is already revoked.")
+        db.execute("UPDATE api_tokens SET revoked_at = ? WHERE id = ?", (_iso(_now()), token_id))
+        audit(store, "token_revoked", row["user_name"], f"token {token_id}")
+    return next(t for t in list_tokens(store) if t.id == token_id)
+
+
+def token_user(store: Store, secret: str, *, path: str = "") -> User | None:
+    """The user an active token belongs to, or None; a use is recorded (time and path, no query)."""
+    if not isinstance(secret, str) or not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
+        return None
+    db = _db(store)
+    row = db.execute(
+        "SELECT u.*, t.id AS token_id FROM api_tokens AS t JOIN users AS u ON u.id = t.user_id "
+        "WHERE t.token_hash = ? AND t.revoked_at IS NULL", (_sha256(secret),)).fetchone()
+    if row is None:
+        return None
+    try:
+        with store.transaction():
+            db.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", (_iso(_now()), row["token_id"]))
+            audit(store, "token_used", row["name"], f"token {row['token_id']} {path[:200]}".strip())
+    except sqlite3.OperationalError:  # a busy store must not turn a valid request away
+        log.warning("token use of %r not recorded (store busy)", row["name"])
+    return _user(row)
+
+
+# -- audit log --------------------------------------------------------------------------------------------------
+
+def audit(store: Store, event: str, user: str = "", detail: str = "") -> None:
+    """Record a security event (sign-in, failure, token use, user change) in the store and the log."""
+    db = _db(store)
+    now = _now()
+    db.execute("INSERT INTO audit_log (at, event, user, detail) VALUES (?, ?, ?, ?)",
+               (_iso(now), event, user[:64], detail[:300]))
+    if secrets.randbelow(200) == 0:  # prune now and then rather than on every write
+        db.execute("DELETE FROM audit_log WHERE at < ?", (_iso(now - timedelta(days=AUDIT_KEEP_DAYS)),))
+    log.info("audit: %s %s %s", event, user, detail)
+
+
+def recent_audit(store: Store, limit: int = 50) -> list[dict[str, Any]]:
+    return [dict(r) for r in _db(store).execute(
+        "SELECT at, event, user, detail FROM audit_log ORDER BY id DESC LIMIT ?", (limit,))]

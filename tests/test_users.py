@@ -1,0 +1,239 @@
+"""kb.users and `kb user` / `kb token`: hashed passwords, rehash on sign-in, equal work for unknown names,
+sessions that end, hashed API tokens, the audit log; CLI messages instead of tracebacks."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import types
+from pathlib import Path
+
+import pytest
+from werkzeug.security import generate_password_hash
+
+from kb import users
+from kb.cli import cli
+from kb.config import data_paths
+from kb.store import Store
+from kb.users import UserError
+
+PASSWORD = "correct horse battery"
+
+
+def all_text(db: sqlite3.Connection) -> str:
+    """Every value of every row of every table, so a secret anywhere in the database is found."""
+    out = []
+    for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+        for row in db.execute(f"SELECT * FROM {table}"):
+            out.extend(str(v) for v in tuple(row))
+    return "\n".join(out)
+
+
+def test_passwords_are_stored_only_as_scrypt_hashes(store: Store, data_dir: Path) -> None:
+    users.add_user(store, "alice", PASSWORD)
+    row = store.db.execute("SELECT password_hash FROM users WHERE name = 'alice'").fetchone()
+    assert row["password_hash"].startswith("scrypt:") and PASSWORD not in row["password_hash"]
+    assert PASSWORD not in all_text(store.db)
+    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    raw = b"".join(p.read_bytes() for p in data_dir.glob("kb.sqlite3*"))
+    assert PASSWORD.encode() not in raw
+
+
+def test_authenticate_right_wrong_and_unknown(store: Store) -> None:
+    created = users.add_user(store, "alice", PASSWORD)
+    assert users.authenticate(store, "alice", PASSWORD).id == created.id
+    assert users.authenticate(store, "ALICE", PASSWORD).name == "alice"  # names are case-insensitive
+    assert users.authenticate(store, "alice", PASSWORD + "x") is None
+    assert users.authenticate(store, "bob", PASSWORD) is None
+    assert users.authenticate(store, "", "") is None
+    assert users.authenticate(store, "alice", "x" * 100_000) is None  # overlong input is just wrong
+
+
+def test_unknown_names_cost_one_hash_check_like_known_ones(store: Store, monkeypatch) -> None:
+    users.add_user(store, "alice", PASSWORD)
+    checked: list[str] = []
+    original = users.check_password_hash
+
+    def spy(stored: str, password: str) -> bool:
+        checked.append(stored.split("$", 1)[0])
+        return original(stored, password)
+
+    monkeypatch.setattr(users, "check_password_hash", spy)
+    for name in ("alice", "nobody", "bad name!", ""):
+        users.authenticate(store, name, "wrong password")
+    assert checked == [users.PASSWORD_METHOD] * 4  # same method, same cost, whether the name exists or not
+
+
+def test_old_hash_format_is_upgraded_on_sign_in(store: Store) -> None:
+    users.add_user(store, "alice", PASSWORD)
+    old = generate_password_hash(PASSWORD, method="pbkdf2:sha256:1000")
+    store.db.execute("UPDATE users SET password_hash = ? WHERE name = 'alice'", (old,))
+    assert users.authenticate(store, "alice", "wrong password") is None
+    assert store.db.execute("SELECT password_hash FROM users").fetchone()[0] == old  # no upgrade on failure
+    assert users.authenticate(store, "alice", PASSWORD) is not None
+    new = store.db.execute("SELECT password_hash FROM users").fetchone()[0]
+    assert new.startswith(users.PASSWORD_METHOD + "$") and new != old
+    assert users.authenticate(store, "alice", PASSWORD) is not None
+    assert store.db.execute("SELECT password_hash FROM users").fetchone()[0] == new  # current: left alone
+
+
+def test_a_damaged_hash_signs_nobody_in(store: Store) -> None:
+    users.add_user(store, "alice", PASSWORD)
+    store.db.execute("UPDATE users SET password_hash = 'nonsense'")
+    assert users.authenticate(store, "alice", PASSWORD) is None
+
+
+@pytest.mark.parametrize("name", ["", " ", "a b", "-dash", "x" * 65, "semi;colon", "ünïcode"])
+def test_bad_user_names_are_refused_with_a_remedy(store: Store, name: str) -> None:
+    with pytest.raises(UserError) as err:
+        users.add_user(store, name, PASSWORD)
+    assert "letters" in err.value.remedy
+
+
+@pytest.mark.parametrize("password", ["short", " leading space is bad", "line\nbreak password", "x" * 1025])
+def test_weak_or_odd_passwords_are_refused(store: Store, password: str) -> None:
+    with pytest.raises(UserError):
+        users.add_user(store, "alice", password)
+    assert users.list_users(store) == []
+
+
+def test_duplicate_names_are_refused_whatever_the_case(store: Store) -> None:
+    users.add_user(store, "alice", PASSWORD)
+    with pytest.raises(UserError, match="already"):
+        users.add_user(store, "Alice", PASSWORD)
+    assert [u.name for u in users.list_users(store)] == ["alice"]
+
+
+def test_sessions_start_end_expire_and_are_stored_hashed(store: Store) -> None:
+    alice = users.add_user(store, "alice", PASSWORD)
+    sid = users.start_session(store, alice)
+    assert users.session_user(store, sid).name == "alice"
+    assert sid not in all_text(store.db)
+    assert users.session_user(store, sid + "x") is None and users.session_user(store, "") is None
+    assert users.get_user(store, "alice").last_login_at
+    users.end_session(store, sid)
+    assert users.session_user(store, sid) is None
+    expired = users.start_session(store, alice, hours=-1)
+    assert users.session_user(store, expired) is None
+
+
+def test_new_password_ends_sessions_and_removal_ends_everything(store: Store) -> None:
+    alice = users.add_user(store, "alice", PASSWORD)
+    sid = users.start_session(store, alice)
+    _, secret = users.create_token(store, "alice", "script")
+    users.set_password(store, "alice", "another long password")
+    assert users.session_user(store, sid) is None
+    assert users.authenticate(store, "alice", PASSWORD) is None
+    assert users.authenticate(store, "alice", "another long password") is not None
+    assert users.token_user(store, secret) is not None  # tokens survive a password change
+    sid = users.start_session(store, alice)
+    users.remove_user(store, "alice")
+    assert users.session_user(store, sid) is None and users.token_user(store, secret) is None
+    assert users.list_users(store) == [] and users.list_tokens(store) == []
+    with pytest.raises(UserError, match="no user"):
+        users.remove_user(store, "alice")
+    with pytest.raises(UserError, match="no user"):
+        users.set_password(store, "alice", "another long password")
+
+
+def test_api_tokens_are_hashed_revocable_and_their_use_is_audited(store: Store) -> None:
+    users.add_user(store, "alice", PASSWORD)
+    token, secret = users.create_token(store, "alice", "nightly report")
+    assert secret.startswith(users.TOKEN_PREFIX) and len(secret) > 40
+    assert secret not in all_text(store.db) and token.hint == secret[:len(token.hint)]
+    assert token.active and token.last_used_at is None
+    assert users.token_user(store, secret, path="/api/search").name == "alice"
+    assert users.list_tokens(store)[0].last_used_at
+    assert users.token_user(store, secret[:-1] + ("A" if secret[-1] != "A" else "B")) is None
+    assert users.token_user(store, "not-a-kb-token") is None
+    used = [r for r in users.recent_audit(store) if r["event"] == "token_used"]
+    assert used and used[0]["user"] == "alice" and "/api/search" in used[0]["detail"]
+    users.revoke_token(store, token.id)
+    assert users.token_user(store, secret) is None
+    assert not users.list_tokens(store, "alice")[0].active
+    with pytest.raises(UserError, match="already revoked"):
+        users.revoke_token(store, token.id)
+    with pytest.raises(UserError, match="no API token"):
+        users.revoke_token(store, 999)
+    with pytest.raises(UserError, match="no user"):
+        users.create_token(store, "bob")
+
+
+def test_audit_log_records_account_events_without_secrets(store: Store) -> None:
+    users.add_user(store, "alice", PASSWORD)
+    users.set_password(store, "alice", "another long password")
+    token, secret = users.create_token(store, "alice")
+    users.revoke_token(store, token.id)
+    users.remove_user(store, "alice")
+    events = [r["event"] for r in reversed(users.recent_audit(store))]
+    assert events == ["user_added", "password_changed", "token_created", "token_revoked", "user_removed"]
+    text = all_text(store.db)
+    assert PASSWORD not in text and "another long password" not in text and secret not in text
+
+
+# -- CLI ----------------------------------------------------------------------------------------------------------
+
+def run_kb(runner, data_dir: Path, *args: str, input: str | None = None):
+    return runner.invoke(cli, ["--data-dir", str(data_dir), *args], input=input)
+
+
+def test_cli_user_commands_read_passwords_from_stdin(runner, data_dir: Path) -> None:
+    result = run_kb(runner, data_dir, "user", "add", "alice", input=PASSWORD + "\n")
+    assert result.exit_code == 0, result.output
+    assert "alice" in result.output and PASSWORD not in result.output
+    with Store(data_paths(data_dir)["store"]) as store:
+        assert users.authenticate(store, "alice", PASSWORD) is not None
+    listed = run_kb(runner, data_dir, "user", "list", "--json")
+    assert [u["name"] for u in json.loads(listed.output)] == ["alice"]
+    assert run_kb(runner, data_dir, "user", "passwd", "alice", input="a new long password\n").exit_code == 0
+    with Store(data_paths(data_dir)["store"]) as store:
+        assert users.authenticate(store, "alice", "a new long password") is not None
+    assert "alice" in run_kb(runner, data_dir, "user", "list").output
+    audit = run_kb(runner, data_dir, "user", "audit").output
+    assert "user_added" in audit and "password_changed" in audit and PASSWORD not in audit
+    assert run_kb(runner, data_dir, "user", "remove", "alice").exit_code == 0
+    assert "No users yet" in run_kb(runner, data_dir, "user", "list").output
+
+
+def test_cli_user_add_prompts_twice_on_a_terminal(runner, data_dir: Path, monkeypatch) -> None:
+    import kb.cli as cli_module
+
+    fake_sys = types.SimpleNamespace(stdin=types.SimpleNamespace(isatty=lambda: True), stderr=cli_module.sys.stderr)
+    monkeypatch.setattr(cli_module, "sys", fake_sys)
+    result = run_kb(runner, data_dir, "user", "add", "alice", input=f"{PASSWORD}\n{PASSWORD}\n")
+    assert result.exit_code == 0, result.output
+    assert "Repeat for confirmation" in result.output and PASSWORD not in result.output
+    with Store(data_paths(data_dir)["store"]) as store:
+        assert users.authenticate(store, "alice", PASSWORD) is not None
+
+
+def test_cli_errors_are_messages_not_tracebacks(runner, data_dir: Path) -> None:
+    short = run_kb(runner, data_dir, "user", "add", "alice", input="short\n")
+    assert short.exit_code == 2 and "too short" in short.output and "Traceback" not in short.output
+    empty = run_kb(runner, data_dir, "user", "add", "alice", input="")
+    assert empty.exit_code != 0 and "No password on standard input" in empty.output
+    assert run_kb(runner, data_dir, "user", "add", "bad name", input=PASSWORD + "\n").exit_code == 2
+    run_kb(runner, data_dir, "user", "add", "alice", input=PASSWORD + "\n")
+    again = run_kb(runner, data_dir, "user", "add", "alice", input=PASSWORD + "\n")
+    assert again.exit_code == 2 and "already" in again.output
+    for args in (("user", "remove", "bob"), ("user", "passwd", "bob"), ("token", "create", "bob"),
+                 ("token", "revoke", "42")):
+        result = run_kb(runner, data_dir, *args, input=PASSWORD + "\n")
+        assert result.exit_code == 2 and "Error:" in result.output and "Traceback" not in result.output, args
+
+
+def test_cli_token_commands(runner, data_dir: Path) -> None:
+    run_kb(runner, data_dir, "user", "add", "alice", input=PASSWORD + "\n")
+    created = run_kb(runner, data_dir, "token", "create", "alice", "--name", "reports")
+    assert created.exit_code == 0, created.output
+    secret = created.stdout.strip().splitlines()[0]
+    assert secret.startswith("kb_")
+    with Store(data_paths(data_dir)["store"]) as store:
+        assert users.token_user(store, secret).name == "alice"
+    listed = run_kb(runner, data_dir, "token", "list")
+    assert "reports" in listed.output and secret not in listed.output and "active" in listed.output
+    token_id = json.loads(run_kb(runner, data_dir, "token", "list", "--json").output)[0]["id"]
+    assert run_kb(runner, data_dir, "token", "revoke", str(token_id)).exit_code == 0
+    assert "revoked" in run_kb(runner, data_dir, "token", "list", "--user", "alice").output
+    with Store(data_paths(data_dir)["store"]) as store:
+        assert users.token_user(store, secret) is None
