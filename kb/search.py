@@ -1,0 +1,1046 @@
+"""Search: query parsing, ranking, snippets, deep links, facets and suggestions; the only index reader.
+
+One `Searcher` per process serves every thread. It opens the generation CURRENT points at and,
+per request, borrows a Whoosh searcher from a small pool tied to that generation and commit.
+When CURRENT or the commit changes it opens the new state and lets the old one drain; it never
+calls `searcher.refresh()` (wrong results in every Whoosh fork, see DESIGN.md).
+
+Per-request work is kept small: the matching document set is computed with set algebra over
+cached posting lists (Python sets run in C), facets are counted from per-document value tables
+built once per index state, and snippets come from one regular expression over the stored
+(compressed) body instead of re-analysing it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import html
+import json
+import logging
+import math
+import os
+import re
+import threading
+import zlib
+from bisect import bisect_left
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import chain
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from whoosh import index as whoosh_index
+from whoosh import query as wq
+from whoosh.matching import ListMatcher, NullMatcher
+from whoosh.scoring import BM25F
+from whoosh.support.levenshtein import distance
+
+from kb import querylang
+from kb.errors import IndexUnavailable
+from kb.index import POINTER, current_generation, section_at, title_key
+from kb.models import Hit, Results
+from kb.querylang import Either, Group, Not, Node, Parsed, Phrase, Word
+
+log = logging.getLogger(__name__)
+
+#: Query-time field weights: title > headings > tags > body. The lead (opening words) is searched
+#: for question-intent words only (INTENT_FIELDS): measured on the MedQuAD dev sets, it helps there
+#: and hurts as a field for every word.
+FIELD_WEIGHTS: tuple[tuple[str, float], ...] = (
+    ("title", 3.0), ("headings", 2.0), ("tagtext", 1.5), ("body", 1.0),
+)
+INTENT_WEIGHT = 0.6  # question-intent words (querylang.QUESTION_INTENTS): ranking only
+EXACT_TITLE_BOOST = 30.0  # the whole query is the whole title
+#: The whole query as a phrase, per field: bonus = weight x sum of the terms' idf, added when re-ranking.
+PHRASE_BONUS = (("title", 3.0), ("headings", 1.5), ("body", 1.0))
+#: Short keyword queries mean "all of these": score x (share of query words matched) ** COORD_POWER.
+#: Longer (question-like) queries are left alone: measured on MedQuAD, coordination over every word
+#: of a question costs 0.02-0.04 nDCG@10.
+COORD_POWER = 1.0
+COORD_MAX_WORDS = 3
+RERANK_DEPTH = 100  # candidates scored exactly / re-ranked with the phrase bonus
+FREQUENT_SHARE = 0.02  # terms in more than this share of documents only score candidates ...
+FREQUENT_MIN_DF = 500  # ... and in more than this many documents
+EXPANSION_WEIGHT = 1.0  # times the vocabulary's own weight
+EXPANSION_FIELDS: tuple[tuple[str, float], ...] = (("title", 3.0), ("headings", 2.0), ("body", 1.0))
+MAX_EXPANSIONS = 4  # per vocabulary entry found in the query
+INTENT_FIELDS: tuple[tuple[str, float], ...] = (("lead", 1.0), ("body", 1.0))
+SNIPPET_CHARS = 200
+MAX_PER_PAGE = 100
+FACET_FIELDS = (("category", "categories"), ("tag", "tags"), ("site", "site"), ("year", "year"))
+FACET_LIMIT = 10
+FILTER_FIELDS = {"tag": "tags", "category": "categories", "site": "site", "year": "year"}
+SUGGESTION_LIMIT = 3
+RARE_DF = 2  # with few results, a word this rare may be a typo of a much commoner one
+TERM_CACHE = 512  # posting sets kept per index state ...
+TERM_CACHE_DOCS = 2_000_000  # ... holding at most this many document numbers (~100 MB)
+POOL_SIZE = 8
+DEFAULT_AUDIENCES = ("public",)
+
+
+# -- vocabulary (optional: written by the analysis helper) --------------------------------------
+
+def _load_vocabulary() -> Any | None:
+    try:
+        from kb.vocab import vocabulary
+    except ImportError:
+        log.warning("kb.vocab is not available: searching without synonym expansion")
+        return None
+    try:
+        return vocabulary()
+    except Exception:  # noqa: BLE001 - a broken vocabulary file must not take search down
+        log.exception("could not load the vocabulary: searching without synonym expansion")
+        return None
+
+
+_vocab_lock = threading.Lock()
+_vocab: list[Any] = []
+
+
+def _vocabulary() -> Any | None:
+    if not _vocab:
+        with _vocab_lock:
+            if not _vocab:
+                _vocab.append(_load_vocabulary())
+    return _vocab[0]
+
+
+@lru_cache(maxsize=4096)
+def _expansions(text: str) -> tuple[tuple[str, float], ...]:
+    """Vocabulary expansions of `text` other than itself, (text, weight) with weight < 1."""
+    vocab = _vocabulary()
+    if vocab is None:
+        return ()
+    try:
+        found = list(vocab.expand(text))
+    except Exception:  # noqa: BLE001
+        log.exception("vocabulary expansion failed for %r", text)
+        return ()
+    key = text.casefold()
+    out = []
+    for item in found:
+        term, weight = (item, 0.5) if isinstance(item, str) else (item[0], float(item[1]))
+        if term.casefold() != key and weight > 0:
+            out.append((term, min(weight, 0.95)))
+    return tuple(out)
+
+
+@lru_cache(maxsize=8192)
+def _is_clinical(word: str) -> bool:
+    vocab = _vocabulary()
+    if vocab is None:
+        return False
+    try:
+        return bool(vocab.is_clinical(word))
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@lru_cache(maxsize=1)
+def _vocab_terms() -> tuple[tuple[str, str], ...]:
+    """(casefolded, display) vocabulary terms, sorted for prefix lookups."""
+    vocab = _vocabulary()
+    if vocab is None:
+        return ()
+    try:
+        terms = list(vocab.terms())
+    except Exception:  # noqa: BLE001
+        return ()
+    return tuple(sorted({(t.casefold(), t) for t in terms if t}))
+
+
+# -- one opened index state ------------------------------------------------------------------------
+
+class _FacetTable:
+    """Per-document value ids of one facet field, plus display names and the terms behind each value."""
+
+    def __init__(self, reader: Any, fieldname: str) -> None:
+        self.values: list[str] = []
+        self.terms: list[list[str]] = []
+        index: dict[str, int] = {}
+        self.per_doc: list[tuple[int, ...]] = [()] * reader.doc_count_all()
+        per_doc = self.per_doc
+        for raw in reader.lexicon(fieldname):
+            term = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+            key = term.casefold()
+            vid = index.get(key)
+            if vid is None:
+                vid = index[key] = len(self.values)
+                self.values.append(term)
+                self.terms.append([])
+            self.terms[vid].append(term)
+            for docnum in reader.postings(fieldname, raw).all_ids():
+                if vid not in per_doc[docnum]:
+                    per_doc[docnum] = per_doc[docnum] + (vid,)
+        self.index = index
+
+    def count(self, docs: Iterable[int], limit: int) -> list[tuple[str, int]]:
+        counts = Counter(chain.from_iterable(map(self.per_doc.__getitem__, docs)))
+        top = sorted(counts.items(), key=lambda kv: (-kv[1], self.values[kv[0]].casefold()))[:limit]
+        return [(self.values[vid], n) for vid, n in top]
+
+
+class _State:
+    """One generation at one commit: the Whoosh index, a pool of searchers and derived caches."""
+
+    def __init__(self, generation: Path) -> None:
+        self.generation = generation
+        self.ix = whoosh_index.open_dir(str(generation))
+        self.toc = self.ix.latest_generation()
+        self.dir_mtime = _mtime(generation)
+        self.schema = self.ix.schema
+        self.lock = threading.RLock()
+        self._pool: list[Any] = []
+        self._open: list[Any] = []
+        self.in_use = 0
+        self.retired = False
+        self._terms: OrderedDict[tuple[str, str], frozenset[int]] = OrderedDict()
+        self._cached = 0  # document numbers held by _terms, bounded to cap memory
+        self._analyze_lock = threading.Lock()
+        self._audiences: dict[tuple[str, ...], frozenset[int]] = {}
+        self._facets: dict[str, _FacetTable] = {}
+        self._published: list[int] | None = None
+        self._analyzed: OrderedDict[tuple[str, str], tuple[str, ...]] = OrderedDict()
+
+    # pool ----------------------------------------------------------------------------------
+    def acquire(self) -> Any:
+        with self.lock:
+            self.in_use += 1
+            if self._pool:
+                return self._pool.pop()
+        try:
+            searcher = self.ix.searcher(weighting=BM25F())
+        except BaseException:
+            with self.lock:
+                self.in_use -= 1
+            raise
+        with self.lock:
+            self._open.append(searcher)
+        return searcher
+
+    def release(self, searcher: Any) -> None:
+        with self.lock:
+            self.in_use -= 1
+            if not self.retired and len(self._pool) < POOL_SIZE:
+                self._pool.append(searcher)
+                return
+            self._open.remove(searcher)
+        searcher.close()
+        if self.retired:
+            self.close_if_idle()
+
+    def close_if_idle(self) -> None:
+        with self.lock:
+            if self.in_use:
+                return
+            searchers, self._pool, self._open = self._open, [], []
+        for s in searchers:
+            s.close()
+        self.ix.close()
+
+    # caches ---------------------------------------------------------------------------------
+    def term_docs(self, reader: Any, fieldname: str, text: str) -> frozenset[int]:
+        """Live documents containing a term (deleted ones excluded), LRU-cached.
+
+        `reader` is the calling thread's own (Whoosh readers are not shared between threads);
+        every reader of one state numbers documents the same way, so the cache is shared.
+        """
+        key = (fieldname, text)
+        with self.lock:
+            found = self._terms.get(key)
+            if found is not None:
+                self._terms.move_to_end(key)
+                return found
+        if (fieldname, text) in reader:
+            found = frozenset(reader.postings(fieldname, text).all_ids())
+        else:
+            found = frozenset()
+        with self.lock:
+            if key not in self._terms:
+                self._terms[key] = found
+                self._cached += len(found)
+            while self._terms and (len(self._terms) > TERM_CACHE or self._cached > TERM_CACHE_DOCS):
+                self._cached -= len(self._terms.popitem(last=False)[1])
+        return found
+
+    def audience_docs(self, reader: Any, audiences: tuple[str, ...]) -> frozenset[int]:
+        key = tuple(sorted(set(audiences)))
+        with self.lock:
+            found = self._audiences.get(key)
+        if found is None:
+            found = frozenset().union(*[self.term_docs(reader, "audience", a) for a in key]) if key else frozenset()
+            with self.lock:
+                self._audiences[key] = found
+        return found
+
+    def facet(self, reader: Any, name: str) -> _FacetTable:
+        with self.lock:
+            table = self._facets.get(name)
+            if table is None:
+                table = self._facets[name] = _FacetTable(reader, name)
+            return table
+
+    def published(self, reader: Any) -> list[int]:
+        """Per-document sort key of the published date (0 when unknown): newer is larger."""
+        with self.lock:
+            if self._published is None:
+                values = [0] * reader.doc_count_all()
+                if reader.has_column("published"):
+                    column = reader.column_reader("published", translate=False)
+                    for docnum in range(len(values)):
+                        v = column[docnum]
+                        values[docnum] = int(v) if isinstance(v, int) and v > 0 else 0
+                self._published = values
+            return self._published
+
+    def analyze(self, fieldname: str, text: str) -> tuple[str, ...]:
+        """Index terms of `text` with this generation's own analyzer (query mode), cached."""
+        key = (fieldname, text)
+        with self.lock:
+            found = self._analyzed.get(key)
+            if found is not None:
+                return found
+        analyzer = self.schema[fieldname].analyzer
+        with self._analyze_lock:  # analyzers may keep per-call state; results are cached anyway
+            tokens = tuple(t.text for t in analyzer(text, mode="query") if t.text)
+        with self.lock:
+            self._analyzed[key] = tokens
+            if len(self._analyzed) > 4096:
+                self._analyzed.popitem(last=False)
+        return tokens
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return -1
+
+
+class _Request:
+    """What one search borrows: the state, a Whoosh searcher and its reader (this thread's only)."""
+
+    def __init__(self, state: _State, searcher: Any) -> None:
+        self.state = state
+        self.searcher = searcher
+        self.reader = searcher.reader()
+
+    def term_docs(self, fieldname: str, text: str) -> frozenset[int]:
+        return self.state.term_docs(self.reader, fieldname, text)
+
+    def audience_docs(self, audiences: tuple[str, ...]) -> frozenset[int]:
+        return self.state.audience_docs(self.reader, audiences)
+
+    def facet(self, name: str) -> _FacetTable:
+        return self.state.facet(self.reader, name)
+
+    def published(self) -> list[int]:
+        return self.state.published(self.reader)
+
+    def analyze(self, fieldname: str, text: str) -> tuple[str, ...]:
+        return self.state.analyze(fieldname, text)
+
+
+# -- compiling the parsed query ------------------------------------------------------------------
+
+@dataclass
+class _Compiled:
+    match: Any | None  # whoosh query whose matches are the results (total, facets)
+    score: Any | None  # match plus optional ranking-only clauses
+    phrase: tuple[str, ...] = ()  # the whole query's terms, for the phrase bonus when re-ranking
+    concepts: list[set[tuple[str, ...]]] = field(default_factory=list)  # for the coordination factor
+    highlight: list[str] = field(default_factory=list)  # analysed terms, for snippet marks
+    surface: list[str] = field(default_factory=list)  # words as typed, for snippet marks
+
+
+class _Compiler:
+    """Turns the parsed tree into Whoosh queries, keeping the number of leaves (= cost) small."""
+
+    def __init__(self, ctx: _Request) -> None:
+        self.ctx = ctx
+        self.terms: list[str] = []
+        self.surface: list[str] = []
+        #: query word (analysed) -> the token sequences that satisfy it (itself, its expansions)
+        self.concepts: dict[str, set[tuple[str, ...]]] = {}
+        self.expanded: list[tuple[str, ...]] = []
+
+    def tokens(self, text: str) -> tuple[str, ...]:
+        return self.ctx.analyze("body", text)
+
+    def clause(self, tokens: tuple[str, ...], weight: float = 1.0,
+               fields: tuple[tuple[str, float], ...] | None = None) -> Any | None:
+        """A term (one token) or phrase (several) in each field that holds it, with the field's weight.
+
+        Fields whose lexicon lacks a token are left out: every leaf costs time on each search.
+        """
+        if not tokens:
+            return None
+        reader = self.ctx.reader
+        parts = []
+        for f, b in fields or FIELD_WEIGHTS:
+            if not all((f, t) in reader for t in tokens):
+                continue
+            if len(tokens) == 1:
+                parts.append(wq.Term(f, tokens[0], boost=weight * b))
+            else:
+                parts.append(wq.Phrase(f, list(tokens), boost=weight * b))
+        if not parts:
+            return wq.NullQuery
+        return parts[0] if len(parts) == 1 else wq.Or(parts)
+
+    def expansions(self, text: str, have: set[str]) -> list[Any]:
+        """Vocabulary expansions of `text` not already searched, best first, at most MAX_EXPANSIONS."""
+        out: list[Any] = []
+        for term, weight in sorted(_expansions(text), key=lambda tw: -tw[1]):
+            toks = self.tokens(term)
+            if not toks or tuple(toks) in have or (len(toks) == 1 and toks[0] in have):
+                continue
+            have.add(tuple(toks))
+            self.expanded.append(tuple(toks))
+            self.surface.append(term)
+            self.terms += toks
+            out.append(self.clause(toks, weight * EXPANSION_WEIGHT, EXPANSION_FIELDS))
+            if len(out) >= MAX_EXPANSIONS:
+                break
+        return out
+
+    def words_run(self, words: list[str]) -> list[Any]:
+        """Clauses for consecutive plain words: each analysed term, plus vocabulary expansions."""
+        out: list[Any] = []
+        self.surface += words
+        tokens = list(dict.fromkeys(self.tokens(" ".join(words))))
+        for token in tokens:
+            self.terms.append(token)
+            self.concepts.setdefault(token, set()).add((token,))
+            out.append(self.clause((token,)))
+        have: set[Any] = set(tokens)
+        covered: set[int] = set()
+        for n in (4, 3, 2, 1):
+            for i in range(0, len(words) - n + 1):
+                if covered & set(range(i, i + n)):
+                    continue
+                text = " ".join(words[i:i + n])
+                self.expanded = []
+                found = self.expansions(text, have)
+                if found:
+                    covered |= set(range(i, i + n))
+                    out += found
+                    for token in self.tokens(text):
+                        self.concepts.setdefault(token, set()).update(self.expanded)
+        return out
+
+    def node(self, node: Node) -> Any | None:
+        if isinstance(node, Word):
+            return _or(self.words_run([node.text]))
+        if isinstance(node, Phrase):
+            toks = self.tokens(node.text)
+            self.surface.append(node.text)
+            self.terms += toks
+            parts = [self.clause(toks)] if toks else []
+            self.expanded = []
+            parts += self.expansions(node.text, {tuple(toks)})
+            if toks:
+                self.concepts.setdefault(" ".join(toks), set()).update([tuple(toks), *self.expanded])
+            return _or(parts)
+        if isinstance(node, Either):
+            return _or([self.node(c) for c in node.children])
+        if isinstance(node, Not):
+            return None  # handled by the enclosing group
+        if isinstance(node, Group):
+            positive: list[Any] = []
+            negative: list[Any] = []
+            run: list[str] = []
+            for child in node.children:
+                if isinstance(child, Word):
+                    run.append(child.text)
+                    continue
+                if run:
+                    positive += self.words_run(run)
+                    run = []
+                if isinstance(child, Not):
+                    negative.append(_Compiler(self.ctx).node(child.child))
+                else:
+                    positive.append(self.node(child))
+            if run:
+                positive += self.words_run(run)
+            pos = _or(positive)
+            neg = _or(negative)
+            if pos is None:
+                return _NegativeOnly(neg) if neg is not None else None
+            return wq.AndNot(pos, neg) if neg is not None else pos
+        raise TypeError(node)
+
+
+@dataclass
+class _NegativeOnly:
+    """A group of exclusions only ("-acne"): everything visible except those documents."""
+
+    exclude: Any
+
+
+def _or(parts: list[Any]) -> Any | None:
+    parts = [p for p in parts if p is not None and p is not wq.NullQuery]
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else wq.Or(parts)
+
+
+def compile_query(ctx: _Request, parsed: Parsed, text: str) -> _Compiled:
+    compiler = _Compiler(ctx)
+    tree = Group([parsed.tree]) if isinstance(parsed.tree, Not) else parsed.tree
+    match = compiler.node(tree) if tree is not None else None
+    if isinstance(match, _NegativeOnly):
+        return _Compiled(match=match, score=None)
+    if match is None:
+        if compiler.terms:  # words that no document contains: no results, but "Did you mean"
+            return _Compiled(match=wq.NullQuery, score=None, surface=compiler.surface)
+        return _Compiled(match=None, score=None, surface=compiler.surface)
+    bonus: list[Any] = []
+    phrase: tuple[str, ...] = ()
+    if parsed.plain:
+        words = parsed.words()
+        key = title_key(" ".join(words))
+        if key and ("title_key", key) in ctx.reader:
+            bonus.append(wq.Term("title_key", key, boost=EXACT_TITLE_BOOST))
+        toks = compiler.tokens(" ".join(words))
+        if len(toks) > 1:
+            phrase = toks
+    seen = set(compiler.terms)
+    for word in querylang.intent_words(text):
+        for token in compiler.tokens(word):
+            if token not in seen:
+                seen.add(token)
+                bonus.append(compiler.clause((token,), INTENT_WEIGHT, INTENT_FIELDS))
+    bonus_q = _or(bonus)
+    score = wq.AndMaybe(match, bonus_q) if bonus_q is not None else match
+    return _Compiled(match=match, score=score, phrase=phrase, concepts=list(compiler.concepts.values()),
+                     highlight=list(dict.fromkeys(compiler.terms)),
+                     surface=list(dict.fromkeys(compiler.surface)))
+
+
+class _DocsQuery(wq.Query):
+    """Matches a fixed set of (top-level) document numbers; lets re-ranking test phrases on candidates only."""
+
+    def __init__(self, docs: Iterable[int]) -> None:
+        self.docs_list = sorted(docs)
+
+    def __repr__(self) -> str:
+        return f"_DocsQuery({len(self.docs_list)} docs)"
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def estimate_size(self, ixreader: Any) -> int:
+        return len(self.docs_list)
+
+    def matcher(self, searcher: Any, context: Any = None) -> Any:
+        offset = 0
+        if searcher.has_parent():
+            offset = searcher.get_parent()._offset_for_subsearcher(searcher) or 0
+        count = searcher.doc_count_all()
+        lo = bisect_left(self.docs_list, offset)
+        hi = bisect_left(self.docs_list, offset + count)
+        ids = [d - offset for d in self.docs_list[lo:hi]]
+        return ListMatcher(ids, all_weights=0.0) if ids else NullMatcher()
+
+
+def _phrase_docs(ctx: _Request, fieldname: str, tokens: tuple[str, ...], candidates: Iterable[int]) -> set[int]:
+    """Which candidates hold `tokens` as a phrase in `fieldname` (positions read for candidates only)."""
+    if not all((fieldname, t) in ctx.reader for t in tokens):
+        return set()
+    possible = set(candidates).intersection(*[ctx.term_docs(fieldname, t) for t in tokens])
+    if not possible:
+        return set()
+    q = wq.And([_DocsQuery(possible), wq.Phrase(fieldname, list(tokens))])
+    return set(q.docs(ctx.searcher))
+
+
+def _prune(q: Any, reader: Any, cutoff: int, frequent: list[tuple[str, str, float]], scale: float) -> Any | None:
+    """`q` without term leaves found in more than `cutoff` documents; those go to `frequent` with their boost."""
+    if isinstance(q, wq.Term):
+        if reader.doc_frequency(q.fieldname, q.text) > cutoff:
+            frequent.append((q.fieldname, q.text, scale * q.boost))
+            return None
+        return q
+    if isinstance(q, wq.Or):
+        return _or([_prune(s, reader, cutoff, frequent, scale * q.boost) for s in q.subqueries])
+    if isinstance(q, wq.AndMaybe):
+        a = _prune(q.a, reader, cutoff, frequent, scale)
+        b = _prune(q.b, reader, cutoff, frequent, scale)
+        if a is None:
+            return None
+        return wq.AndMaybe(a, b) if b is not None else a
+    if isinstance(q, wq.AndNot):
+        a = _prune(q.a, reader, cutoff, frequent, scale)
+        return wq.AndNot(a, q.b) if a is not None else None
+    return q
+
+
+def _idf(ctx: _Request, fieldname: str, token: str) -> float:
+    n = ctx.reader.doc_count_all() or 1
+    df = len(ctx.term_docs(fieldname, token))
+    return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+
+
+def _docs(ctx: _Request, q: Any) -> set[int] | frozenset[int]:
+    """The documents a compiled query matches, by set algebra over cached posting lists."""
+    if isinstance(q, wq.Term):
+        return ctx.term_docs(q.fieldname, q.text)
+    if isinstance(q, wq.Or):
+        sets = [_docs(ctx, s) for s in q.subqueries]
+        return set().union(*sets) if sets else set()
+    if isinstance(q, wq.And):
+        sets = sorted((_docs(ctx, s) for s in q.subqueries), key=len)
+        return set(sets[0]).intersection(*sets[1:]) if sets else set()
+    if isinstance(q, wq.AndNot):
+        return set(_docs(ctx, q.a)) - _docs(ctx, q.b)
+    if isinstance(q, wq.AndMaybe):
+        return _docs(ctx, q.a)
+    if isinstance(q, wq.Phrase):
+        sets = sorted((ctx.term_docs(q.fieldname, w) for w in q.words), key=len)
+        if not sets or not sets[0] or not set(sets[0]).intersection(*sets[1:]):
+            return frozenset()
+        return frozenset(q.docs(ctx.searcher))
+    return frozenset(q.docs(ctx.searcher))
+
+
+# -- snippets ------------------------------------------------------------------------------------
+
+def highlight_pattern(terms: Iterable[str], surface: Iterable[str]) -> re.Pattern[str] | None:
+    """One regex marking query words in text: analysed terms as word prefixes, typed words as is."""
+    alts: set[str] = set()
+    for term in terms:
+        term = term.strip()
+        if len(term) >= 3 and re.fullmatch(r"\w+", term):
+            alts.add(re.escape(term) + r"\w*")
+        elif term:
+            alts.add(re.escape(term) + r"\b")
+    for word in surface:
+        word = " ".join(word.split())
+        if word and re.search(r"\w", word):
+            alts.add(r"\s+".join(re.escape(w) for w in word.split()) + (r"\b" if word[-1:].isalnum() else ""))
+    if not alts:
+        return None
+    ordered = sorted(alts, key=len, reverse=True)
+    return re.compile(r"(?<!\w)(?:" + "|".join(ordered) + ")", re.IGNORECASE)
+
+
+def make_snippet(text: str, pattern: re.Pattern[str] | None, sections: list[list[Any]] | None = None,
+                 size: int = SNIPPET_CHARS) -> tuple[str, int]:
+    """(escaped HTML with <mark>s, start offset of the chosen fragment or -1 when nothing matched)."""
+    sections = sections or []
+    matches = []
+    if pattern is not None and text:
+        for m in pattern.finditer(text):
+            matches.append((m.start(), m.end(), m.group(0).casefold()))
+            if len(matches) >= 400:
+                break
+    if not matches:
+        end = _word_end(text, size)
+        return html.escape(text[:end].strip()) + ("…" if end < len(text) else ""), -1
+    heading_bonus: dict[int, int] = {}
+    if sections and pattern is not None:
+        for i, (_, heading, _start) in enumerate(sections):
+            heading_bonus[i] = len({m.group(0).casefold() for m in pattern.finditer(heading or "")})
+    starts = [s[2] for s in sections]
+    best = (-1.0, 0)
+    j = 0
+    for i, (start, _, _) in enumerate(matches):
+        j = max(j, i)
+        while j + 1 < len(matches) and matches[j + 1][1] <= start + size:
+            j += 1
+        window = matches[i:j + 1]
+        distinct = len({w[2] for w in window})
+        score = distinct * 10 + len(window)
+        if sections:
+            si = bisect_left(starts, start + 1) - 1
+            score += 6 * heading_bonus.get(si, 0) if si >= 0 else 0
+        if score > best[0]:
+            best = (score, i)
+    first = matches[best[1]][0]
+    start = max(0, first - 40)
+    if start:
+        space = text.find(" ", start, first)  # begin at a word, not inside one
+        start = space + 1 if space >= 0 else start
+    end = _word_end(text, start + size)
+    out: list[str] = ["…"] if start else []
+    pos = start
+    for s, e, _ in matches:
+        if s < start or e > end:
+            continue
+        out.append(html.escape(text[pos:s]))
+        out.append("<mark>" + html.escape(text[s:e]) + "</mark>")
+        pos = e
+    out.append(html.escape(text[pos:end]))
+    if end < len(text):
+        out.append("…")
+    return "".join(out).strip(), first
+
+
+def _word_end(text: str, end: int) -> int:
+    if end >= len(text):
+        return len(text)
+    space = text.find(" ", end, end + 30)
+    return space if space >= 0 else end
+
+
+# -- the searcher --------------------------------------------------------------------------------
+
+class Searcher:
+    """Thread-safe search over the current index generation; reopens after a swap or update."""
+
+    def __init__(self, index_root: Path) -> None:
+        self.index_root = Path(index_root)
+        self._lock = threading.Lock()
+        self._state: _State | None = None
+        self._pointer_stat: tuple[int, int, int] | None = None
+        self._closed = False
+
+    # state management --------------------------------------------------------------------------
+    def _pointer(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.index_root / POINTER)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_ino, st.st_size)
+
+    def _current(self) -> _State:
+        pointer = self._pointer()
+        state = self._state
+        if state is not None and pointer == self._pointer_stat and _mtime(state.generation) == state.dir_mtime:
+            return state
+        with self._lock:
+            state = self._state
+            generation = current_generation(self.index_root)
+            if generation is None:
+                raise IndexUnavailable(f"There is no search index in {self.index_root} yet.",
+                                       "Run `kb reindex` to build it.")
+            stale = (state is None or state.generation != generation
+                     or (_mtime(generation) != state.dir_mtime and state.ix.latest_generation() != state.toc))
+            if stale:
+                try:
+                    new = _State(generation)
+                except Exception as exc:  # noqa: BLE001 - vanished mid-swap or unreadable
+                    if state is not None and state.generation.is_dir():
+                        log.warning("keeping the old index open: %s", exc)
+                        return state
+                    raise IndexUnavailable(f"The search index in {generation} cannot be read ({exc}).",
+                                           "Run `kb reindex` to rebuild it.") from None
+                if state is not None:
+                    state.retired = True
+                    state.close_if_idle()
+                self._state = state = new
+                log.info("search opened index generation %s (commit %s)", generation.name, new.toc)
+            else:
+                state.dir_mtime = _mtime(generation)
+            self._pointer_stat = pointer
+            return state
+
+    def close(self) -> None:
+        with self._lock:
+            state, self._state = self._state, None
+            self._closed = True
+        if state is not None:
+            state.retired = True
+            state.close_if_idle()
+
+    def _with(self, fn: Callable[[_Request], Any]) -> Any:
+        state = self._current()
+        searcher = state.acquire()
+        try:
+            return fn(_Request(state, searcher))
+        finally:
+            state.release(searcher)
+
+    # search ------------------------------------------------------------------------------------
+    def search(self, query: str, *, page: int = 1, per_page: int = 10, filters: dict[str, list[str]] | None = None,
+               sort: str = "relevance", audiences: tuple[str, ...] = DEFAULT_AUDIENCES) -> Results:
+        """One page of results; malformed queries degrade to their words with a notice, never an error."""
+        parsed = querylang.parse(query if isinstance(query, str) else str(query or ""))
+        text, _ = querylang.clean(query if isinstance(query, str) else "")
+        page = max(1, int(page or 1))
+        per_page = max(1, min(MAX_PER_PAGE, int(per_page or 10)))
+        merged: dict[str, list[str]] = {}
+        for source in (filters or {}, parsed.filters):
+            for name, values in source.items():
+                if name in FILTER_FIELDS:
+                    for value in values if isinstance(values, (list, tuple)) else [values]:
+                        value = " ".join(str(value).split())
+                        if value and value not in merged.setdefault(name, []):
+                            merged[name].append(value)
+        audiences = tuple(audiences or DEFAULT_AUDIENCES)
+        return self._with(lambda ctx: self._search(
+            ctx, parsed, text, page, per_page, merged, sort, audiences))
+
+    def _allowed(self, ctx: _Request, audiences: tuple[str, ...], filters: dict[str, list[str]]) -> frozenset[int]:
+        allowed = ctx.audience_docs(audiences)
+        for name, values in filters.items():
+            fieldname = FILTER_FIELDS[name]
+            if fieldname in ("tags", "categories"):
+                table = ctx.facet(fieldname)
+                # Unknown values match nothing (not KeyError: a 500 for a missing value and a 200
+                # for a staff-only one would tell patients which staff topics exist).
+                terms = [t for v in values if v.casefold() in table.index
+                         for t in table.terms[table.index[v.casefold()]]]
+            else:
+                terms = [v.casefold() if fieldname == "site" else v for v in values]
+            docs = frozenset().union(*[ctx.term_docs(fieldname, t) for t in terms]) if terms else frozenset()
+            allowed = allowed & docs
+        return allowed
+
+    def _search(self, ctx: _Request, parsed: Parsed, text: str, page: int, per_page: int,
+                filters: dict[str, list[str]], sort: str, audiences: tuple[str, ...]) -> Results:
+        results = Results(query=text, total=0, page=page, per_page=per_page, notice=parsed.notice)
+        allowed = self._allowed(ctx, audiences, filters)
+        compiled = compile_query(ctx, parsed, text)
+        browse = False
+        if isinstance(compiled.match, _NegativeOnly):
+            if not filters:
+                results.notice = results.notice or "Add a word to search for: a query of exclusions only matches nothing."
+                return results
+            docs = set(allowed) - _docs(ctx, compiled.match.exclude)
+            browse = True
+        elif compiled.match is None:
+            if not filters:
+                if text and not results.notice:
+                    results.notice = "There are no searchable words in your query."
+                return results
+            docs = set(allowed)
+            browse = True
+        elif compiled.match is wq.NullQuery:
+            docs = set()
+        else:
+            docs = set(_docs(ctx, compiled.match)) & allowed
+        results.total = len(docs)
+        if docs:
+            results.facets = {name: ctx.facet(fieldname).count(docs, FACET_LIMIT)
+                              for name, fieldname in FACET_FIELDS}
+            results.facets = {k: v for k, v in results.facets.items() if v}
+        first = (page - 1) * per_page
+        ranked: list[tuple[float, int]] = []
+        if first < len(docs):
+            published = ctx.published()
+            if browse or sort == "date":
+                top = heapq.nlargest(first + per_page, docs, key=lambda d: (published[d], -d))
+                ranked = [(0.0, d) for d in top[first:]]
+            else:
+                ranked = self._rank(ctx, compiled, docs, first, per_page, published)
+        pattern = highlight_pattern(compiled.highlight, compiled.surface)
+        results.hits = [self._hit(ctx.searcher, docnum, score, pattern) for score, docnum in ranked]
+        if not browse and (not results.total or results.total < 3 or parsed.tree is not None):
+            results.suggestions = self._suggestions(ctx, parsed, text, audiences, results.total)
+        return results
+
+    def _rank(self, ctx: _Request, compiled: _Compiled, docs: set[int], first: int, per_page: int,
+              published: list[int]) -> list[tuple[float, int]]:
+        """One page of (score, docnum): BM25F, whole-query phrase bonus, newer first on equal scores.
+
+        Whoosh scores every posting it is given (~2 us each), so a word found in most documents
+        would cost ~200 ms at 100,000 articles. As in Lucene's CommonTermsQuery, terms in more
+        than FREQUENT_SHARE of the documents do not select candidates: the selective terms find
+        the top candidates with full BM25F, and each frequent term then adds its idf to the
+        candidates that contain it (a set lookup). Their idf is small, so the order changes little.
+        """
+        want = first + per_page
+        depth = max(want, RERANK_DEPTH)
+        cutoff = max(FREQUENT_MIN_DF, int(FREQUENT_SHARE * ctx.reader.doc_count_all()))
+        frequent: list[tuple[str, str, float]] = []
+        selective = _prune(compiled.score, ctx.reader, cutoff, frequent, 1.0)
+        if not frequent:
+            found = ctx.searcher.search(compiled.score, limit=depth, filter=docs)
+            scores = {docnum: score for score, docnum in found.top_n}
+        else:
+            scores = {}
+            if selective is not None:
+                found = ctx.searcher.search(selective, limit=depth, filter=docs)
+                scores = {docnum: score for score, docnum in found.top_n}
+            if len(scores) < depth:  # documents with frequent words only: newest first, then by idf
+                rest = docs.difference(scores) if scores else docs
+                for docnum in heapq.nlargest(depth - len(scores), rest, key=published.__getitem__):
+                    scores[docnum] = 0.0
+            for fieldname, text, boost in frequent:
+                holders = ctx.term_docs(fieldname, text)
+                weight = boost * ctx.searcher.idf(fieldname, text)
+                for docnum in scores:
+                    if docnum in holders:
+                        scores[docnum] += weight
+        if COORD_POWER and 1 < len(compiled.concepts) <= COORD_MAX_WORDS and scores:
+            self._coordinate(ctx, compiled.concepts, scores)
+        if compiled.phrase and scores:
+            for fieldname, weight in PHRASE_BONUS:
+                matched = _phrase_docs(ctx, fieldname, compiled.phrase, scores)
+                if matched:
+                    bonus = weight * sum(_idf(ctx, fieldname, t) for t in compiled.phrase)
+                    for docnum in matched:
+                        scores[docnum] += bonus
+        ranked = sorted(((score, d) for d, score in scores.items()),
+                        key=lambda sd: (-round(sd[0], 6), -published[sd[1]], sd[1]))
+        return ranked[first:first + per_page]
+
+    def _coordinate(self, ctx: _Request, concepts: list[set[tuple[str, ...]]], scores: dict[int, float]) -> None:
+        """Scale scores by the share of query words (or their expansions) a document contains."""
+        fields = [f for f, _ in FIELD_WEIGHTS]
+        holders: dict[str, list[frozenset[int]]] = {}
+
+        def has(docnum: int, tokens: tuple[str, ...]) -> bool:
+            for token in tokens:
+                sets = holders.get(token)
+                if sets is None:
+                    sets = holders[token] = [ctx.term_docs(f, token) for f in fields if (f, token) in ctx.reader]
+                if not any(docnum in s for s in sets):
+                    return False
+            return True
+
+        n = len(concepts)
+        for docnum in scores:
+            matched = sum(1 for alternatives in concepts if any(has(docnum, t) for t in alternatives))
+            scores[docnum] *= (matched / n) ** COORD_POWER
+
+    def _hit(self, searcher: Any, docnum: int, score: float, pattern: re.Pattern[str] | None) -> Hit:
+        stored = searcher.stored_fields(docnum)
+        body = zlib.decompress(stored["body_z"]).decode("utf-8", "surrogatepass") if stored.get("body_z") else ""
+        sections = json.loads(stored.get("sections") or "[]")
+        snippet, offset = make_snippet(body, pattern, sections)
+        anchor, heading = section_at(sections, offset) if offset >= 0 else ("", "")
+        return Hit(
+            id=int(stored["id"]), url=stored.get("url", ""), title=stored.get("title", ""), snippet_html=snippet,
+            score=float(score), site=stored.get("site", ""), published=stored.get("pubdate") or None,
+            tags=[t for t in (stored.get("tags") or "").split(",") if t],
+            categories=[c for c in (stored.get("categories") or "").split(",") if c],
+            anchor=anchor, section=heading, audience=stored.get("audience", "public"),
+            kind=stored.get("kind", "article"),
+        )
+
+    # suggestions -----------------------------------------------------------------------------
+    def _visible_df(self, ctx: _Request, word: str, audience_docs: frozenset[int], cap: int = 50) -> int:
+        """Documents this audience can see that contain `word` (counting stops at `cap`)."""
+        if ("spell", word) not in ctx.reader:
+            return 0
+        seen = 0
+        for docnum in ctx.reader.postings("spell", word).all_ids():
+            if docnum in audience_docs:
+                seen += 1
+                if seen >= cap:
+                    break
+        return seen
+
+    def _corrections(self, ctx: _Request, word: str, audience_docs: frozenset[int]) -> list[str]:
+        """Indexed or vocabulary words within a small edit distance that the audience can find."""
+        maxdist = 1 if len(word) <= 5 else 2
+        candidates: dict[str, int] = {}
+        for prefix in (2, 1):
+            for term in ctx.reader.terms_within("spell", word, maxdist, prefix=prefix):
+                # Only visible words may stop the search: a staff-only look-alike must not hide a public one.
+                if term != word and self._visible_df(ctx, term, audience_docs):
+                    candidates.setdefault(term, distance(term, word, limit=maxdist + 1))
+            if candidates:
+                break
+        for key, display in _vocab_terms():
+            if " " not in key and abs(len(key) - len(word)) <= maxdist and key[:1] == word[:1] and key != word:
+                d = distance(key, word, limit=maxdist + 1)
+                if d <= maxdist:
+                    candidates.setdefault(key, d)
+        ranked = []
+        for term, dist in candidates.items():
+            plain = ctx.analyze("spell", term)
+            if not plain:
+                continue
+            df = self._visible_df(ctx, plain[0], audience_docs)
+            if df:
+                ranked.append((dist, -df, term))
+        ranked.sort()
+        return [t for _, _, t in ranked[:SUGGESTION_LIMIT]]
+
+    def _suggestions(self, ctx: _Request, parsed: Parsed, text: str, audiences: tuple[str, ...],
+                     total: int) -> list[str]:
+        """"Did you mean" queries for words this audience's documents do not contain; never applied."""
+        audience_docs = ctx.audience_docs(audiences)
+        fixes: list[tuple[str, list[str]]] = []
+        for word in parsed.words():
+            for part in word.split():
+                tokens = ctx.analyze("spell", part)
+                if len(tokens) != 1:
+                    continue
+                token = tokens[0]
+                if len(token) < 3 or not token.isalpha():
+                    continue
+                df = self._visible_df(ctx, token, audience_docs, cap=RARE_DF + 1)
+                rare = df <= RARE_DF and total < 3
+                if df and not rare:
+                    continue
+                if _is_clinical(token):
+                    continue  # a real clinical term: never offer a look-alike (melasma is not melanoma)
+                found = self._corrections(ctx, token, audience_docs)
+                if df:  # rare but present: only a much commoner look-alike is worth offering
+                    found = [f for f in found
+                             if self._visible_df(ctx, ctx.analyze("spell", f)[0], audience_docs, 10 * df) >= 10 * df]
+                if found:
+                    fixes.append((part, found))
+        if not fixes:
+            return []
+        out: list[str] = []
+        for rank in range(SUGGESTION_LIMIT):
+            suggestion = text
+            changed = False
+            for i, (part, found) in enumerate(fixes):
+                choice = found[min(rank, len(found) - 1)] if i == 0 else found[0]
+                new = re.sub(r"(?<!\w)" + re.escape(part) + r"(?!\w)", choice, suggestion, count=1,
+                             flags=re.IGNORECASE)
+                changed |= new != suggestion
+                suggestion = new
+            if changed and suggestion not in out:
+                out.append(suggestion)
+            if rank + 1 >= len(fixes[0][1]):
+                break
+        return out
+
+    # autocomplete ----------------------------------------------------------------------------
+    def suggest(self, prefix: str, *, limit: int = 8, audiences: tuple[str, ...] = DEFAULT_AUDIENCES) -> list[str]:
+        """Completions for the search box: visible titles, then vocabulary terms, then words."""
+        cleaned, _ = querylang.clean(prefix if isinstance(prefix, str) else "")
+        key = title_key(cleaned)
+        limit = max(1, min(50, int(limit or 8)))
+        if not key:
+            return []
+        return self._with(lambda ctx: self._suggest(ctx, key, limit,
+                                                                 tuple(audiences or DEFAULT_AUDIENCES)))
+
+    def _suggest(self, ctx: _Request, key: str, limit: int, audiences: tuple[str, ...]) -> list[str]:
+        audience_docs = ctx.audience_docs(audiences)
+        out: dict[str, str] = {}
+        examined = 0
+        for raw in ctx.reader.expand_prefix("title_key", key):
+            examined += 1
+            if examined > 500 or len(out) >= limit:
+                break
+            term = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+            docs = ctx.term_docs("title_key", term) & audience_docs
+            if docs:
+                title = ctx.searcher.stored_fields(min(docs)).get("title") or term
+                out.setdefault(title.casefold(), title)
+        terms = _vocab_terms()
+        i = bisect_left(terms, (key,))
+        while i < len(terms) and terms[i][0].startswith(key) and len(out) < limit:
+            out.setdefault(terms[i][0], terms[i][1])
+            i += 1
+        if len(out) < limit:
+            head, _, last = key.rpartition(" ")
+            if len(last) >= 2:
+                words = []
+                for n, raw in enumerate(ctx.reader.expand_prefix("spell", last)):
+                    if n >= 300:
+                        break
+                    word = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+                    df = self._visible_df(ctx, word, audience_docs)
+                    if df:
+                        words.append((-df, word))
+                for _, word in sorted(words)[:limit]:
+                    completion = f"{head} {word}".strip()
+                    out.setdefault(completion.casefold(), completion)
+                    if len(out) >= limit:
+                        break
+        return list(out.values())[:limit]

@@ -1,0 +1,249 @@
+"""kb.index: schema mapping, generations with an atomic swap, the loss guard, incremental updates."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from whoosh import index as whoosh_index
+from whoosh.util.filelock import FileLock
+
+from kb import index
+from kb.errors import KBError, LockHeld
+from kb.models import Article, Section
+from kb.search import Searcher
+
+
+def article(n: int, **kw) -> Article:
+    base = dict(url=f"https://derm.example/a/{n}", title=f"Article {n} about skin", site="derm.example",
+                text=f"Body of article {n}. Sunscreen protects skin. Word{n} appears here.",
+                published=f"20{10 + n % 10:02d}-03-0{1 + n % 8}", tags=["Sun", "skin care"],
+                categories=["Prevention"])
+    base.update(kw)
+    return Article(**base)
+
+
+def fill(store, count: int, start: int = 0) -> list[int]:
+    return [store.save_article(article(n))[0] for n in range(start, start + count)]
+
+
+def doc_ids(root: Path) -> set[int]:
+    return set(index.indexed_hashes(root))
+
+
+def test_rebuild_creates_generation_swaps_pointer_and_records_seq(store, tmp_path):
+    fill(store, 5)
+    root = tmp_path / "ix"
+    calls: list[tuple[int, int]] = []
+    assert index.rebuild(store, root, progress=lambda done, total: calls.append((done, total))) == 5
+    generation = index.current_generation(root)
+    assert generation is not None and generation.name.startswith("gen-")
+    assert (root / "CURRENT").read_text().strip() == generation.name
+    assert index.read_meta(generation)["seq"] == store.last_change()
+    assert index.read_meta(generation)["docs"] == 5
+    assert calls[-1] == (5, 5)
+    ix = whoosh_index.open_dir(str(generation))
+    try:
+        assert ix.doc_count() == 5
+    finally:
+        ix.close()
+
+
+def test_second_rebuild_keeps_previous_generation_and_removes_older(store, tmp_path):
+    fill(store, 3)
+    root = tmp_path / "ix"
+    index.rebuild(store, root, grace=0)
+    first = index.current_generation(root)
+    index.rebuild(store, root, grace=0)
+    second = index.current_generation(root)
+    index.rebuild(store, root, grace=0)
+    third = index.current_generation(root)
+    assert len({first, second, third}) == 3
+    assert not first.exists()  # older than the previous one: removed
+    assert second.exists() and third.exists()  # current and previous kept for lingering readers
+    assert not list(root.glob(".CURRENT*"))  # no temp pointer left behind
+
+
+def test_grace_period_keeps_young_generations(store, tmp_path):
+    fill(store, 2)
+    root = tmp_path / "ix"
+    for _ in range(3):
+        index.rebuild(store, root)  # default grace: every generation is young
+    assert len(list(root.glob("gen-*"))) == 3
+
+
+def test_loss_guard_refuses_swap_and_force_overrides(store, tmp_path):
+    ids = fill(store, 10)
+    root = tmp_path / "ix"
+    index.rebuild(store, root)
+    before = index.current_generation(root)
+    for article_id in ids[:5]:
+        store.delete_article(article_id)
+    with pytest.raises(KBError) as excinfo:
+        index.rebuild(store, root)
+    assert "--force" in excinfo.value.remedy
+    assert index.current_generation(root) == before
+    assert len(list(root.glob("gen-*"))) == 1  # the refused build was removed
+    assert index.rebuild(store, root, force=True) == 5
+    assert index.current_generation(root) != before
+
+
+def test_small_loss_within_max_loss_is_accepted(store, tmp_path):
+    ids = fill(store, 20)
+    root = tmp_path / "ix"
+    index.rebuild(store, root)
+    store.delete_article(ids[0])
+    assert index.rebuild(store, root) == 19
+
+
+def test_update_without_index_builds_first_generation(store, tmp_path):
+    fill(store, 4)
+    root = tmp_path / "ix"
+    assert index.update(store, root) == (4, 0)
+    assert index.current_generation(root) is not None
+    assert index.update(store, root) == (0, 0)
+
+
+def test_update_applies_changes_and_equals_full_rebuild(store, tmp_path):
+    ids = fill(store, 8)
+    root = tmp_path / "ix"
+    index.rebuild(store, root)
+    generation = index.current_generation(root)
+    store.save_article(article(2, text="Changed body: retinoids and melasma now."))  # update
+    store.delete_article(ids[5])
+    store.delete_article(ids[6])
+    store.save_article(article(50, title="New article on melasma"))  # add
+    indexed, deleted = index.update(store, root)
+    assert (indexed, deleted) == (2, 2)
+    assert index.current_generation(root) == generation  # updated in place, no swap
+    assert index.read_meta(generation)["seq"] == store.last_change()
+    fresh = tmp_path / "fresh"
+    index.rebuild(store, fresh)
+    assert index.indexed_hashes(root) == index.indexed_hashes(fresh)
+    assert index.indexed_hashes(root) == {
+        int(r["id"]): r["content_hash"] for r in store.db.execute("SELECT id, content_hash FROM articles")}
+    a, b = Searcher(root), Searcher(fresh)
+    try:
+        for q in ("melasma", "retinoids", "sunscreen", "word5", "skin", '"sunscreen protects"'):
+            ra, rb = a.search(q, per_page=20), b.search(q, per_page=20)
+            assert ra.total == rb.total, q
+            assert [h.id for h in ra.hits] == [h.id for h in rb.hits], q
+            assert ra.facets == rb.facets, q
+    finally:
+        a.close()
+        b.close()
+
+
+def test_update_replays_nothing_twice_and_deletes_vanished_upserts(store, tmp_path):
+    ids = fill(store, 3)
+    root = tmp_path / "ix"
+    index.rebuild(store, root)
+    store.save_article(article(0, text="Edited once."))
+    assert index.update(store, root) == (1, 0)
+    assert index.update(store, root) == (0, 0)
+    # an id asked for that is no longer in the store is removed from the index
+    assert index.reindex_ids(store, root, upsert={ids[1], 999}, delete=set()) == (1, 0)
+    store.db.execute("DELETE FROM articles WHERE id = ?", (ids[2],))  # gone without a change record
+    assert index.reindex_ids(store, root, upsert={ids[2]}, delete=set()) == (0, 1)
+    assert doc_ids(root) == {ids[0], ids[1]}
+
+
+def test_update_rebuilds_when_schema_version_changes(store, tmp_path, monkeypatch):
+    fill(store, 3)
+    root = tmp_path / "ix"
+    index.rebuild(store, root)
+    old = index.current_generation(root)
+    monkeypatch.setattr(index, "SCHEMA_VERSION", index.SCHEMA_VERSION + 1)
+    assert index.update(store, root) == (3, 0)
+    assert index.current_generation(root) != old
+
+
+def test_writer_lock_held_raises_lockheld(store, tmp_path, monkeypatch):
+    fill(store, 2)
+    root = tmp_path / "ix"
+    index.rebuild(store, root)
+    monkeypatch.setattr(index, "WRITER_TIMEOUT", 0.2)
+    lock = FileLock(str(root / index.WRITE_LOCK))
+    assert lock.acquire()
+    try:
+        with pytest.raises(LockHeld) as excinfo:
+            index.update(store, root)
+        assert "another process" in excinfo.value.message.lower()
+        with pytest.raises(LockHeld):
+            index.rebuild(store, root)
+    finally:
+        lock.release()
+    store.save_article(article(9))
+    assert index.update(store, root) == (1, 0)
+
+
+def test_whoosh_lock_error_becomes_lockheld(store, tmp_path, monkeypatch):
+    fill(store, 2)
+    root = tmp_path / "ix"
+    index.rebuild(store, root)
+    monkeypatch.setattr(index, "WRITER_TIMEOUT", 0.1)
+    ix = whoosh_index.open_dir(str(index.current_generation(root)))
+    writer = ix.writer()
+    try:
+        store.save_article(article(7))
+        with pytest.raises(LockHeld):
+            index.update(store, root)
+    finally:
+        writer.cancel()
+        ix.close()
+
+
+def test_current_generation_rejects_missing_or_unsafe_pointers(tmp_path):
+    root = tmp_path / "ix"
+    assert index.current_generation(root) is None
+    root.mkdir()
+    (root / "CURRENT").write_text("../elsewhere\n")
+    assert index.current_generation(root) is None
+    (root / "CURRENT").write_text("gen-missing\n")
+    assert index.current_generation(root) is None
+    (root / "gen-empty").mkdir()
+    (root / "CURRENT").write_text("gen-empty\n")
+    assert index.current_generation(root) is None  # a directory without a Whoosh index
+
+
+def test_article_document_maps_fields_and_section_offsets():
+    text = "Intro words here. Treatment: apply metronidazole twice daily. Causes: unknown triggers."
+    a = Article(id=7, url="https://x.example/r", title="Rosacea: Causes & Care", text=text,
+                sections=[Section("Treatment", "treatment", "Treatment: apply metronidazole twice daily."),
+                          Section("Causes", "causes", "Causes: unknown triggers.")],
+                tags=["Redness", "redness", "a,b", " "], categories=["Conditions"], published="2021-06-05T10:00:00+02:00",
+                description="About rosacea.")
+    doc = index.article_document(a)
+    assert doc["id"] == "7" and doc["title_key"] == "rosacea causes care"
+    assert doc["tags"] == "Redness,a b"  # duplicates (any case) and separators removed
+    assert doc["year"] == "2021" and doc["published"].tzinfo is None and doc["published"].hour == 8
+    assert doc["lead"].startswith("About rosacea. Intro words here.")
+    sections = index.section_offsets(a)
+    assert sections == [["treatment", "Treatment", text.index("Treatment:")], ["causes", "Causes", text.index("Causes:")]]
+    assert index.section_at(sections, text.index("metronidazole")) == ("treatment", "Treatment")
+    assert index.section_at(sections, 0) == ("", "")
+    assert index.section_at(sections, len(text) - 1) == ("causes", "Causes")
+    with pytest.raises(ValueError):
+        index.article_document(Article(url="u", title="t", text="x"))
+
+
+def test_unparseable_dates_are_left_out():
+    doc = index.article_document(Article(id=1, url="u", title="t", text="x", published="sometime in May"))
+    assert "published" not in doc and "year" not in doc and doc["pubdate"] == "sometime in May"
+
+
+def test_pointer_swap_is_atomic_replace(store, tmp_path, monkeypatch):
+    fill(store, 2)
+    root = tmp_path / "ix"
+    index.rebuild(store, root)
+    replaced: list[tuple[str, str]] = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        replaced.append((Path(src).name, Path(dst).name))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(index.os, "replace", spy)
+    index.rebuild(store, root)
+    assert any(dst == "CURRENT" and src.startswith(".CURRENT") for src, dst in replaced)

@@ -1,0 +1,314 @@
+"""kb.search: query language, ranking, snippets, deep links, facets, suggestions, audiences, reopening."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from kb import index, querylang
+from kb.errors import IndexUnavailable
+from kb.models import Article, Results, Section
+from kb.search import Searcher, highlight_pattern, make_snippet
+from kb.store import Store
+
+CANARY = "zorblaxine"
+
+ROSACEA_TEXT = ("Rosacea is a common skin condition that causes redness of the face. "
+                "Treatment: doctors prescribe metronidazole gel and azelaic acid. "
+                "Causes: triggers include heat, alcohol and spicy food.")
+
+
+def _articles() -> list[Article]:
+    out = [
+        Article(url="https://derm.example/rosacea", title="Rosacea", text=ROSACEA_TEXT, site="derm.example",
+                sections=[Section("Treatment", "treatment", "Treatment: doctors prescribe metronidazole gel and azelaic acid."),
+                          Section("Causes", "causes", "Causes: triggers include heat, alcohol and spicy food.")],
+                tags=["Rosacea", "Redness"], categories=["Conditions"], published="2023-04-01"),
+        Article(url="https://laser.example/redness", title="Laser treatment for facial redness", site="laser.example",
+                text="Vascular lasers reduce visible vessels. Patients with rosacea sometimes ask about it. "
+                     "Redness fades after several sessions.", tags=["Laser"], categories=["Procedures"],
+                published="2022-02-01"),
+        Article(url="https://derm.example/melasma", title="Melasma", site="derm.example",
+                text="Melasma causes brown patches on the cheeks. Sun protection and hydroquinone help.",
+                tags=["Pigment"], categories=["Conditions"], published="2021-05-01"),
+        Article(url="https://derm.example/melanoma", title="Melanoma", site="derm.example",
+                text="Melanoma is a serious skin cancer. Check moles for changes in colour or size.",
+                tags=["Cancer"], categories=["Skin cancer"], published="2020-05-01"),
+        Article(url="https://laser.example/pdl", title="Vascular laser options", site="laser.example",
+                text="The pulsed dye laser treats vessels. Other devices exist.", tags=["Laser"],
+                categories=["Procedures"], published="2019-01-01"),
+        Article(url="https://laser.example/devices", title="Device overview", site="laser.example",
+                text="A laser can be pulsed. Dye is used in some devices. The laser is pulsed again; "
+                     "dye lasers and pulsed light differ. Laser laser laser.", tags=["Laser"],
+                categories=["Procedures"], published="2024-01-01"),
+        Article(url="https://derm.example/xss", title="Unsafe markup sample", site="derm.example",
+                text="This page literally contains <script>alert('x')</script> inside its text about eczema.",
+                categories=["Conditions"], published="2018-01-01"),
+        Article(url="https://staff.example/protocol", title="Staff dosing protocol", site="staff.example",
+                text=f"Internal {CANARY} dosing for laser sessions. Only for staff.", audience="staff",
+                tags=["Internal"], categories=["Protocols"], published="2024-06-01"),
+        Article(url="https://derm.example/acne-vulgaris", title="Acne vulgaris", site="derm.example",
+                text="Acne vulgaris causes pimples and blackheads on the face and back.", tags=["Acne"],
+                categories=["Conditions"], published="2023-09-01"),
+    ]
+    for n in range(12):
+        out.append(Article(url=f"https://derm.example/eczema-{n}", title=f"Eczema note {n}", site="derm.example",
+                           text=f"Eczema care note number {n}: moisturise daily and avoid irritants.",
+                           tags=["Eczema"], categories=["Conditions"], published=f"2010-01-{n + 1:02d}"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, dict[str, int]]:
+    root = tmp_path_factory.mktemp("search")
+    with Store(root / "kb.sqlite3") as store:
+        ids = {a.url: store.save_article(a)[0] for a in _articles()}
+        index.rebuild(store, root / "ix")
+    return root, ids
+
+
+@pytest.fixture
+def searcher(built):
+    s = Searcher(built[0] / "ix")
+    yield s
+    s.close()
+
+
+def urls(results: Results) -> list[str]:
+    return [h.url for h in results.hits]
+
+
+def test_title_match_ranks_above_body_mention(searcher):
+    results = searcher.search("rosacea")
+    assert urls(results)[:2] == ["https://derm.example/rosacea", "https://laser.example/redness"]
+    assert results.total == 2
+
+
+def test_phrase_match_of_whole_query_ranks_first_and_quotes_require_it(searcher):
+    plain = searcher.search("pulsed dye laser")
+    assert urls(plain)[0] == "https://laser.example/pdl"
+    assert "https://laser.example/devices" in urls(plain)  # has every word, more often, but not as a phrase
+    quoted = searcher.search('"pulsed dye laser"')
+    assert urls(quoted) == ["https://laser.example/pdl"]
+
+
+def test_exclude_or_and_field_filters(searcher):
+    assert set(urls(searcher.search("redness"))) == {"https://derm.example/rosacea", "https://laser.example/redness"}
+    assert urls(searcher.search("redness -metronidazole")) == ["https://laser.example/redness"]
+    assert urls(searcher.search('redness -"azelaic acid"')) == ["https://laser.example/redness"]
+    assert searcher.search("redness -rosacea").total == 0  # both pages mention rosacea
+    either = searcher.search("melasma OR melanoma")
+    assert set(urls(either)) == {"https://derm.example/melasma", "https://derm.example/melanoma"}
+    assert urls(searcher.search("laser site:laser.example tag:laser")) and all(
+        h.site == "laser.example" for h in searcher.search("laser site:laser.example").hits)
+    assert urls(searcher.search('category:"skin cancer"')) == ["https://derm.example/melanoma"]
+    assert searcher.search("causes", filters={"category": ["conditions"], "year": ["2021"]}).total == 1
+    assert searcher.search("skin", filters={"tag": ["no such tag"]}).total == 0
+
+
+def test_exclusion_removes_matching_documents(searcher):
+    with_vessels = searcher.search("laser")
+    without = searcher.search("laser -vessels")
+    assert "https://laser.example/pdl" in urls(with_vessels)
+    assert "https://laser.example/pdl" not in urls(without)
+    assert without.total == with_vessels.total - 2  # pdl and the redness page mention vessels
+
+
+def test_facets_count_the_whole_result_set(searcher):
+    results = searcher.search("eczema", per_page=5)
+    assert results.total == 13
+    facets = results.facets
+    assert facets["tag"][0] == ("Eczema", 12)
+    assert dict(facets["category"]) == {"Conditions": 13}
+    assert dict(facets["site"]) == {"derm.example": 13}
+    assert dict(facets["year"]) == {"2010": 12, "2018": 1}
+
+
+def test_pagination_is_disjoint_and_complete(searcher):
+    pages = [searcher.search("eczema", page=p, per_page=5) for p in (1, 2, 3, 4)]
+    seen = [u for r in pages for u in urls(r)]
+    assert [len(r.hits) for r in pages] == [5, 5, 3, 0]
+    assert len(seen) == len(set(seen)) == 13
+    assert all(r.total == 13 and r.pages == 3 for r in pages)
+
+
+def test_recency_breaks_ties_and_date_sort(searcher):
+    notes = searcher.search("moisturise", per_page=12)
+    years = [h.published for h in notes.hits]
+    assert years == sorted(years, reverse=True)  # identical texts: the newest first
+    dated = searcher.search("laser", sort="date", per_page=10)
+    assert [h.published for h in dated.hits] == sorted([h.published for h in dated.hits], reverse=True)
+
+
+def test_audience_canary_is_invisible_to_public_everywhere(searcher):
+    public = searcher.search(CANARY)
+    assert public.total == 0 and public.hits == [] and public.facets == {}
+    assert CANARY not in " ".join(public.suggestions)
+    assert CANARY not in " ".join(searcher.search(CANARY[:-1]).suggestions)  # a typo must not reveal it
+    assert not any("Internal" == v for v, _ in searcher.search("laser").facets.get("tag", []))
+    assert searcher.search("dosing").total == 0
+    assert "Staff dosing protocol" not in searcher.suggest("staff")
+    # the same probes as staff find it, so the checks above are not vacuous
+    staff = searcher.search(CANARY, audiences=("public", "staff"))
+    assert staff.total == 1 and staff.hits[0].audience == "staff"
+    assert ("Internal", 1) in staff.facets["tag"]
+    assert CANARY in " ".join(searcher.search(CANARY[:-1], audiences=("public", "staff")).suggestions)
+    assert "Staff dosing protocol" in searcher.suggest("staff", audiences=("public", "staff"))
+
+
+MALFORMED = [
+    '"(((', '((', '))', '"', 'a "b', 'OR', 'acne OR', 'OR acne', '-', '- -', 'NOT', '()', 'tag:', 'site:"',
+    'x' * 10_000, 'acne\x00scars', '\x01\x02\x1f', ')(acne', '(((acne', '"acne', 'acne"', 'a AND', '&&', '|| ||',
+    "'; DROP TABLE articles; --", '<script>alert(1)</script>', '*:*', 'title:acne^100', '~~~', 'acne~2',
+    '\ud800', 'x' * 500 + ' "' * 300, ' '.join(['acne'] * 200), '🙂🙂', '\u202eacne',
+]
+
+
+@pytest.mark.parametrize("query", MALFORMED, ids=range(len(MALFORMED)))
+def test_malformed_queries_degrade_without_raising(searcher, query):
+    results = searcher.search(query)
+    assert isinstance(results, Results)
+    assert results.total >= 0 and len(results.hits) <= results.per_page
+    assert len(results.query) <= querylang.MAX_QUERY_CHARS
+
+
+def test_unbalanced_quotes_search_the_words_with_a_notice(searcher):
+    results = searcher.search('"melasma brown')
+    assert "could not be read" in results.notice
+    assert urls(results)[0] == "https://derm.example/melasma"
+    long = searcher.search("melasma " + "x" * 5000)
+    assert "longer than" in long.notice
+    assert searcher.search("acne\x00").notice
+
+
+def test_melasma_and_melanoma_never_mix(searcher):
+    melasma = searcher.search("melasma")
+    melanoma = searcher.search("melanoma")
+    assert urls(melasma) == ["https://derm.example/melasma"]
+    assert urls(melanoma) == ["https://derm.example/melanoma"]
+    assert not any("melanoma" in s for s in melasma.suggestions)
+    assert not any("melasma" in s for s in melanoma.suggestions)
+
+
+def test_misspelling_gets_an_open_suggestion_never_a_silent_fix(searcher):
+    results = searcher.search("rosacia")
+    assert results.total == 0 and results.hits == []
+    assert results.suggestions[0] == "rosacea"
+    mixed = searcher.search("rosacia redness")
+    assert "rosacea redness" in mixed.suggestions
+    assert searcher.search("rosacea").suggestions == []
+
+
+def test_snippets_escape_text_and_mark_query_words(searcher):
+    hit = searcher.search("eczema alert").hits[0]
+    assert hit.url == "https://derm.example/xss"
+    assert "&lt;script&gt;" in hit.snippet_html and "<script>" not in hit.snippet_html
+    assert "<mark>alert</mark>" in hit.snippet_html or "<mark>eczema</mark>" in hit.snippet_html
+    snippet, offset = make_snippet("a <b> & c " * 50 + "target word here", highlight_pattern(["target"], []))
+    assert "<mark>target</mark>" in snippet and "&lt;b&gt;" in snippet and offset > 0
+    assert len(snippet) < 400
+
+
+def test_hit_links_to_best_matching_section(searcher):
+    hit = searcher.search("metronidazole").hits[0]
+    assert (hit.anchor, hit.section) == ("treatment", "Treatment")
+    assert hit.link == "https://derm.example/rosacea#treatment"
+    causes = searcher.search("spicy food").hits[0]
+    assert causes.anchor == "causes"
+    top = searcher.search("melasma").hits[0]
+    assert top.anchor == "" and top.link == top.url
+
+
+def test_exact_title_wins(searcher):
+    assert urls(searcher.search("acne vulgaris"))[0] == "https://derm.example/acne-vulgaris"
+    assert urls(searcher.search("laser treatment for facial redness"))[0] == "https://laser.example/redness"
+
+
+def test_vocabulary_expansion_finds_lay_terms_ranked_below_exact(searcher):
+    results = searcher.search("zits")  # lay term: only the vocabulary links it to acne
+    assert urls(results) == ["https://derm.example/acne-vulgaris"]
+    assert "<mark>" in results.hits[0].snippet_html
+
+
+def test_filters_without_words_browse_newest_first(searcher):
+    results = searcher.search("", filters={"tag": ["laser"]})
+    assert results.total == 3
+    assert [h.published for h in results.hits] == ["2024-01-01", "2022-02-01", "2019-01-01"]
+    assert searcher.search("").total == 0
+    assert "exclusions only" in searcher.search("-acne").notice
+
+
+def test_autocomplete_titles_vocabulary_and_words(searcher):
+    assert searcher.suggest("ros")[0] == "Rosacea"
+    assert "Melanoma" in searcher.suggest("mel") and "Melasma" in searcher.suggest("mel")
+    assert len(searcher.suggest("e", limit=3)) <= 3
+    assert searcher.suggest("") == []
+    assert sum(s.lower().startswith("eczema note") for s in searcher.suggest("eczema", limit=20)) == 12
+
+
+def test_missing_index_raises_index_unavailable(tmp_path):
+    s = Searcher(tmp_path / "nothing")
+    with pytest.raises(IndexUnavailable) as excinfo:
+        s.search("acne")
+    assert "kb reindex" in excinfo.value.remedy
+    with pytest.raises(IndexUnavailable):
+        s.suggest("ac")
+    s.close()
+
+
+def test_searcher_sees_update_and_swap_without_reopening(tmp_path):
+    with Store(tmp_path / "kb.sqlite3") as store:
+        store.save_article(Article(url="https://e.example/1", title="Psoriasis", text="Plaques and scales."))
+        index.rebuild(store, tmp_path / "ix")
+        s = Searcher(tmp_path / "ix")
+        try:
+            assert s.search("biologics").total == 0
+            store.save_article(Article(url="https://e.example/2", title="Biologics", text="Injected biologics."))
+            index.update(store, tmp_path / "ix")
+            assert s.search("biologics").total == 1  # same generation, new commit
+            store.save_article(Article(url="https://e.example/3", title="Methotrexate", text="Weekly biologics alternative."))
+            index.rebuild(store, tmp_path / "ix")
+            assert s.search("biologics").total == 2  # new generation
+        finally:
+            s.close()
+
+
+def test_concurrent_readers_keep_answering_while_rebuild_swaps(tmp_path):
+    with Store(tmp_path / "kb.sqlite3") as store:
+        for n in range(30):
+            store.save_article(Article(url=f"https://c.example/{n}", title=f"Hives {n}", text=f"Urticaria note {n}."))
+        root = tmp_path / "ix"
+        index.rebuild(store, root)
+        searcher = Searcher(root)
+        errors: list[BaseException] = []
+        totals: list[int] = []
+        stop = threading.Event()
+
+        def reader() -> None:
+            while not stop.is_set():
+                try:
+                    totals.append(searcher.search("urticaria").total)
+                except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=reader) for _ in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            for n in range(30, 36):
+                store.save_article(Article(url=f"https://c.example/{n}", title=f"Hives {n}", text=f"Urticaria {n}."))
+                index.rebuild(store, root, grace=0)
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        try:
+            assert errors == []
+            assert totals and set(totals) <= set(range(30, 37))
+            assert searcher.search("urticaria").total == 36
+        finally:
+            searcher.close()
