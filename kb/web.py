@@ -684,6 +684,24 @@ def article(article_id: int) -> str:
                            params=SearchParams())
 
 
+@pages.get("/healthz")
+def healthz() -> Response:
+    """For load balancers: 200 when the store and the live index answer a query, 503 (JSON body) otherwise."""
+    from kb.maintenance import health
+
+    facts = health(state().paths["root"])
+    if facts["ok"]:
+        try:
+            get_searcher().search("health", per_page=1, audiences=("public",))
+        except Exception:  # any failure to read the index means: do not send traffic here
+            log.warning("health check: the index could not be searched", exc_info=True)
+            facts = {**facts, "ok": False, "index": "unreadable"}
+    response = jsonify(facts)
+    response.status_code = 200 if facts["ok"] else 503
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @pages.get("/favicon.ico")
 def favicon() -> Response:
     return redirect(static_url("favicon.svg"), code=301)

@@ -633,6 +633,34 @@ def test_real_index_missing_gives_503(make_app):
     assert response.status_code == 503 and "kb reindex" in response.get_data(as_text=True)
 
 
+def test_healthz_is_503_without_index_and_200_with_one(make_app, store, data_dir):
+    response = get(make_app(), "/healthz")
+    assert response.status_code == 503 and response.is_json
+    assert response.get_json()["ok"] is False and response.get_json()["index"] == "missing"
+    from kb.config import data_paths
+    from kb.index import rebuild
+
+    store.save_article(article(1))
+    rebuild(store, data_paths(data_dir)["index"])
+    response = get(make_app(), "/healthz")
+    assert response.status_code == 200 and response.get_json()["ok"] is True
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_healthz_is_503_when_the_index_cannot_be_read(make_app, store, data_dir):
+    from kb.config import data_paths
+    from kb.index import current_generation, rebuild
+
+    store.save_article(article(1))
+    rebuild(store, data_paths(data_dir)["index"])
+    generation = current_generation(data_paths(data_dir)["index"])
+    for segment in generation.iterdir():
+        if segment.suffix != ".toc" and segment.is_file():
+            segment.unlink()  # a damaged index (segments lost) must not be reported healthy
+    response = get(make_app(), "/healthz")
+    assert response.status_code == 503 and response.get_json()["index"] == "unreadable"
+
+
 def test_new_searches_are_query_logged(make_app, store):
     results = make_results(total=7)
     app = make_app(FakeSearcher(results))
