@@ -672,3 +672,22 @@ def vocab_test(terms: tuple[str, ...], path: Path | None) -> None:
 
     for line in explain_lines(vocabulary(path), " ".join(terms)):
         click.echo(line)
+
+
+# -- measurement: benchmarks and evaluation live in kb/bench/, wired here --------------------------
+
+def _add_bench_commands() -> None:
+    from kb.bench.eval import eval_command
+    from kb.bench.extract import extract_command
+    from kb.bench.perf import bench_command
+
+    bench_command.add_command(extract_command)
+    cli.add_command(bench_command, "bench")
+    cli.add_command(eval_command, "eval")
+
+
+_add_bench_commands()
+
+
+if __name__ == "__main__":  # `python -m kb.cli ...`
+    cli()

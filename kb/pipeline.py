@@ -20,6 +20,7 @@ from kb import extract as extraction
 from kb.config import data_paths
 from kb.crawl import HtmlInfo, Link
 from kb.errors import BlockedByRobots, ConfigError, FetchError, SkipPage
+from kb.faults import checkpoint
 from kb.fetch import Fetcher, decode_html, robot_token
 from kb.models import Article, CrawlStats, Page
 from kb.sources import Source, load_sources, source_from_url
@@ -499,6 +500,7 @@ class _Crawl:
             self.say(("not modified; " if page.not_modified else "") + f"skipped ({exc.kind})", url)
             return
         article_id, outcome = self.store.save_article(article, source=self.source.name)
+        checkpoint("crawl:stored")  # crash tests: killed mid-crawl, after this article was committed
         setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
         if "html" in state["content_type"] or not state["content_type"]:
             self.store_faqs(text, article)

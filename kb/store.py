@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from kb.faults import checkpoint
 from kb.models import Article, Section
 
 SCHEMA_VERSION = 1
@@ -234,6 +235,7 @@ class Store:
                 [(article_id, i, s.heading, s.anchor, s.level, s.text) for i, s in enumerate(article.sections)],
             )
             self.db.execute("INSERT INTO changes (article_id, op, at) VALUES (?, 'upsert', ?)", (article_id, now))
+            checkpoint("store:in-transaction")  # crash tests: killed here, the article must roll back
         article.id = article_id
         return article_id, status
 
@@ -273,19 +275,26 @@ class Store:
         row = self.db.execute("SELECT source FROM articles WHERE id = ?", (article_id,)).fetchone()
         return row["source"] if row else None
 
-    def iter_articles(self, ids: list[int] | None = None) -> Iterator[Article]:
-        """Every article (or those in `ids`), in id order, streaming."""
+    def iter_articles(self, ids: list[int] | None = None, batch: int = 500) -> Iterator[Article]:
+        """Every article (or those in `ids`), in id order, `batch` rows at a time so memory stays flat at 100k."""
         if ids is None:
-            rows = self.db.execute("SELECT * FROM articles ORDER BY id").fetchall()
-        else:
-            rows = []
-            for i in range(0, len(ids), 500):
-                chunk = ids[i:i + 500]
-                rows += self.db.execute(
-                    f"SELECT * FROM articles WHERE id IN ({', '.join('?' * len(chunk))}) ORDER BY id", chunk
-                ).fetchall()
-        for row in rows:
-            yield self._article(row)
+            last = 0
+            while True:
+                rows = self.db.execute("SELECT * FROM articles WHERE id > ? ORDER BY id LIMIT ?",
+                                       (last, batch)).fetchall()
+                if not rows:
+                    return
+                for row in rows:
+                    yield self._article(row)
+                last = rows[-1]["id"]
+        wanted = sorted(ids)
+        for i in range(0, len(wanted), batch):
+            chunk = wanted[i:i + batch]
+            rows = self.db.execute(
+                f"SELECT * FROM articles WHERE id IN ({', '.join('?' * len(chunk))}) ORDER BY id", chunk
+            ).fetchall()
+            for row in rows:
+                yield self._article(row)
 
     def article_ids(self, source: str | None = None) -> dict[str, int]:
         """URL -> id of every article (of one source)."""

@@ -247,3 +247,29 @@ def test_pointer_swap_is_atomic_replace(store, tmp_path, monkeypatch):
     monkeypatch.setattr(index.os, "replace", spy)
     index.rebuild(store, root)
     assert any(dst == "CURRENT" and src.startswith(".CURRENT") for src, dst in replaced)
+
+
+def test_full_build_writes_segments_and_updates_merge_only_small_ones(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(index, "SEGMENT_TEXT_MB", 0.0005)  # ~500 bytes of text per segment
+    ids = fill(store, 12)
+    root = tmp_path / "ix"
+    index.rebuild(store, root)
+    ix = whoosh_index.open_dir(str(index.current_generation(root)))
+    try:
+        built = len(ix._segments())
+    finally:
+        ix.close()
+    assert built >= 4  # several segments instead of one spilled sort
+    monkeypatch.setattr(index, "SMALL_SEGMENT_DOCS", 2)
+    for n, article_id in enumerate(ids[:5]):
+        store.save_article(article(n, text=f"Edited {n}."))
+        index.update(store, root)  # each update adds a one-document segment
+    ix = whoosh_index.open_dir(str(index.current_generation(root)))
+    try:
+        sizes = [seg.doc_count_all() for seg in ix._segments()]
+    finally:
+        ix.close()
+    assert sum(1 for n in sizes if n < 2) < index.MERGE_SMALL_COUNT  # small ones were folded together
+    assert len(sizes) < built + 5
+    assert index.indexed_hashes(root) == {
+        int(r["id"]): r["content_hash"] for r in store.db.execute("SELECT id, content_hash FROM articles")}

@@ -312,3 +312,29 @@ def test_concurrent_readers_keep_answering_while_rebuild_swaps(tmp_path):
             assert searcher.search("urticaria").total == 36
         finally:
             searcher.close()
+
+
+def test_docset_algebra_matches_python_sets():
+    from kb.search import DocSet
+
+    a, b = {1, 5, 64, 999}, {5, 7, 999, 1000}
+    da, db = DocSet.from_ids(a, 1001), DocSet.from_ids(b)
+    assert set(da & db) == a & b and set(da | db) == a | b and set(da - db) == a - b
+    assert len(da) == 4 and 64 in da and 65 not in da and 10**6 not in da
+    assert DocSet().first() == -1 and da.first() == 1 and not DocSet()
+
+
+def test_facet_counts_equal_counting_every_hit(searcher):
+    results = searcher.search("skin OR laser OR eczema OR causes", per_page=100)
+    assert results.total == len(results.hits)
+    for name, attr in (("tag", "tags"), ("category", "categories")):
+        expected: dict[str, int] = {}
+        for hit in results.hits:
+            for value in getattr(hit, attr):
+                expected[value] = expected.get(value, 0) + 1
+        top = sorted(expected.items(), key=lambda kv: (-kv[1], kv[0].casefold()))[:10]
+        assert results.facets[name] == top
+    sites: dict[str, int] = {}
+    for hit in results.hits:
+        sites[hit.site] = sites.get(hit.site, 0) + 1
+    assert dict(results.facets["site"]) == sites

@@ -65,3 +65,10 @@ def test_reopen_keeps_data(tmp_path) -> None:
     with Store(tmp_path / "kb.sqlite3") as s:
         assert s.count_articles() == 1
         assert s.get_meta("schema_version") == "1"
+
+
+def test_iter_articles_streams_in_batches_in_id_order(store: Store) -> None:
+    ids = [store.save_article(_article(f"https://x/{n}"))[0] for n in range(7)]
+    assert [a.id for a in store.iter_articles(batch=3)] == ids
+    assert [a.id for a in store.iter_articles([ids[5], ids[1], ids[3]], batch=2)] == [ids[1], ids[3], ids[5]]
+    assert all(a.sections and a.sections[0].anchor == "pores" for a in store.iter_articles(batch=2))
