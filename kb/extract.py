@@ -163,31 +163,40 @@ def _codec(name: str) -> str | None:
     return "cp1252" if info.name in ("latin-1", "iso8859-1", "ascii") else info.name
 
 
-def decode_html(data: str | bytes, content_type: str = "") -> str:
-    """Bytes to text by BOM, then header/<meta> charset, then UTF-8; never fails (bad bytes become U+FFFD)."""
+def detect_charset(data: bytes, content_type: str = "") -> str:
+    """The encoding of a page: BOM, then the HTTP header's charset, then <meta charset>, else UTF-8."""
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            return name
+    m = _CT_CHARSET_RE.search(content_type or "")
+    encoding = _codec(m.group(1)) if m else None
+    if encoding is None:
+        m = _META_CHARSET_RE.search(data[:4096])
+        encoding = _codec(m.group(1).decode("ascii", "replace")) if m else None
+        if encoding in ("utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"):
+            encoding = None  # a <meta> we could read in ASCII cannot be in UTF-16 text
+    return encoding or "utf-8"
+
+
+def decode_html(data: str | bytes, content_type: str = "", *, strict: bool = False) -> str:
+    """Bytes to text (bad bytes become U+FFFD); `strict` skips a mostly undecodable page rather than store it garbled."""
     if isinstance(data, str):
         text = data
     else:
-        encoding = None
+        encoding = detect_charset(data, content_type)
         for bom, name in _BOMS:
-            if data.startswith(bom):
-                data, encoding = data[len(bom):], name
+            if name == encoding and data.startswith(bom):
+                data = data[len(bom):]
                 break
-        if encoding is None:
-            m = _CT_CHARSET_RE.search(content_type or "")
-            encoding = _codec(m.group(1)) if m else None
-        if encoding is None:
-            m = _META_CHARSET_RE.search(data[:4096])
-            encoding = _codec(m.group(1).decode("ascii", "replace")) if m else None
-            if encoding in ("utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"):
-                encoding = "utf-8"  # a <meta> we could read in ASCII cannot be in UTF-16 text
-        if encoding is None:
-            encoding = "utf-8"
         try:
             text = data.decode(encoding, errors="replace")
         except LookupError:
-            text = data.decode("utf-8", errors="replace")
-    return _CONTROL_RE.sub("", text.replace("\x00", ""))
+            encoding, text = "utf-8", data.decode("utf-8", errors="replace")
+        bad = text.count("\ufffd")
+        if strict and bad > 10 and bad / max(1, len(text)) > 0.02:
+            raise SkipPage(f"{bad / len(text):.0%} of the page is not valid {encoding} text; skipped rather than "
+                           "storing garbled text", kind="bad_encoding")
+    return _CONTROL_RE.sub("", text.replace("\x00", "").removeprefix("\ufeff"))
 
 
 def _parse(text: str) -> BeautifulSoup:

@@ -91,10 +91,6 @@ def _now_iso() -> str:
 _CONTROL = bytes(b for b in range(32) if b not in (9, 10, 12, 13, 27))
 _BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
          (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
-_META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.I)
-# WHATWG: labels that browsers decode as windows-1252, which is a superset of them.
-_ENCODING_ALIASES = {"iso-8859-1": "cp1252", "latin-1": "cp1252", "latin1": "cp1252", "us-ascii": "cp1252",
-                     "ascii": "cp1252", "iso8859-1": "cp1252", "l1": "cp1252"}
 
 
 def looks_binary(content: bytes) -> bool:
@@ -106,46 +102,6 @@ def looks_binary(content: bytes) -> bool:
         return True
     controls = len(sample) - len(sample.translate(None, _CONTROL))
     return controls / len(sample) > 0.05
-
-
-def _codec(label: str | None) -> str | None:
-    if not label:
-        return None
-    label = label.strip().strip("\"'").lower()
-    label = _ENCODING_ALIASES.get(label, label)
-    try:
-        return codecs.lookup(label).name
-    except LookupError:
-        return None
-
-
-def detect_charset(content: bytes, content_type: str = "") -> str:
-    """The encoding to decode a page with: BOM, HTTP header charset, <meta charset>, else utf-8."""
-    for bom, name in _BOMS:
-        if content.startswith(bom):
-            return name
-    match = re.search(r"charset\s*=\s*([^;\s]+)", content_type or "", re.I)
-    codec = _codec(match.group(1)) if match else None
-    if codec:
-        return codec
-    match = _META_CHARSET.search(content[:4096])
-    codec = _codec(match.group(1).decode("ascii", "replace")) if match else None
-    if codec in ("utf-16", "utf-16-le", "utf-16-be", "utf-32"):  # a byte-oriented page cannot really be UTF-16
-        codec = None
-    return codec or "utf-8"
-
-
-def decode_html(content: bytes, content_type: str = "") -> str:
-    """Decode a page for extraction; a page that is mostly undecodable is skipped rather than stored garbled."""
-    charset = detect_charset(content, content_type)
-    text = content.decode(charset, errors="replace")
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    bad = text.count("\ufffd")
-    if bad > 10 and bad / max(1, len(text)) > 0.02:
-        raise SkipPage(f"{bad / len(text):.0%} of the page is not valid {charset} text; skipped rather than "
-                       "storing garbled text", kind="bad_encoding")
-    return text
 
 
 # -- the client ----------------------------------------------------------------------------------------------

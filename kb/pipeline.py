@@ -21,7 +21,8 @@ from kb.config import data_paths
 from kb.crawl import HtmlInfo, Link
 from kb.errors import BlockedByRobots, ConfigError, FetchError, SkipPage
 from kb.faults import checkpoint
-from kb.fetch import Fetcher, decode_html, robot_token
+from kb.extract import decode_html
+from kb.fetch import Fetcher, robot_token
 from kb.models import Article, CrawlStats, Page
 from kb.sources import Source, load_sources, source_from_url
 from kb.store import Store
@@ -473,7 +474,7 @@ class _Crawl:
         if not page.not_modified and (prev is None or prev["content_hash"] != digest):
             self.store.put_raw(url, body, content_type)
         try:
-            text = decode_html(body, content_type)
+            text = decode_html(body, content_type, strict=True)
             info = crawl.parse_html(text, final, self.token)
             noindex, nofollow = _directives(info, page.headers, self.token)
             if page.not_modified and prev and prev["error"].startswith("noindex:"):
@@ -688,7 +689,7 @@ def explain(url: str, settings: dict, store: Store | None = None) -> dict:
             page = fetcher.fetch(norm, scope=lambda u: crawl.in_scope(u, source))
         out.update(final_url=page.url, status=page.status)
         content_type = page.headers.get("content-type", "")
-        text = decode_html(page.content, content_type)
+        text = decode_html(page.content, content_type, strict=True)
         final = crawl.normalize_url(page.url) or norm
         info = crawl.parse_html(text, final, token)
         noindex, _ = _directives(info, page.headers, token)

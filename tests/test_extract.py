@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from kb import boilerplate
 from kb.errors import SkipPage
 from kb.extract import (
-    decode_html, extract, extract_faqs, has_disclaimer, meta_robots, normalise_date, slugify,
+    decode_html, detect_charset, extract, extract_faqs, has_disclaimer, meta_robots, normalise_date, slugify,
 )
 from kb.models import Article, Section
 
@@ -470,3 +471,25 @@ def test_article_inside_wrapper_with_furniture_class() -> None:
     assert art.title == "Contact dermatitis"
     assert art.text.split("\n\n")[0] == "Contact dermatitis is an itchy rash caused by something that touches the skin."
     assert len(art.text.split("\n\n")) == 3 and "Most read" not in art.text
+
+
+# -- charset detection (shared by the crawler: one decoder for the whole pipeline) --------------------
+
+def test_detect_charset_order() -> None:
+    meta = b'<html><head><meta charset="windows-1251"></head>'
+    assert detect_charset(meta, "text/html; charset=UTF-8") == "utf-8"  # the header wins
+    assert detect_charset(meta, "text/html") == "cp1251"
+    assert detect_charset(b'<meta http-equiv="Content-Type" content="text/html; charset=ISO-8859-1">') == "cp1252"
+    assert detect_charset(codecs.BOM_UTF8 + meta, "text/html; charset=latin-1") == "utf-8"  # the BOM wins
+    assert detect_charset(b"<html>", "text/html; charset=no-such-codec") == "utf-8"
+    assert detect_charset(b'<meta charset="utf-16">') == "utf-8"  # readable as ASCII, so not UTF-16
+
+
+def test_decode_html() -> None:
+    assert decode_html("<p>Caf\u00e9</p>".encode("cp1252"), "text/html; charset=iso-8859-1") == "<p>Caf\u00e9</p>"
+    mostly_fine = ("<p>" + "good text " * 200 + "</p>").encode() + b"Caf\xe9"
+    assert decode_html(mostly_fine).endswith("Caf\ufffd")
+    with pytest.raises(SkipPage, match="not valid utf-8") as info:
+        decode_html(b"<p>" + bytes(range(0x80, 0x100)) * 20 + b"</p>", "text/html; charset=utf-8", strict=True)
+    assert info.value.kind == "bad_encoding"
+    assert decode_html(codecs.BOM_UTF16_LE + "<p>h\u00e9</p>".encode("utf-16-le")) == "<p>h\u00e9</p>"

@@ -16,7 +16,7 @@ import pytest
 
 from kb import config
 from kb.errors import BlockedByRobots, FetchError, SkipPage
-from kb.fetch import Fetcher, RobotsUnavailable, decode_html, detect_charset, looks_binary, robot_token
+from kb.fetch import Fetcher, RobotsUnavailable, looks_binary, robot_token
 from tests.fixture_site import FixtureSite, install_edge_cases
 
 
@@ -386,27 +386,7 @@ def test_too_many_redirects(tmp_path) -> None:
     assert info.value.kind == "too_many_redirects"
 
 
-# -- charset and binary sniffing ----------------------------------------------------------------------------
-
-def test_detect_charset_order() -> None:
-    meta = b'<html><head><meta charset="windows-1251"></head>'
-    assert detect_charset(meta, "text/html; charset=UTF-8") == "utf-8"  # the header wins
-    assert detect_charset(meta, "text/html") == "cp1251"
-    assert detect_charset(b'<meta http-equiv="Content-Type" content="text/html; charset=ISO-8859-1">') == "cp1252"
-    assert detect_charset(codecs.BOM_UTF8 + meta, "text/html; charset=latin-1") == "utf-8-sig"
-    assert detect_charset(b"<html>", "text/html; charset=no-such-codec") == "utf-8"
-    assert detect_charset(b'<meta charset="utf-16">') == "utf-8"  # readable as ASCII, so not UTF-16
-
-
-def test_decode_html() -> None:
-    assert decode_html("<p>Caf\u00e9</p>".encode("cp1252"), "text/html; charset=iso-8859-1") == "<p>Caf\u00e9</p>"
-    mostly_fine = ("<p>" + "good text " * 200 + "</p>").encode() + b"Caf\xe9"
-    assert decode_html(mostly_fine).endswith("Caf\ufffd")
-    with pytest.raises(SkipPage, match="not valid utf-8") as info:
-        decode_html(b"<p>" + bytes(range(0x80, 0x100)) * 20 + b"</p>", "text/html; charset=utf-8")
-    assert info.value.kind == "bad_encoding"
-    assert decode_html(codecs.BOM_UTF16_LE + "<p>h\u00e9</p>".encode("utf-16-le")) == "<p>h\u00e9</p>"
-
+# -- binary sniffing ----------------------------------------------------------------------------
 
 def test_looks_binary() -> None:
     assert looks_binary(b"%PDF\x00\x01\x02")
