@@ -479,7 +479,7 @@ def _read_password(prompt: str) -> str:
     """Ask twice on a terminal; read one line from standard input otherwise (scripts, CI)."""
     if sys.stdin.isatty():
         return click.prompt(prompt, hide_input=True, confirmation_prompt=True)
-    line = click.get_text_stream("stdin").readline()
+    line = sys.stdin.readline()
     if not line:
         raise KBError("No password on standard input.", "Pipe the password in, e.g. `printf '%s\\n' \"$PW\" | kb user add NAME`.")
     return line.rstrip("\r\n")
