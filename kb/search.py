@@ -21,6 +21,7 @@ import math
 import os
 import re
 import threading
+import weakref
 import zlib
 from bisect import bisect_left
 from collections import OrderedDict
@@ -31,6 +32,7 @@ from typing import Any, Callable, Iterable
 
 from whoosh import index as whoosh_index
 from whoosh import query as wq
+from whoosh.filedb.filestore import FileStorage
 from whoosh.idsets import DocIdSet
 from whoosh.matching import ListMatcher, NullMatcher
 from whoosh.reading import TermNotFound
@@ -78,7 +80,7 @@ SUGGESTION_LIMIT = 3
 RARE_DF = 2  # with few results, a word this rare may be a typo of a much commoner one
 TERM_CACHE = 2048  # posting lists kept as DocSets per index state (N/8 bytes each: 25 MB at 100k docs)
 DF_CACHE = 50_000
-POOL_SIZE = 8
+POOL_SIZE = 4  # concurrent searches per process (the GIL serialises the work anyway)
 DEFAULT_AUDIENCES = ("public",)
 
 
@@ -291,20 +293,43 @@ class _FacetTable:
         return [(self.values[vid], n) for n, vid in found]
 
 
+def _close_all(searchers: list[Any], pool: list[Any], ix: Any) -> None:
+    for searcher in searchers:
+        try:
+            searcher.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            log.debug("closing a searcher failed", exc_info=True)
+    searchers.clear()
+    pool.clear()
+    ix.close()
+
+
+class _Retired(Exception):
+    """Internal: the state was replaced while a request waited for one of its searchers."""
+
+
 class _State:
     """One generation at one commit: the Whoosh index, a pool of searchers and derived caches."""
 
     def __init__(self, generation: Path) -> None:
         self.generation = generation
-        self.ix = whoosh_index.open_dir(str(generation))
+        # No mmap: Whoosh copies every mmapped compound segment into a private BytesIO per
+        # reader (~the whole index per pooled searcher); plain file reads share the OS cache.
+        self.ix = FileStorage(str(generation), supports_mmap=False, readonly=True).open_index()
         self.toc = self.ix.latest_generation()
         self.dir_mtime = _mtime(generation)
         self.schema = self.ix.schema
         self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
         self._pool: list[Any] = []
         self._open: list[Any] = []
+        self._count = 0  # searchers opened or being opened
+        # Close the files even if nobody calls close() (an app dropped without teardown): the
+        # finalizer holds the index and the searcher list, not this object.
+        self._finalizer = weakref.finalize(self, _close_all, self._open, self._pool, self.ix)
         self.in_use = 0
         self.retired = False
+        self.closed = False
         self.size = self.ix.doc_count_all()
         self._terms: OrderedDict[tuple[str, str], DocSet] = OrderedDict()
         self._df: dict[tuple[str, str], int] = {}
@@ -317,39 +342,53 @@ class _State:
 
     # pool ----------------------------------------------------------------------------------
     def acquire(self) -> Any:
-        with self.lock:
+        """A searcher for this thread alone; at most POOL_SIZE exist (each holds file handles)."""
+        with self.cond:
+            while not self.retired and not self._pool and self._count >= POOL_SIZE:
+                self.cond.wait()
+            if self.retired:
+                raise _Retired  # replaced by a newer state: the caller takes that one
             self.in_use += 1
             if self._pool:
                 return self._pool.pop()
+            self._count += 1
         try:
             searcher = self.ix.searcher(weighting=BM25F())
         except BaseException:
-            with self.lock:
+            with self.cond:
                 self.in_use -= 1
+                self._count -= 1
+                self.cond.notify()
             raise
-        with self.lock:
+        with self.cond:
             self._open.append(searcher)
         return searcher
 
     def release(self, searcher: Any) -> None:
-        with self.lock:
+        with self.cond:
             self.in_use -= 1
-            if not self.retired and len(self._pool) < POOL_SIZE:
+            if not self.retired:
                 self._pool.append(searcher)
+                self.cond.notify()
                 return
             self._open.remove(searcher)
+            self._count -= 1
+            self.cond.notify()
         searcher.close()
-        if self.retired:
-            self.close_if_idle()
+        self.close_if_idle()
+
+    def retire(self) -> None:
+        with self.cond:
+            self.retired = True
+            self.cond.notify_all()
+        self.close_if_idle()
 
     def close_if_idle(self) -> None:
         with self.lock:
-            if self.in_use:
+            if self.in_use or self.closed:
                 return
-            searchers, self._pool, self._open = self._open, [], []
-        for s in searchers:
-            s.close()
-        self.ix.close()
+            self.closed = True
+        self._finalizer()
 
     # caches ---------------------------------------------------------------------------------
     def term_docs(self, reader: Any, fieldname: str, text: str) -> DocSet:
@@ -946,8 +985,7 @@ class Searcher:
                     raise IndexUnavailable(f"The search index in {generation} cannot be read ({exc}).",
                                            "Run `kb reindex` to rebuild it.") from None
                 if state is not None:
-                    state.retired = True
-                    state.close_if_idle()
+                    state.retire()
                 self._state = state = new
                 log.info("search opened index generation %s (commit %s)", generation.name, new.toc)
             else:
@@ -960,16 +998,19 @@ class Searcher:
             state, self._state = self._state, None
             self._closed = True
         if state is not None:
-            state.retired = True
-            state.close_if_idle()
+            state.retire()
 
     def _with(self, fn: Callable[[_Request], Any]) -> Any:
-        state = self._current()
-        searcher = state.acquire()
-        try:
-            return fn(_Request(state, searcher))
-        finally:
-            state.release(searcher)
+        while True:
+            state = self._current()
+            try:
+                searcher = state.acquire()
+            except _Retired:
+                continue
+            try:
+                return fn(_Request(state, searcher))
+            finally:
+                state.release(searcher)
 
     # search ------------------------------------------------------------------------------------
     def search(self, query: str, *, page: int = 1, per_page: int = 10, filters: dict[str, list[str]] | None = None,

@@ -338,3 +338,30 @@ def test_facet_counts_equal_counting_every_hit(searcher):
     for hit in results.hits:
         sites[hit.site] = sites.get(hit.site, 0) + 1
     assert dict(results.facets["site"]) == sites
+
+
+def test_searcher_pool_is_bounded_under_many_threads(built):
+    from kb import search as search_mod
+
+    s = Searcher(built[0] / "ix")
+    seen: list[int] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(15):
+                s.search("eczema")
+                seen.append(s._state._count)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == [] and len(seen) == 120
+        assert max(seen) <= search_mod.POOL_SIZE
+    finally:
+        s.close()
