@@ -455,18 +455,8 @@ def report_queries(obj: Context, days: int, as_json: bool) -> None:
     """Top and zero-result queries, with vocabulary candidates for zero-result lay terms."""
     from kb.querylog import report as query_report
 
-    known = None
-    try:
-        from kb.search import Searcher
-
-        searcher = Searcher(obj.paths["index"])
-        known = getattr(searcher, "known", None)
-    except Exception:  # no index yet: every word of zero-result queries is a candidate
-        searcher = None
     with obj.store() as store:
-        data = query_report(store, days, known=known)
-    if searcher is not None:
-        searcher.close()
+        data = query_report(store, days)  # every word of a zero-result query is a vocabulary candidate
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
     else:
