@@ -68,6 +68,7 @@ class Article:
     audience: str = "public"
     lang: str = ""
     kind: str = "article"  # "article", "faq" or "document"
+    disclaimer: bool = False  # the page carries a medical disclaimer (often stripped as boilerplate)
     id: int | None = None  # assigned by the store
 
     @property
@@ -82,6 +83,8 @@ class Article:
         ):
             h.update(part.encode("utf-8", "surrogatepass"))
             h.update(b"\x00")
+        if self.disclaimer:  # only when set, so hashes stored before the flag existed still match
+            h.update(b"disclaimer\x00")
         return h.hexdigest()
 
     def to_dict(self) -> dict[str, Any]:

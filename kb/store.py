@@ -14,10 +14,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from kb.boilerplate import block_fingerprints
+from kb.extract import has_disclaimer
 from kb.faults import checkpoint
 from kb.models import Article, Section
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -61,9 +63,20 @@ CREATE TABLE IF NOT EXISTS articles (
     lang TEXT NOT NULL DEFAULT '',
     content_hash TEXT NOT NULL DEFAULT '',
     created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    disclaimer INTEGER NOT NULL DEFAULT 0,
+    fingerprints TEXT NOT NULL DEFAULT '',
+    simhash TEXT,
+    dup_of INTEGER
 );
 CREATE INDEX IF NOT EXISTS articles_source ON articles(source);
+CREATE INDEX IF NOT EXISTS articles_site ON articles(site);
+CREATE INDEX IF NOT EXISTS articles_dup_of ON articles(dup_of);
+CREATE TABLE IF NOT EXISTS site_boilerplate (
+    site TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    PRIMARY KEY (site, fingerprint)
+);
 CREATE TABLE IF NOT EXISTS sections (
     article_id INTEGER NOT NULL REFERENCES articles(id) ON DELETE CASCADE,
     position INTEGER NOT NULL,
@@ -91,6 +104,14 @@ CREATE TABLE IF NOT EXISTS crawls (
 _ARTICLE_COLUMNS = (
     "url", "source", "canonical", "site", "title", "description", "author", "published",
     "modified", "categories", "tags", "text", "audience", "kind", "lang", "content_hash",
+)
+
+#: Columns added after version 1, as (table, column, declaration) for ALTER TABLE on older stores.
+_ADDED_COLUMNS = (
+    ("articles", "disclaimer", "INTEGER NOT NULL DEFAULT 0"),
+    ("articles", "fingerprints", "TEXT NOT NULL DEFAULT ''"),
+    ("articles", "simhash", "TEXT"),
+    ("articles", "dup_of", "INTEGER"),
 )
 
 
@@ -130,10 +151,26 @@ class Store:
         except sqlite3.OperationalError:  # no meta table yet: a new database
             pass
         with self.transaction():
+            self._add_columns()
             for statement in SCHEMA.split(";\n"):
                 if statement.strip():
                     self.db.execute(statement)
-            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            self._backfill()
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
+
+    def _add_columns(self) -> None:
+        """Bring a version-1 store's tables up to date in place (CREATE IF NOT EXISTS skips existing tables)."""
+        for table, column, decl in _ADDED_COLUMNS:
+            have = {r["name"] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            if have and column not in have:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+
+    def _backfill(self) -> None:
+        """Derive the added columns for articles stored before they existed."""
+        rows = self.db.execute("SELECT id, text FROM articles WHERE fingerprints = '' AND text != ''").fetchall()
+        for row in rows:
+            self.db.execute("UPDATE articles SET fingerprints = ?, disclaimer = ? WHERE id = ?",
+                            (" ".join(block_fingerprints(row["text"])), int(has_disclaimer(row["text"])), row["id"]))
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -211,7 +248,8 @@ class Store:
             "published": article.published, "modified": article.modified,
             "categories": json.dumps(article.categories), "tags": json.dumps(article.tags),
             "text": article.text, "audience": article.audience, "kind": article.kind, "lang": article.lang,
-            "content_hash": digest,
+            "content_hash": digest, "disclaimer": int(article.disclaimer),
+            "fingerprints": " ".join(block_fingerprints(article.text)),
         }
         now = utcnow()
         with self.transaction():
@@ -261,6 +299,7 @@ class Store:
             description=row["description"], author=row["author"], published=row["published"],
             modified=row["modified"], categories=json.loads(row["categories"]), tags=json.loads(row["tags"]),
             text=row["text"], audience=row["audience"], kind=row["kind"], lang=row["lang"], sections=sections,
+            disclaimer=bool(row["disclaimer"]),
         )
 
     def get_article(self, article_id: int) -> Article | None:

@@ -3,7 +3,7 @@
 import pytest
 
 from kb.models import Article, Section
-from kb.store import Store
+from kb.store import SCHEMA_VERSION, Store
 
 
 def _article(url: str = "https://clinic.example/a/", text: str = "Sebaceous glands make sebum.") -> Article:
@@ -64,7 +64,7 @@ def test_reopen_keeps_data(tmp_path) -> None:
         s.save_article(_article())
     with Store(tmp_path / "kb.sqlite3") as s:
         assert s.count_articles() == 1
-        assert s.get_meta("schema_version") == "1"
+        assert s.get_meta("schema_version") == str(SCHEMA_VERSION)
 
 
 def test_iter_articles_streams_in_batches_in_id_order(store: Store) -> None:
@@ -72,3 +72,27 @@ def test_iter_articles_streams_in_batches_in_id_order(store: Store) -> None:
     assert [a.id for a in store.iter_articles(batch=3)] == ids
     assert [a.id for a in store.iter_articles([ids[5], ids[1], ids[3]], batch=2)] == [ids[1], ids[3], ids[5]]
     assert all(a.sections and a.sections[0].anchor == "pores" for a in store.iter_articles(batch=2))
+
+
+def test_version_1_store_is_migrated_in_place(tmp_path):
+    """A store written before the disclaimer, fingerprint and duplicate columns keeps its articles."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    with Store(path) as s:
+        s.save_article(_article())
+    db = sqlite3.connect(path)
+    db.execute("DROP INDEX articles_dup_of")
+    db.execute("DROP INDEX articles_site")
+    for column in ("disclaimer", "fingerprints", "simhash", "dup_of"):
+        db.execute(f"ALTER TABLE articles DROP COLUMN {column}")
+    db.execute("DROP TABLE site_boilerplate")
+    db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    with Store(path) as s:
+        assert s.get_meta("schema_version") == str(SCHEMA_VERSION)
+        assert s.count_articles() == 1
+        row = s.db.execute("SELECT fingerprints, disclaimer FROM articles").fetchone()
+        assert row["fingerprints"]  # backfilled from the stored text
+        assert s.get_article_by_url(_article().url).text == _article().text
