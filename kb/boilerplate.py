@@ -87,11 +87,18 @@ def strip_boilerplate(article: Article, boilerplate: set[str]) -> Article:
     if not boilerplate:
         return article
     headings = {s.heading for s in article.sections if s.heading}
+    verdicts: dict[str, bool] = {}  # the text repeats the sections' paragraphs: fingerprint each once
+
+    def keep(para: str) -> bool:
+        if para not in verdicts:
+            verdicts[para] = _keep(para, boilerplate)
+        return verdicts[para]
+
     sections: list[Section] = []
     dropped_headings: set[str] = set()
     for section in article.sections:
         body = paragraphs(section.text)
-        kept = [p for p in body if _keep(p, boilerplate)]
+        kept = [p for p in body if keep(p)]
         if not kept and (body or not section.heading):
             if section.heading:
                 dropped_headings.add(section.heading)
@@ -104,6 +111,6 @@ def strip_boilerplate(article: Article, boilerplate: set[str]) -> Article:
                 dropped_headings.discard(para)  # drop one occurrence per dropped section
                 continue
             text_parts.append(para)
-        elif _keep(para, boilerplate):
+        elif keep(para):
             text_parts.append(para)
     return replace(article, text="\n\n".join(text_parts), sections=sections)

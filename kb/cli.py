@@ -196,6 +196,10 @@ def explain(obj: Context, url: str, as_json: bool) -> None:
     for section in record.get("sections") or []:
         click.echo(f"  #{section['anchor'] or '(top)'} {section['heading'] or '(introduction)'}: "
                    f"{len(section['text'])} characters")
+    if record.get("disclaimer"):
+        click.echo("disclaimer: the page carries a medical disclaimer")
+    for para in record.get("boilerplate") or []:
+        click.echo(f"boilerplate (stripped): {para[:100]}" + ("…" if len(para) > 100 else ""))
     if record.get("text"):
         click.echo("\n" + record["text"][:600] + ("…" if len(record["text"]) > 600 else ""))
     for note in record.get("notes") or []:
@@ -375,7 +379,7 @@ def check(obj: Context, repair: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
     else:
-        for key in ("generation", "store_articles", "index_documents"):
+        for key in ("generation", "store_articles", "store_duplicates", "index_documents"):
             click.echo(f"{key}: {report.get(key)}")
         for key in ("missing", "orphaned", "stale"):
             ids = report.get(key) or []

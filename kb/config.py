@@ -25,6 +25,10 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
+    Setting("BOILERPLATE_MIN_PAGES", 3,
+            "A paragraph counts as site boilerplate (stripped from text and snippets) only on at least this many pages."),
+    Setting("BOILERPLATE_SHARE", 0.5,
+            "Share of a site's articles a paragraph must appear on to count as boilerplate (calls to book, disclaimers)."),
     Setting("CRAWL_DELAY", 1.0, "Minimum seconds between two requests to the same host (robots.txt Crawl-delay may raise it)."),
     Setting("CRAWL_DELAY_MAX", 30.0, "Upper bound on a robots.txt Crawl-delay or Retry-After we agree to wait."),
     Setting("DATA_DIR", "index", "Directory for the SQLite store, the Whoosh index and sources.toml (--data-dir, KB_DATA_DIR)."),

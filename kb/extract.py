@@ -1143,6 +1143,7 @@ def extract(html: str | bytes, url: str, *, content_type: str = "text/html") -> 
     published, modified = page.published(), page.modified()
     author = page.author()
     categories, tags = page.taxonomy()
+    page_text = _text(page.soup)  # before _main_content prunes the tree: a disclaimer often sits in the footer
     blocks, h1 = _main_content(page)
     if all(b.level for b in blocks):  # no paragraph at all: the content may sit in furniture-named wrappers
         blocks, h1 = _main_content(page, by_name=False)
@@ -1161,6 +1162,7 @@ def extract(html: str | bytes, url: str, *, content_type: str = "text/html") -> 
         url=url, title=title, text=text, sections=sections, canonical=page.canonical,
         description=page.description, author=author, published=published, modified=modified,
         categories=categories, tags=tags, site=page.host, lang=page.lang,
+        disclaimer=has_disclaimer(text) or has_disclaimer(page_text),
     )
 
 
@@ -1171,7 +1173,7 @@ def _plain_article(text: str, url: str) -> Article:
     site = (urlsplit(url).hostname or "").lower()
     body = "\n\n".join(paragraphs)
     return Article(url=url, title=paragraphs[0][:200], text=body, canonical=url, site=site,
-                   sections=[Section(heading="", anchor="", text=body, level=0)])
+                   sections=[Section(heading="", anchor="", text=body, level=0)], disclaimer=has_disclaimer(body))
 
 
 # ------------------------------------------------------------------------------------------------- FAQs

@@ -17,6 +17,7 @@ only merge their own small segments (see `_merge_small`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -49,7 +50,7 @@ from kb.store import Store
 log = logging.getLogger(__name__)
 
 #: Bump when the schema or the document mapping changes: `update()` then rebuilds instead of mixing.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: one document per near-duplicate group, with its sources
 POINTER = "CURRENT"
 WRITE_LOCK = "WRITELOCK"
 META = "kb-meta.json"
@@ -106,6 +107,7 @@ def build_schema() -> Schema:
         sections=STORED(),  # compact JSON [[anchor, heading, start offset in body], ...]
         body_z=STORED(),  # zlib-compressed body for snippets; 3-4x smaller than the text
         hash=ID(sortable=True),  # content hash: `kb check` compares it with the store
+        sources=STORED(),  # JSON [{"url", "site", "title"}, ...] of a near-duplicate group, primary first
     )
 
 
@@ -193,6 +195,17 @@ def lead_text(article: Article) -> str:
     return " ".join(filter(None, [article.description, " ".join(article.text.split()[:LEAD_WORDS])]))
 
 
+def document_hash(content_hash: str, sources: list[dict[str, str]]) -> str:
+    """The article's content hash, extended by its copies' links when it heads a near-duplicate group.
+
+    So `kb check` also sees a document whose list of sources is out of date.
+    """
+    if not sources:
+        return content_hash
+    listed = json.dumps(sources, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{content_hash}\x00{listed}".encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def article_document(article: Article) -> dict[str, Any]:
     """The Whoosh document for one stored article (the store assigned `article.id`)."""
     if article.id is None:
@@ -219,8 +232,10 @@ def article_document(article: Article) -> dict[str, Any]:
         "pubdate": article.published or "",
         "sections": json.dumps(section_offsets(article), separators=(",", ":"), ensure_ascii=False),
         "body_z": zlib.compress(article.text.encode("utf-8", "surrogatepass"), COMPRESS_LEVEL),
-        "hash": article.content_hash,
+        "hash": document_hash(article.content_hash, article.sources),
     }
+    if article.sources:
+        doc["sources"] = json.dumps(article.sources, separators=(",", ":"), ensure_ascii=False)
     if published is not None:
         doc["published"] = published
         doc["year"] = str(published.year)
@@ -375,15 +390,16 @@ def rebuild(store: Store, index_root: Path, *, progress: Progress | None = None,
 def _rebuild_locked(store: Store, root: Path, *, progress: Progress | None, max_loss: float, force: bool,
                     grace: float) -> int:
     seq = store.last_change()  # changes after this are replayed by the next update()
-    total = store.count_articles()
+    total = store.count_primaries()  # one document per near-duplicate group
     generation = _new_generation_dir(root)
     started = time.perf_counter()
     try:
         count, sample = _build(store, generation, total, progress)
         _verify(generation, count, sample)
-        if store.last_change() == seq and count != store.count_articles():
+        if store.last_change() == seq and count != store.count_primaries():
             raise KBError(f"The new index has {count} documents but the store has "
-                          f"{store.count_articles()} articles.", "Run `kb reindex` again.")
+                          f"{store.count_primaries()} articles (near-duplicates counted once).",
+                          "Run `kb reindex` again.")
         old = current_generation(root)
         old_count = _doc_count(old) if old is not None else 0
         if old_count and count < (1.0 - max_loss) * old_count and not force:
@@ -406,10 +422,17 @@ def _rebuild_locked(store: Store, root: Path, *, progress: Progress | None, max_
 
 
 def _iter_store(store: Store, chunk: int = 1000) -> Iterator[Article]:
-    """Every article in id order, a chunk at a time (`iter_articles()` alone loads all rows at once)."""
-    ids = sorted(store.article_ids().values())
+    """Every primary article (near-duplicates are listed in their primary's `sources`) in id order, by chunks."""
+    ids = store.primary_ids()
     for i in range(0, len(ids), chunk):
-        yield from store.iter_articles(ids[i:i + chunk])
+        yield from _with_sources(store, ids[i:i + chunk])
+
+
+def _with_sources(store: Store, ids: list[int]) -> Iterator[Article]:
+    sources = store.group_sources(ids)
+    for article in store.iter_articles(ids):
+        article.sources = sources.get(int(article.id or 0), [])
+        yield article
 
 
 def _build(store: Store, generation: Path, total: int, progress: Progress | None) -> tuple[int, str | None]:
@@ -511,7 +534,8 @@ def _reindex_locked(store: Store, generation: Path, upsert: set[int], delete: se
         indexed = deleted = 0
         try:
             found: set[int] = set()
-            for article in store.iter_articles(sorted(upsert)):
+            live = sorted(set(upsert) - store.duplicate_ids(upsert))  # a duplicate's document is deleted below
+            for article in _with_sources(store, live):
                 writer.update_document(**article_document(article))
                 found.add(int(article.id or 0))
                 indexed += 1

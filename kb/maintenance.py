@@ -44,7 +44,12 @@ def check(store: Store, index_root: Path, repair: bool = False) -> dict[str, Any
     """
     from kb import index
 
-    in_store = {int(r["id"]): r["content_hash"] for r in store.db.execute("SELECT id, content_hash FROM articles")}
+    in_store = store.read_hashes()  # as read, boilerplate stripped: the hash the indexer stored
+    # One document per near-duplicate group: the primary, its hash covering the copies it lists.
+    primaries = store.primary_ids()
+    groups = store.group_sources(primaries)
+    duplicates = len(in_store) - len(primaries)
+    in_store = {i: index.document_hash(in_store[i], groups.get(i, [])) for i in primaries if i in in_store}
     generation = index.current_generation(index_root)
     in_index = index.indexed_hashes(index_root) if generation is not None else {}
     missing = sorted(set(in_store) - set(in_index))
@@ -52,7 +57,8 @@ def check(store: Store, index_root: Path, repair: bool = False) -> dict[str, Any
     stale = sorted(i for i in set(in_store) & set(in_index) if in_index[i] != in_store[i])
     result: dict[str, Any] = {
         "generation": generation.name if generation else None,
-        "store_articles": len(in_store),
+        "store_articles": len(in_store) + duplicates,
+        "store_duplicates": duplicates,  # listed in their primary's document, none of their own
         "index_documents": len(in_index),
         "missing": missing,
         "orphaned": orphaned,

@@ -70,6 +70,9 @@ class Article:
     kind: str = "article"  # "article", "faq" or "document"
     disclaimer: bool = False  # the page carries a medical disclaimer (often stripped as boilerplate)
     id: int | None = None  # assigned by the store
+    # Every copy of a near-duplicate group ({"url", "site", "title"}, primary first; empty when not merged).
+    # Filled on read for the indexer and the article page; not content, so not part of content_hash.
+    sources: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def content_hash(self) -> str:
@@ -114,6 +117,7 @@ class Hit:
     section: str = ""  # heading of that section
     audience: str = "public"
     kind: str = "article"
+    sources: list[dict[str, str]] = field(default_factory=list)  # every copy of a merged result, primary first
 
     @property
     def link(self) -> str:
@@ -135,6 +139,7 @@ class Hit:
             "section": self.section,
             "audience": self.audience,
             "kind": self.kind,
+            "sources": self.sources,
         }
 
 

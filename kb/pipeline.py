@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from kb import crawl
 from kb import extract as extraction
+from kb.boilerplate import paragraphs, strip_boilerplate
 from kb.config import data_paths
 from kb.crawl import HtmlInfo, Link
 from kb.errors import BlockedByRobots, ConfigError, FetchError, SkipPage
@@ -48,6 +49,8 @@ class SourceCrawlStats(CrawlStats):
     removal_refused: int = 0  # removals held back by the REMOVE_MAX_SHARE guard
     truncated: bool = False  # stopped at max_pages with URLs left to visit
     skips: list[dict[str, str]] = field(default_factory=list)
+    # site -> {"paragraphs", "added", "dropped", "reindex"}: its boilerplate set after this crawl
+    boilerplate: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def record_skip(self, url: str, exc: SkipPage) -> None:
         """Count a skip under its kind and keep its reason (robots, fetch errors and content skips apart)."""
@@ -602,6 +605,30 @@ class _Crawl:
                 self.progress(f"removed {url} ({reason})")
                 log.info("removed article %s (%s): %s", article_id, url, reason)
 
+    # -- site boilerplate -------------------------------------------------------------------------------
+    def refresh_boilerplate(self) -> None:
+        """Relearn which paragraphs repeat across the site, now that its pages are stored and removals done.
+
+        An unchanged set writes nothing; a changed one logs an upsert for each article whose read text changes.
+        """
+        sites = {*self.store.article_sites(self.source.name), self.source.host}
+        for site in sorted(s for s in sites if s):
+            before = self.store.last_change()
+            added, dropped = self.store.refresh_boilerplate(
+                site, min_share=float(self.settings["BOILERPLATE_SHARE"]),
+                min_pages=int(self.settings["BOILERPLATE_MIN_PAGES"]))
+            reindex = self.store.last_change() - before
+            count = len(self.store.boilerplate_fingerprints(site))
+            if count or added or dropped:
+                self.stats.boilerplate[site] = {"paragraphs": count, "added": added, "dropped": dropped,
+                                                "reindex": reindex}
+            if added or dropped:
+                message = (f"boilerplate: {count} repeated paragraph{'s' * (count != 1)} on {site} "
+                           f"({added} new, {dropped} dropped), {reindex} article{'s' * (reindex != 1)} to reindex")
+                self.progress(message)
+                self.stats.messages.append(message)  # printed after the crawl summary and kept in the crawl log
+                log.info("%s", message)
+
     def run(self) -> SourceCrawlStats:
         crawl_id = self.store.start_crawl(self.source.name)
         try:
@@ -614,6 +641,7 @@ class _Crawl:
                     self.stats.messages.extend(fetcher.notes)
             self.count_misses()
             self.remove()
+            self.refresh_boilerplate()
         finally:
             self.store.finish_crawl(crawl_id, self.stats.to_dict())
         return self.stats
@@ -660,17 +688,40 @@ def _source_for(url: str, settings: dict[str, Any]) -> Source:
     return same_host or source_from_url(crawl.site_root(url))
 
 
+def stripped_paragraphs(article: Article, store: Store) -> list[str]:
+    """The paragraphs of `article` that reading it from `store` would strip as its site's boilerplate.
+
+    Mirrors Store._strip_boilerplate: nothing when no paragraph repeats or when nothing would be left.
+    """
+    site_set = store.boilerplate_fingerprints(article.site) if article.site else frozenset()
+    if not site_set:
+        return []
+    kept_text = strip_boilerplate(article, set(site_set)).text
+    if not kept_text.strip():
+        return []
+    kept = Counter(paragraphs(kept_text))
+    out = []
+    for para in paragraphs(article.text):
+        if kept[para]:
+            kept[para] -= 1
+        else:
+            out.append(para)
+    return out
+
+
 def explain(url: str, settings: dict, store: Store | None = None) -> dict:
     """Fetch one page (obeying robots.txt) and say what a crawl would store for it, or why nothing.
 
     Writes nothing. Keys: url, canonical, title, text, sections, published, modified, author, categories,
-    tags, skipped (None or the reason), plus skip_kind, final_url, status, source, audience, notes and
-    stored (None, or {"id", "up_to_date"} when `store` holds the article).
+    tags, skipped (None or the reason), plus skip_kind, final_url, status, source, audience, notes,
+    stored (None, or {"id", "up_to_date"} when `store` holds the article), disclaimer (the page carries a
+    medical disclaimer) and boilerplate (paragraphs stripped on read, given the store's set for the site).
     """
     out: dict[str, Any] = {
         "url": url, "canonical": "", "title": "", "text": "", "sections": [], "published": None, "modified": None,
         "author": "", "categories": [], "tags": [], "skipped": None, "skip_kind": None, "final_url": None,
         "status": None, "source": None, "audience": None, "stored": None, "notes": [],
+        "boilerplate": [], "disclaimer": False,
     }
     norm = crawl.normalize_url(url)
     if norm is None:
@@ -705,9 +756,11 @@ def explain(url: str, settings: dict, store: Store | None = None) -> dict:
         sections=[{"heading": s.heading, "anchor": s.anchor, "text": s.text} for s in article.sections],
         published=article.published, modified=article.modified, author=article.author,
         categories=article.categories, tags=article.tags, audience=article.audience,
+        disclaimer=article.disclaimer,
     )
     if store is not None:
-        stored = store.get_article_by_url(article.url)
+        out["boilerplate"] = stripped_paragraphs(article, store)
+        stored = store.get_raw_article(url=article.url)  # as stored: the hash covers the unstripped text
         if stored is not None:
             if (not article.categories and stored.categories) or (not article.tags and stored.tags):
                 # The crawl took these from the WordPress REST API, which explain does not query.

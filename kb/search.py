@@ -1163,7 +1163,7 @@ class Searcher:
             tags=[t for t in (stored.get("tags") or "").split(",") if t],
             categories=[c for c in (stored.get("categories") or "").split(",") if c],
             anchor=anchor, section=heading, audience=stored.get("audience", "public"),
-            kind=stored.get("kind", "article"),
+            kind=stored.get("kind", "article"), sources=json.loads(stored.get("sources") or "[]"),
         )
 
     # suggestions -----------------------------------------------------------------------------

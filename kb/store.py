@@ -6,6 +6,7 @@ in one transaction so a killed process leaves the store consistent.
 
 from __future__ import annotations
 
+import heapq
 import json
 import sqlite3
 import zlib
@@ -14,12 +15,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from kb.boilerplate import block_fingerprints
+from kb.boilerplate import block_fingerprints, find_boilerplate, strip_boilerplate
 from kb.extract import has_disclaimer
 from kb.faults import checkpoint
 from kb.models import Article, Section
+from kb.neardup import NEAR_BITS, bands, fingerprint, from_text, hamming, same_title, to_text
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,6 +74,14 @@ CREATE TABLE IF NOT EXISTS articles (
 CREATE INDEX IF NOT EXISTS articles_source ON articles(source);
 CREATE INDEX IF NOT EXISTS articles_site ON articles(site);
 CREATE INDEX IF NOT EXISTS articles_dup_of ON articles(dup_of);
+CREATE TABLE IF NOT EXISTS simhash_bands (
+    band INTEGER NOT NULL,
+    value INTEGER NOT NULL,
+    article_id INTEGER NOT NULL REFERENCES articles(id) ON DELETE CASCADE,
+    simhash INTEGER NOT NULL,
+    PRIMARY KEY (band, value, article_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS simhash_bands_article ON simhash_bands(article_id);
 CREATE TABLE IF NOT EXISTS site_boilerplate (
     site TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
@@ -171,6 +181,7 @@ class Store:
         for row in rows:
             self.db.execute("UPDATE articles SET fingerprints = ?, disclaimer = ? WHERE id = ?",
                             (" ".join(block_fingerprints(row["text"])), int(has_disclaimer(row["text"])), row["id"]))
+        self._backfill_simhash()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -251,6 +262,8 @@ class Store:
             "content_hash": digest, "disclaimer": int(article.disclaimer),
             "fingerprints": " ".join(block_fingerprints(article.text)),
         }
+        simhash = fingerprint(article.text) if article.kind == "article" else None
+        values["simhash"] = to_text(simhash) if simhash is not None else None
         now = utcnow()
         with self.transaction():
             if row:
@@ -272,21 +285,35 @@ class Store:
                 "INSERT INTO sections VALUES (?, ?, ?, ?, ?, ?)",
                 [(article_id, i, s.heading, s.anchor, s.level, s.text) for i, s in enumerate(article.sections)],
             )
-            self.db.execute("INSERT INTO changes (article_id, op, at) VALUES (?, 'upsert', ?)", (article_id, now))
+            self._set_bands(article_id, simhash)
+            self._log_changes(*self._settle([article_id], changed=True), now=now)
             checkpoint("store:in-transaction")  # crash tests: killed here, the article must roll back
         article.id = article_id
         return article_id, status
 
     def delete_article(self, article_id: int) -> bool:
-        """Remove an article and log the deletion for incremental index updates."""
+        """Remove an article and log the deletion for incremental index updates.
+
+        A deleted duplicate changes its primary's source list; a deleted primary hands its group to
+        the lowest remaining member (the others are checked against it again).
+        """
         with self.transaction():
+            row = self.db.execute("SELECT dup_of FROM articles WHERE id = ?", (article_id,)).fetchone()
+            members = [r[0] for r in self.db.execute("SELECT id FROM articles WHERE dup_of = ?", (article_id,))]
             cur = self.db.execute("DELETE FROM articles WHERE id = ?", (article_id,))
             if cur.rowcount:
-                self.db.execute("INSERT INTO changes (article_id, op, at) VALUES (?, 'delete', ?)",
-                                (article_id, utcnow()))
+                upserts, deletes = self._settle(members)
+                if row["dup_of"] is not None:
+                    upserts.add(row["dup_of"])
+                self._log_changes(upserts, deletes | {article_id})
         return bool(cur.rowcount)
 
-    def _article(self, row: sqlite3.Row) -> Article:
+    def _article(self, row: sqlite3.Row, raw: bool = False) -> Article:
+        """The stored article, with its site's boilerplate paragraphs stripped unless `raw`.
+
+        The store keeps the extracted text (a paragraph that stops repeating comes back on the next
+        refresh); stripping on read means the indexer, snippets, the web page and the API all see clean text.
+        """
         sections = [
             Section(heading=s["heading"], anchor=s["anchor"], text=s["text"], level=s["level"])
             for s in self.db.execute(
@@ -294,13 +321,14 @@ class Store:
                 (row["id"],),
             )
         ]
-        return Article(
+        article = Article(
             id=row["id"], url=row["url"], canonical=row["canonical"], site=row["site"], title=row["title"],
             description=row["description"], author=row["author"], published=row["published"],
             modified=row["modified"], categories=json.loads(row["categories"]), tags=json.loads(row["tags"]),
             text=row["text"], audience=row["audience"], kind=row["kind"], lang=row["lang"], sections=sections,
             disclaimer=bool(row["disclaimer"]),
         )
+        return article if raw else self._strip_boilerplate(row, article)
 
     def get_article(self, article_id: int) -> Article | None:
         row = self.db.execute("SELECT * FROM articles WHERE id = ?", (article_id,)).fetchone()
@@ -421,3 +449,256 @@ class Store:
         upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         rows = self.db.execute("SELECT url, id FROM articles WHERE url >= ? AND url < ?", (prefix, upper))
         return {r["url"]: r["id"] for r in rows if r["url"].startswith(prefix)}
+
+    # -- site boilerplate (stripped on read; see kb.boilerplate) ----------------------------------
+    def boilerplate_fingerprints(self, site: str) -> frozenset[str]:
+        """The site's boilerplate paragraph fingerprints, cached until this or another connection changes the store."""
+        version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        cache: dict[str, frozenset[str]] = self.__dict__.setdefault("_boilerplate_cache", {})
+        if self.__dict__.get("_boilerplate_version") != version:  # another connection committed: re-read
+            cache.clear()
+            self._boilerplate_version = version
+        found = cache.get(site)
+        if found is None:
+            found = frozenset(r[0] for r in self.db.execute(
+                "SELECT fingerprint FROM site_boilerplate WHERE site = ?", (site,)))
+            cache[site] = found
+        return found
+
+    def _strip_boilerplate(self, row: sqlite3.Row, article: Article) -> Article:
+        """`article` without its site's boilerplate; unchanged (same hash) when none of its paragraphs repeat.
+
+        A page made of nothing but boilerplate (the clinic's contact page) keeps its text: there the
+        paragraph is the content, and it is the right answer for a search for it.
+        """
+        fingerprints = row["fingerprints"]
+        if not fingerprints or not row["site"]:
+            return article
+        site_set = self.boilerplate_fingerprints(row["site"])
+        if not site_set or site_set.isdisjoint(fingerprints.split()):
+            return article
+        stripped = strip_boilerplate(article, set(site_set))
+        return stripped if stripped.text.strip() else article
+
+    def refresh_boilerplate(self, site: str, *, min_share: float, min_pages: int) -> tuple[int, int]:
+        """Recompute the site's boilerplate from its stored articles; (fingerprints added, removed).
+
+        Only kind="article" rows count (FAQ records repeat their page, file documents are not the site's
+        pages, near-duplicates are no independent page). A changed set is replaced in one transaction with
+        an 'upsert' change for exactly the articles whose stripped text changes, so `kb update` reindexes
+        those; an unchanged set writes nothing.
+        """
+        rows = self.db.execute("SELECT id, kind, fingerprints, dup_of FROM articles WHERE site = ?",
+                               (site,)).fetchall()
+        found = find_boilerplate(
+            (r["fingerprints"].split() for r in rows if r["kind"] == "article" and r["dup_of"] is None),
+            min_share=min_share, min_pages=min_pages)
+        old = {r[0] for r in self.db.execute("SELECT fingerprint FROM site_boilerplate WHERE site = ?", (site,))}
+        if found == old:
+            return 0, 0
+        changed = found ^ old
+        # Near-duplicates are not indexed apart from their group's primary: only primaries need reindexing.
+        affected = [r["id"] for r in rows if r["dup_of"] is None and not changed.isdisjoint(r["fingerprints"].split())]
+        now = utcnow()
+        with self.transaction():
+            self.db.execute("DELETE FROM site_boilerplate WHERE site = ?", (site,))
+            self.db.executemany("INSERT INTO site_boilerplate (site, fingerprint) VALUES (?, ?)",
+                                [(site, fp) for fp in sorted(found)])
+            self.db.executemany("INSERT INTO changes (article_id, op, at) VALUES (?, 'upsert', ?)",
+                                [(article_id, now) for article_id in affected])
+        self.__dict__.get("_boilerplate_cache", {}).pop(site, None)
+        return len(found - old), len(old - found)
+
+    def get_raw_article(self, article_id: int | None = None, *, url: str | None = None) -> Article | None:
+        """The article exactly as extracted and stored, boilerplate included (debugging, `kb explain`)."""
+        if url is not None:
+            row = self.db.execute("SELECT * FROM articles WHERE url = ?", (url,)).fetchone()
+        else:
+            row = self.db.execute("SELECT * FROM articles WHERE id = ?", (article_id,)).fetchone()
+        return self._article(row, raw=True) if row else None
+
+    def read_hashes(self) -> dict[int, str]:
+        """Article id -> content hash of the article as read (what the indexer stores), for `kb check`.
+
+        The stored column serves unless reading changes the article: boilerplate stripped, or a disclaimer
+        flag backfilled by the schema-2 migration after the hash was taken.
+        """
+        out: dict[int, str] = {}
+        recompute: list[int] = []
+        for row in self.db.execute("SELECT id, site, content_hash, fingerprints, disclaimer FROM articles"):
+            site_set = self.boilerplate_fingerprints(row["site"]) if row["site"] and row["fingerprints"] else None
+            if row["disclaimer"] or (site_set and not site_set.isdisjoint(row["fingerprints"].split())):
+                recompute.append(int(row["id"]))
+            else:
+                out[int(row["id"])] = row["content_hash"]
+        for article in self.iter_articles(recompute):
+            out[int(article.id)] = article.content_hash  # type: ignore[arg-type]
+        return out
+
+    def article_sites(self, source: str) -> list[str]:
+        """Sites (host names) the source's stored articles come from."""
+        return [r[0] for r in self.db.execute(
+            "SELECT DISTINCT site FROM articles WHERE source = ? AND site != '' ORDER BY site", (source,))]
+
+    # -- near-duplicate groups (kb.neardup): one search result per group, listing every copy --------
+    def _set_bands(self, article_id: int, simhash: int | None) -> None:
+        self.db.execute("DELETE FROM simhash_bands WHERE article_id = ?", (article_id,))
+        if simhash is not None:
+            signed = simhash - (1 << 64) if simhash >= 1 << 63 else simhash  # SQLite integers are signed
+            self.db.executemany("INSERT INTO simhash_bands (band, value, article_id, simhash) VALUES (?, ?, ?, ?)",
+                                [(band, value, article_id, signed) for band, value in enumerate(bands(simhash))])
+
+    def _near_primaries(self, row: sqlite3.Row, later: bool = False) -> list[tuple[int, int]]:
+        """(distance, id) of the primaries near `row`, closest first: same audience and kind, compatible title.
+
+        Only primaries with a lower id (`later`: a higher one): the first stored copy heads its group.
+        A staff copy never joins a public group, so patients never see staff URLs and vice versa.
+        The band rows carry the fingerprint, so only the few within NEAR_BITS are looked up in `articles`.
+        """
+        simhash = from_text(row["simhash"])
+        near: dict[int, int] = {}
+        for band, value in enumerate(bands(simhash)):
+            for other, other_hash in self.db.execute(
+                    "SELECT article_id, simhash FROM simhash_bands WHERE band = ? AND value = ?", (band, value)):
+                if (other > row["id"] if later else other < row["id"]) and other not in near:
+                    distance = hamming(simhash, other_hash & ((1 << 64) - 1))
+                    if distance <= NEAR_BITS:
+                        near[other] = distance
+        if not near:
+            return []
+        ids = sorted(near)
+        found = self.db.execute(
+            f"SELECT id, title FROM articles WHERE id IN ({', '.join('?' * len(ids))}) AND dup_of IS NULL "
+            "AND audience = ? AND kind = ?", (*ids, row["audience"], row["kind"])).fetchall()
+        return sorted((near[r["id"]], r["id"]) for r in found if same_title(row["title"], r["title"]))
+
+    def _settle(self, ids: list[int], changed: bool = False) -> tuple[set[int], set[int]]:
+        """Regroup after `ids` changed (`changed`: their content) or lost their primary; (upsert, delete) ids.
+
+        Greedy in id order, as if every article had been stored anew: each joins the closest earlier
+        primary near it or is a primary itself, and a primary takes in later primaries near it. Only
+        higher ids are queued while an id is processed, so each is visited once and no group chains.
+        """
+        upserts: set[int] = set()
+        deletes: set[int] = set()
+        forced = set(ids) if changed else set()
+        heap = sorted(set(ids))
+        visited: set[int] = set()
+        while heap:
+            article_id = heapq.heappop(heap)
+            if article_id in visited:
+                continue
+            visited.add(article_id)
+            row = self.db.execute("SELECT id, title, audience, kind, simhash, dup_of FROM articles WHERE id = ?",
+                                  (article_id,)).fetchone()
+            if row is None:
+                continue
+            old = row["dup_of"]
+            near = self._near_primaries(row) if row["simhash"] else []
+            new = near[0][1] if near else None
+            if old == new and article_id not in forced:
+                continue
+            if old != new:
+                self.db.execute("UPDATE articles SET dup_of = ? WHERE id = ?", (new, article_id))
+            if old is None or article_id in forced:  # its members must look again
+                for member in self.db.execute("SELECT id FROM articles WHERE dup_of = ?", (article_id,)):
+                    heapq.heappush(heap, member[0])
+            if old is not None:
+                upserts.add(old)
+            if new is None:
+                upserts.add(article_id)
+                if row["simhash"] and article_id < self._max_id():
+                    for _, later in self._near_primaries(row, later=True):
+                        heapq.heappush(heap, later)
+            else:
+                deletes.add(article_id)
+                upserts.add(new)
+        return upserts, deletes
+
+    def _max_id(self) -> int:
+        return self.db.execute("SELECT coalesce(max(id), 0) FROM articles").fetchone()[0]
+
+    def _log_changes(self, upserts: set[int], deletes: set[int], now: str | None = None) -> None:
+        """One change per touched id by its final state: a primary is (re)indexed, a duplicate or gone id deleted."""
+        now = now or utcnow()
+        touched = sorted(upserts | deletes)
+        live: set[int] = set()
+        for i in range(0, len(touched), 500):
+            chunk = touched[i:i + 500]
+            live.update(r[0] for r in self.db.execute(
+                f"SELECT id FROM articles WHERE dup_of IS NULL AND id IN ({', '.join('?' * len(chunk))})", chunk))
+        self.db.executemany("INSERT INTO changes (article_id, op, at) VALUES (?, ?, ?)",
+                            [(i, "upsert" if i in live else "delete", now) for i in touched])
+
+    def _backfill_simhash(self) -> None:
+        """Fingerprint and group the articles stored before near-duplicates were detected.
+
+        In id order, each against the earlier ones only: the greedy grouping `_settle` keeps, in one pass.
+        """
+        rows = self.db.execute("SELECT id, text FROM articles WHERE simhash IS NULL AND kind = 'article' "
+                               "ORDER BY id").fetchall()
+        deletes: set[int] = set()
+        upserts: set[int] = set()
+        for row in rows:
+            simhash = fingerprint(row["text"])
+            if simhash is None:
+                continue
+            self.db.execute("UPDATE articles SET simhash = ? WHERE id = ?", (to_text(simhash), row["id"]))
+            self._set_bands(row["id"], simhash)
+            full = self.db.execute("SELECT id, title, audience, kind, simhash, dup_of FROM articles WHERE id = ?",
+                                   (row["id"],)).fetchone()
+            near = self._near_primaries(full)
+            if near:
+                self.db.execute("UPDATE articles SET dup_of = ? WHERE id = ?", (near[0][1], row["id"]))
+                deletes.add(row["id"])
+                upserts.add(near[0][1])
+        if deletes:
+            self._log_changes(upserts, deletes)
+
+    def copies(self, article_id: int, audiences: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        """The article's near-duplicate group [{"id", "url", "site", "title"}], primary first ([] if no such id).
+
+        An article without copies is a group of one. `audiences` keeps only copies those readers may see.
+        """
+        row = self.db.execute("SELECT id, dup_of FROM articles WHERE id = ?", (article_id,)).fetchone()
+        if row is None:
+            return []
+        primary = row["dup_of"] if row["dup_of"] is not None else row["id"]
+        sql = "SELECT id, url, site, title FROM articles WHERE (id = ? OR dup_of = ?)"
+        args: tuple[Any, ...] = (primary, primary)
+        if audiences is not None:
+            sql += f" AND audience IN ({', '.join('?' * len(audiences)) or 'NULL'})"
+            args += tuple(audiences)
+        return [dict(r) for r in self.db.execute(sql + " ORDER BY id", args)]
+
+    def group_sources(self, ids: list[int]) -> dict[int, list[dict[str, str]]]:
+        """Primary id -> [{"url", "site", "title"}] of every copy, primary first, for those of `ids` with copies."""
+        out: dict[int, list[dict[str, str]]] = {}
+        wanted = sorted(set(ids))
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i:i + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT id, url, site, title, coalesce(dup_of, id) AS head FROM articles WHERE dup_of IN ({marks}) "
+                f"OR (id IN ({marks}) AND dup_of IS NULL AND EXISTS (SELECT 1 FROM articles AS d WHERE d.dup_of = "
+                "articles.id)) ORDER BY head, id", (*chunk, *chunk)).fetchall()
+            for r in rows:
+                out.setdefault(r["head"], []).append({"url": r["url"], "site": r["site"], "title": r["title"]})
+        return out
+
+    def primary_ids(self) -> list[int]:
+        """Ids of every article that is not a near-duplicate of another: the indexer's documents."""
+        return [r[0] for r in self.db.execute("SELECT id FROM articles WHERE dup_of IS NULL ORDER BY id")]
+
+    def count_primaries(self) -> int:
+        return self.db.execute("SELECT count(*) FROM articles WHERE dup_of IS NULL").fetchone()[0]
+
+    def duplicate_ids(self, ids: list[int] | set[int]) -> set[int]:
+        """Those of `ids` that are near-duplicates (their primary's search document lists them)."""
+        wanted = sorted(set(ids))
+        out: set[int] = set()
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i:i + 500]
+            out.update(r[0] for r in self.db.execute(
+                f"SELECT id FROM articles WHERE dup_of IS NOT NULL AND id IN ({', '.join('?' * len(chunk))})", chunk))
+        return out

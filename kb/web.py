@@ -680,8 +680,10 @@ def article(article_id: int) -> str:
     if found is None:
         abort(404)
     lead, sections = article_sections(found)
+    # The same text published elsewhere (near-duplicates), only where this reader may see it.
+    copies = [c for c in get_store().copies(article_id, audiences()) if c["id"] != article_id]
     return render_template("article.html", q="", article=found, lead=lead, sections=sections,
-                           params=SearchParams())
+                           params=SearchParams(), copies=copies)
 
 
 @pages.get("/healthz")
@@ -739,6 +741,9 @@ def api_article(article_id: int) -> Response:
     found = visible_article(article_id)
     if found is None:
         abort(404)
+    copies = get_store().copies(article_id, audiences())
+    if len(copies) > 1:  # near-duplicates: every copy, the group's primary first
+        found.sources = [{"url": c["url"], "site": c["site"], "title": c["title"]} for c in copies]
     return jsonify(found.to_dict())
 
 
@@ -767,6 +772,10 @@ def openapi_document() -> dict[str, Any]:
         for name in FILTERS
     ]
     string_list = {"type": "array", "items": {"type": "string"}}
+    source_list = {"type": "array", "description": "Every site publishing this text (near-duplicates merged), "
+                   "the first copy first; empty when there is only one", "items": {
+                       "type": "object", "properties": {"url": {"type": "string"}, "site": {"type": "string"},
+                                                        "title": {"type": "string"}}}}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -850,7 +859,8 @@ def openapi_document() -> dict[str, Any]:
                 "published": {"type": ["string", "null"]},
                 "tags": string_list, "categories": string_list,
                 "anchor": {"type": "string"}, "section": {"type": "string"},
-                "audience": {"type": "string"}, "kind": {"type": "string"}}},
+                "audience": {"type": "string"}, "kind": {"type": "string"},
+                "sources": source_list}},
             "Results": {"type": "object", "required": ["query", "total", "results"], "properties": {
                 "query": {"type": "string"}, "total": {"type": "integer"}, "page": {"type": "integer"},
                 "per_page": {"type": "integer"}, "pages": {"type": "integer"},
@@ -869,7 +879,9 @@ def openapi_document() -> dict[str, Any]:
                 "canonical": {"type": "string"}, "description": {"type": "string"}, "author": {"type": "string"},
                 "published": {"type": ["string", "null"]}, "modified": {"type": ["string", "null"]},
                 "categories": string_list, "tags": string_list, "site": {"type": "string"},
-                "audience": {"type": "string"}, "lang": {"type": "string"}, "kind": {"type": "string"}}},
+                "audience": {"type": "string"}, "lang": {"type": "string"}, "kind": {"type": "string"},
+                "disclaimer": {"type": "boolean", "description": "The source page carries a medical disclaimer"},
+                "sources": source_list}},
         }},
     }
 

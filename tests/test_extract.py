@@ -493,3 +493,36 @@ def test_decode_html() -> None:
         decode_html(b"<p>" + bytes(range(0x80, 0x100)) * 20 + b"</p>", "text/html; charset=utf-8", strict=True)
     assert info.value.kind == "bad_encoding"
     assert decode_html(codecs.BOM_UTF16_LE + "<p>h\u00e9</p>".encode("utf-16-le")) == "<p>h\u00e9</p>"
+
+
+# ------------------------------------------------------------------------------- disclaimer flag on the record
+
+def _disclaimer_page(footer: str, body_extra: str = "") -> str:
+    body = " ".join(["Rosacea causes facial redness, flushing and visible vessels on the cheeks and nose."] * 4)
+    return f"""<!DOCTYPE html><html lang="en"><head><title>Rosacea</title></head><body>
+<nav class="menu"><a href="/">Home</a> <a href="/rosacea/">Rosacea</a></nav>
+<main><article><h1>Rosacea</h1><p>{body}</p><p>{body_extra or body}</p></article></main>
+<footer class="site-footer"><p>{footer}</p></footer></body></html>"""
+
+
+def test_disclaimer_in_the_footer_sets_the_flag() -> None:
+    article = extract(_disclaimer_page("The information on this site is for informational purposes only and "
+                                       "does not replace professional medical advice."), "https://clinic.example/r/")
+    assert "informational purposes" not in article.text  # the footer is furniture, not article text
+    assert article.disclaimer is True
+
+
+def test_disclaimer_in_the_article_sets_the_flag() -> None:
+    article = extract(_disclaimer_page("© Riverside Clinic", "Always consult your dermatologist before treatment."),
+                      "https://clinic.example/r/")
+    assert article.disclaimer is True
+
+
+def test_no_disclaimer_anywhere() -> None:
+    article = extract(_disclaimer_page("© Riverside Clinic. Opening hours Monday to Friday."),
+                      "https://clinic.example/r/")
+    assert article.disclaimer is False
+    assert extract("Plain notes on eczema.\n\nEmollients twice a day.", "https://x.example/n.txt",
+                   content_type="text/plain").disclaimer is False
+    assert extract("Eczema notes.\n\nThis is not medical advice.", "https://x.example/n.txt",
+                   content_type="text/plain").disclaimer is True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -273,3 +274,72 @@ def test_full_build_writes_segments_and_updates_merge_only_small_ones(store, tmp
     assert len(sizes) < built + 5
     assert index.indexed_hashes(root) == {
         int(r["id"]): r["content_hash"] for r in store.db.execute("SELECT id, content_hash FROM articles")}
+
+
+# -- near-duplicate groups: one document per group, listing every source ------------------------------
+
+from tests.test_neardup import ARTICLE, FOOTER, HEADER  # noqa: E402
+
+ROSACEA = "Rosacea: triggers and laser treatment"
+
+
+def _copy(store, host: str, text: str = ARTICLE) -> int:
+    return store.save_article(Article(url=f"https://{host}/rosacea/", title=ROSACEA, text=text, site=host,
+                                      sections=[Section("Triggers", "triggers", text[:120])]))[0]
+
+
+def _search(root: Path, query: str):
+    searcher = Searcher(root)
+    try:
+        return searcher.search(query, per_page=20)
+    finally:
+        searcher.close()
+
+
+def test_rebuild_indexes_one_document_per_group_with_every_source(store, tmp_path):
+    others = fill(store, 3)
+    a = _copy(store, "clinic-a.example")
+    b = _copy(store, "partner-b.example", HEADER + ARTICLE + FOOTER)
+    root = tmp_path / "ix"
+    assert index.rebuild(store, root) == 4  # 3 + one group; the count check compares with the primaries
+    assert doc_ids(root) == {*others, a} and b not in doc_ids(root)
+    results = _search(root, "ivermectin azelaic")
+    assert results.total == 1
+    hit = results.hits[0]
+    assert hit.id == a and [s["url"] for s in hit.sources] == [
+        "https://clinic-a.example/rosacea/", "https://partner-b.example/rosacea/"]
+    assert [s["site"] for s in hit.sources] == ["clinic-a.example", "partner-b.example"]
+    assert hit.to_json()["sources"] == hit.sources
+    assert _search(root, "word1").hits[0].sources == []  # not merged: no source list
+
+
+def test_update_follows_groups_and_equals_a_full_rebuild(store, tmp_path):
+    fill(store, 2)
+    a = _copy(store, "a.example")
+    root = tmp_path / "ix"
+    index.rebuild(store, root)
+    assert _search(root, "ivermectin").hits[0].sources == []
+    b = _copy(store, "b.example", ARTICLE + FOOTER)  # a repost appears
+    c = _copy(store, "c.example", HEADER + ARTICLE)
+    index.update(store, root)
+    assert a in doc_ids(root) and not {b, c} & doc_ids(root)
+    hit = _search(root, "ivermectin").hits[0]
+    assert (hit.id, [s["site"] for s in hit.sources]) == (a, ["a.example", "b.example", "c.example"])
+    store.delete_article(a)  # the first copy goes: the next one heads the group and gets the document
+    index.update(store, root)
+    results = _search(root, "ivermectin")
+    assert results.total == 1 and results.hits[0].id == b
+    assert [s["site"] for s in results.hits[0].sources] == ["b.example", "c.example"]
+    fresh = tmp_path / "fresh"
+    index.rebuild(store, fresh)
+    assert index.indexed_hashes(root) == index.indexed_hashes(fresh)
+
+
+def test_document_hash_covers_the_source_list(store, tmp_path):
+    a = _copy(store, "a.example")
+    article_a = store.get_article(a)
+    assert index.article_document(article_a)["hash"] == article_a.content_hash
+    article_a.sources = [{"url": "https://a.example/rosacea/", "site": "a.example", "title": ROSACEA},
+                         {"url": "https://b.example/rosacea/", "site": "b.example", "title": ROSACEA}]
+    doc = index.article_document(article_a)
+    assert doc["hash"] != article_a.content_hash and json.loads(doc["sources"]) == article_a.sources

@@ -389,3 +389,148 @@ def test_crawl_report(site: FixtureSite, store: Store, data_dir: Path) -> None:
     assert any(p["url"] == site.abs("/noindex-page/") and p["error"].startswith("noindex:")
                for p in report["problems"])
     assert crawl_report(store, source="other") == {"crawls": [], "problems": [], "problems_by_kind": {}}
+
+
+# -- site boilerplate and the disclaimer flag, end to end -------------------------------------------------------
+
+CALL_TO_BOOK = "Book a consultation today: our friendly team replies within one working day, weekends included."
+FOOTER_DISCLAIMER = "The content of this website is for informational purposes only and is not medical advice."
+CLINIC_TOPICS = {
+    "/conditions/rosacea/": ("Rosacea", "Rosacea causes facial redness and flushing; triggers include heat."),
+    "/conditions/melasma/": ("Melasma", "Melasma is brown patchy pigmentation that sunlight makes darker."),
+    "/conditions/eczema/": ("Eczema", "Atopic eczema makes skin dry and itchy; emollients repair the barrier."),
+    "/conditions/psoriasis/": ("Psoriasis", "Psoriasis plaques are thick and scaly; phototherapy often helps."),
+    "/conditions/vitiligo/": ("Vitiligo", "Vitiligo removes pigment in patches; the team replies to questions "
+                                          "about camouflage creams."),
+}
+
+
+def _clinic_page(title: str, text: str, *, cta: bool = True, disclaimer: bool = True) -> str:
+    body = " ".join([text] * 3)
+    book = f"<p>{CALL_TO_BOOK}</p>" if cta else ""
+    footer = f"<p>{FOOTER_DISCLAIMER}</p>" if disclaimer else "<p>© Riverside Clinic</p>"
+    return f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title></head><body>
+<nav class="menu"><a href="/">Home</a></nav>
+<main><article><h1>{title}</h1><p>{body}</p><p>{text} More detail follows in this second paragraph.</p>
+{book}</article></main><footer class="site-footer">{footer}</footer></body></html>"""
+
+
+@pytest.fixture
+def clinic() -> Iterator[FixtureSite]:
+    """A small clinic site: five condition pages share a call to book and a disclaimer footer; one has neither."""
+    server = FixtureSite()
+    links = [*CLINIC_TOPICS, "/conditions/acne/"]
+    server.set("/", "<html><head><title>Clinic</title></head><body><nav>"
+               + "".join(f'<a href="{p}">{p}</a> ' for p in links) + "</nav></body></html>")
+    for path, (title, text) in CLINIC_TOPICS.items():
+        server.set(path, _clinic_page(title, text))
+    server.set("/conditions/acne/", _clinic_page(
+        "Acne", "Acne forms when pores clog with sebum; retinoids keep them open.", cta=False, disclaimer=False))
+    yield server
+    server.close()
+
+
+def test_site_boilerplate_is_stripped_from_text_search_and_snippets(clinic: FixtureSite, store: Store,
+                                                                      data_dir: Path, audit: list[str]) -> None:
+    from kb.index import rebuild, update
+    from kb.search import Searcher
+
+    settings = make_settings(data_dir)
+    source = Source(name="clinic", url=clinic.url + "/")
+    messages: list[str] = []
+    stats = crawl_source(source, store, settings, progress=messages.append)
+    ids = store.article_ids("clinic")
+    assert set(CLINIC_TOPICS) | {"/conditions/acne/"} <= {u[len(clinic.url):] for u in ids}
+    host = source.host
+    assert stats.boilerplate[host]["added"] == 1 and stats.boilerplate[host]["reindex"] == len(CLINIC_TOPICS)
+    assert any(m.startswith(f"boilerplate: 1 repeated paragraph on {host} (1 new, 0 dropped), 5 articles")
+               for m in messages)
+    assert any(m.startswith("boilerplate: ") for m in stats.messages)  # printed by `kb crawl`
+    assert store.recent_crawls(1)[0]["stats"]["boilerplate"][host]["paragraphs"] == 1  # in the crawl log
+
+    rosacea = store.get_article_by_url(clinic.abs("/conditions/rosacea/"))
+    assert "Book a consultation" not in rosacea.text and "facial redness" in rosacea.text
+    assert all("Book a consultation" not in s.text for s in rosacea.sections)
+    assert CALL_TO_BOOK in store.get_raw_article(rosacea.id).text  # the store keeps what was extracted
+    assert rosacea.disclaimer is True  # from the footer, outside the article text
+    assert store.get_article_by_url(clinic.abs("/conditions/acne/")).disclaimer is False
+
+    index_root = data_paths_index(data_dir)
+    rebuild(store, index_root)
+    searcher = Searcher(index_root)
+    try:
+        assert searcher.search("weekends").total == 0  # a word only the call to book has
+        assert searcher.search("consultation").total == 0
+        replies = searcher.search("replies")  # in the call to book, and in Vitiligo's own text ("replies")
+        assert [h.url for h in replies.hits] == [clinic.abs("/conditions/vitiligo/")]
+        assert "Book a consultation" not in replies.hits[0].snippet_html
+        assert "weekends" not in replies.hits[0].snippet_html
+        assert searcher.search("rosacea").total >= 1
+    finally:
+        searcher.close()
+
+    audited(store)
+    seq = store.last_change()
+    again = crawl_source(source, store, settings)
+    assert audited(store) == [] and store.last_change() == seq  # a recrawl of the unchanged site writes nothing
+    assert again.boilerplate[host] == {"paragraphs": 1, "added": 0, "dropped": 0, "reindex": 0}
+    assert update(store, index_root) == (0, 0)
+
+
+def test_boilerplate_that_stops_repeating_comes_back(clinic: FixtureSite, store: Store, data_dir: Path) -> None:
+    from kb.index import rebuild, update
+    from kb.maintenance import check
+
+    settings = make_settings(data_dir)
+    source = Source(name="clinic", url=clinic.url + "/")
+    crawl_source(source, store, settings)
+    index_root = data_paths_index(data_dir)
+    rebuild(store, index_root)
+    for path in list(CLINIC_TOPICS)[:3]:  # the clinic drops the call to book from three of five pages
+        title, text = CLINIC_TOPICS[path]
+        clinic.set(path, _clinic_page(title, text, cta=False))
+    stats = crawl_source(source, store, settings)
+    assert stats.updated == 3 and stats.boilerplate[source.host]["dropped"] == 1
+    psoriasis = store.get_article_by_url(clinic.abs("/conditions/psoriasis/"))
+    assert CALL_TO_BOOK in psoriasis.text  # two pages of six: no longer boilerplate
+    indexed, deleted = update(store, index_root)
+    assert indexed == 5 and deleted == 0  # three edited pages and the two that read differently now
+    assert check(store, index_root)["ok"]
+
+
+def test_explain_shows_boilerplate_and_disclaimer(clinic: FixtureSite, store: Store, data_dir: Path) -> None:
+    settings = make_settings(data_dir)
+    url = clinic.abs("/conditions/melasma/")
+    before = explain(url, settings, store)
+    assert before["boilerplate"] == [] and before["disclaimer"] is True
+    assert CALL_TO_BOOK in before["text"]
+    crawl_source(Source(name="clinic", url=clinic.url + "/"), store, settings)
+    out = explain(url, settings, store)
+    assert out["boilerplate"] == [CALL_TO_BOOK] and out["disclaimer"] is True
+    assert out["stored"]["up_to_date"] is True  # compared with the stored (unstripped) article
+    assert explain(clinic.abs("/conditions/acne/"), settings, store)["disclaimer"] is False
+    assert explain(url, settings)["boilerplate"] == []  # without a store nothing is known about the site
+
+
+def test_article_page_and_api_show_the_disclaimer(clinic: FixtureSite, store: Store, data_dir: Path) -> None:
+    from kb.web import create_app
+
+    crawl_source(Source(name="clinic", url=clinic.url + "/"), store, make_settings(data_dir))
+    with_note = store.get_article_by_url(clinic.abs("/conditions/eczema/"))
+    without = store.get_article_by_url(clinic.abs("/conditions/acne/"))
+    app = create_app({"DATA_DIR": str(data_dir), "TESTING": True})
+    try:
+        with app.test_client() as client:
+            page = client.get(f"/article/{with_note.id}").get_data(as_text=True)
+            assert "The source page carries a medical disclaimer." in page
+            assert "Book a consultation" not in page
+            assert "carries a medical disclaimer" not in client.get(f"/article/{without.id}").get_data(as_text=True)
+            data = client.get(f"/api/articles/{with_note.id}").get_json()
+            assert data["disclaimer"] is True and CALL_TO_BOOK not in data["text"]
+            assert client.get(f"/api/articles/{without.id}").get_json()["disclaimer"] is False
+    finally:
+        app.extensions["kb"].close()
+
+
+def data_paths_index(data_dir: Path) -> Path:
+    return config.data_paths(data_dir)["index"]

@@ -96,3 +96,266 @@ def test_version_1_store_is_migrated_in_place(tmp_path):
         row = s.db.execute("SELECT fingerprints, disclaimer FROM articles").fetchone()
         assert row["fingerprints"]  # backfilled from the stored text
         assert s.get_article_by_url(_article().url).text == _article().text
+
+
+# -- site boilerplate: learned per site, stripped on read, change log for exactly the affected articles ---------
+
+CTA = "Book a consultation today with our friendly dermatology team at Riverside Clinic."
+FOOTER = "This page is for information only and is not medical advice."
+
+
+def _site_page(n: int, *, extra: tuple[str, ...] = (CTA,), site: str = "clinic.example", kind: str = "article",
+               url: str | None = None) -> Article:
+    word = "".join(chr(ord("a") + int(d)) for d in str(n))  # digits normalise away in fingerprints
+    own = f"Page {word} explains its own topic {word} in a sentence nobody else repeats."
+    text = "\n\n".join((own, *extra))
+    return Article(url=url or f"https://{site}/p{n}/", title=f"Topic {n}", text=text, site=site, kind=kind,
+                   sections=[Section("", "", text, 0)])
+
+
+def _fill(store: Store, n: int = 4, **kw) -> list[int]:
+    return [store.save_article(_site_page(i, **kw), source="clinic")[0] for i in range(n)]
+
+
+def test_refresh_boilerplate_learns_strips_on_read_and_logs_affected(store: Store) -> None:
+    ids = _fill(store, 4)
+    plain = store.save_article(_site_page(9, extra=()), source="clinic")[0]  # no call to book
+    faq = [store.save_article(_site_page(20 + i, kind="faq"), source="clinic")[0] for i in range(3)]
+    other = store.save_article(_site_page(1, site="other.example"), source="other")[0]
+    seq = store.last_change()
+    assert store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3) == (1, 0)
+    upserts, deletes, _ = store.changes_since(seq)
+    assert upserts == set(ids) | set(faq) and not deletes  # the page without it and the other site: untouched
+    assert plain not in upserts and other not in upserts
+    read = store.get_article(ids[0])
+    assert CTA not in read.text and "Page a explains" in read.text
+    assert all(CTA not in s.text for s in read.sections)
+    assert CTA in store.get_raw_article(ids[0]).text  # the store keeps what was extracted
+    assert CTA in store.get_raw_article(url="https://clinic.example/p0/").text
+    assert CTA not in next(store.iter_articles([ids[1]])).text
+    assert CTA in store.get_article(other).text  # another site's set is its own
+    assert store.get_article(plain).content_hash == store.get_raw_article(plain).content_hash
+
+
+def test_refresh_boilerplate_unchanged_writes_nothing(store: Store) -> None:
+    _fill(store, 4)
+    store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3)
+    store.db.execute("CREATE TEMP TABLE audit (what TEXT)")
+    for table in ("articles", "site_boilerplate", "changes"):
+        store.db.execute(f"CREATE TEMP TRIGGER audit_{table} AFTER INSERT ON main.{table} "
+                         f"BEGIN INSERT INTO audit VALUES ('{table}'); END")
+        store.db.execute(f"CREATE TEMP TRIGGER audit_d_{table} AFTER DELETE ON main.{table} "
+                         f"BEGIN INSERT INTO audit VALUES ('{table}'); END")
+    assert store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3) == (0, 0)
+    assert store.db.execute("SELECT count(*) FROM audit").fetchone()[0] == 0
+
+
+def test_refresh_boilerplate_drops_a_paragraph_that_stops_repeating(store: Store) -> None:
+    ids = _fill(store, 4, extra=(CTA, FOOTER))
+    assert store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3) == (2, 0)
+    assert FOOTER not in store.get_article(ids[0]).text
+    for i in range(3):  # the footer goes from three of the four pages: no longer boilerplate
+        store.save_article(_site_page(i, extra=(CTA,)), source="clinic")
+    seq = store.last_change()
+    assert store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3) == (0, 1)
+    upserts, _, _ = store.changes_since(seq)
+    assert upserts == {ids[3]}  # only the page still carrying the dropped paragraph reads differently
+    assert FOOTER in store.get_article(ids[3]).text and CTA not in store.get_article(ids[3]).text
+
+
+def test_boilerplate_thresholds_and_what_counts(store: Store) -> None:
+    _fill(store, 2)
+    assert store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3) == (0, 0)  # two pages only
+    for i in range(3):  # FAQ records repeat their page: they never count towards the set
+        store.save_article(_site_page(30 + i, kind="faq"), source="clinic")
+    assert store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3) == (0, 0)
+    for i in range(2, 8):
+        store.save_article(_site_page(i, extra=()), source="clinic")
+    store.save_article(_site_page(2, extra=(CTA,)), source="clinic")  # 3 of 8 pages: below the 50% share
+    assert store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3) == (0, 0)
+    assert store.refresh_boilerplate("clinic.example", min_share=0.3, min_pages=3) == (1, 0)
+
+
+def test_page_made_only_of_boilerplate_keeps_its_text(store: Store) -> None:
+    _fill(store, 4)
+    contact = Article(url="https://clinic.example/contact/", title="Contact", text=CTA, site="clinic.example",
+                      sections=[Section("", "", CTA, 0)])
+    contact_id = store.save_article(contact, source="clinic")[0]
+    store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3)
+    assert store.get_article(contact_id).text == CTA
+
+
+def test_boilerplate_cache_sees_other_connections(store: Store) -> None:
+    ids = _fill(store, 4)
+    assert CTA in store.get_article(ids[0]).text  # caches the (empty) set for the site
+    with Store(store.path) as writer:
+        writer.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3)
+    assert CTA not in store.get_article(ids[0]).text
+
+
+def test_read_hashes_match_the_article_as_read(store: Store) -> None:
+    ids = _fill(store, 4)
+    plain = store.save_article(_site_page(9, extra=()), source="clinic")[0]
+    store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3)
+    hashes = store.read_hashes()
+    assert hashes[ids[0]] == store.get_article(ids[0]).content_hash != store.get_raw_article(ids[0]).content_hash
+    assert hashes[plain] == store.get_article(plain).content_hash
+    assert set(hashes) == {*ids, plain}
+
+
+def test_disclaimer_flag_is_stored_and_read(store: Store) -> None:
+    a = _article()
+    a.disclaimer = True
+    a_id = store.save_article(a)[0]
+    assert store.get_article(a_id).disclaimer is True
+    assert store.get_article(store.save_article(_article("https://x/b"))[0]).disclaimer is False
+
+
+# -- near-duplicate groups (kb.neardup) --------------------------------------------------------------
+
+from tests.test_neardup import ARTICLE, FOOTER, HEADER, LASERS  # noqa: E402
+
+
+def _copy(host: str, text: str = ARTICLE, title: str = "Rosacea: triggers and laser treatment",
+          audience: str = "public", kind: str = "article", path: str = "/rosacea/") -> Article:
+    return Article(url=f"https://{host}{path}", title=title, text=text, site=host, audience=audience, kind=kind,
+                   sections=[Section("Triggers", "triggers", text[:200])])
+
+
+def _groups(store: Store) -> dict[int, int | None]:
+    """id -> dup_of, after checking the invariants: no chains, primary lowest id, one audience and kind."""
+    rows = {r["id"]: r for r in store.db.execute("SELECT id, dup_of, audience, kind FROM articles")}
+    for r in rows.values():
+        if r["dup_of"] is not None:
+            head = rows[r["dup_of"]]
+            assert head["dup_of"] is None, "a duplicate points at a primary"
+            assert head["id"] < r["id"], "the primary is the first stored"
+            assert (head["audience"], head["kind"]) == (r["audience"], r["kind"])
+    return {i: r["dup_of"] for i, r in rows.items()}
+
+
+def test_reposted_article_joins_the_first_copy(store: Store) -> None:
+    a = store.save_article(_copy("clinic-a.example"))[0]
+    seq = store.last_change()
+    b = store.save_article(_copy("partner-b.example", HEADER + ARTICLE + FOOTER))[0]
+    other = store.save_article(_copy("clinic-a.example", LASERS, "Laser treatment", path="/lasers/"))[0]
+    assert _groups(store) == {a: None, b: a, other: None}
+    group = store.copies(a)
+    assert [c["id"] for c in group] == [a, b] and store.copies(b) == group
+    assert group[1] == {"id": b, "url": "https://partner-b.example/rosacea/", "site": "partner-b.example",
+                        "title": "Rosacea: triggers and laser treatment"}
+    assert store.copies(other) == [{"id": other, "url": "https://clinic-a.example/lasers/",
+                                    "site": "clinic-a.example", "title": "Laser treatment"}]
+    assert store.copies(999) == []
+    upserts, deletes, _ = store.changes_since(seq)
+    assert upserts == {a, other} and deletes == {b}  # the primary's document lists b; b has none of its own
+    assert store.primary_ids() == [a, other] and store.count_primaries() == 2
+    assert store.duplicate_ids([a, b, other]) == {b}
+    assert store.group_sources([a, other]) == {a: [
+        {"url": "https://clinic-a.example/rosacea/", "site": "clinic-a.example",
+         "title": "Rosacea: triggers and laser treatment"},
+        {"url": "https://partner-b.example/rosacea/", "site": "partner-b.example",
+         "title": "Rosacea: triggers and laser treatment"}]}
+
+
+def test_unchanged_copy_writes_nothing(store: Store) -> None:
+    store.save_article(_copy("clinic-a.example"))
+    store.save_article(_copy("partner-b.example"))
+    before = store.last_change()
+    assert store.save_article(_copy("partner-b.example"))[1] == "unchanged"
+    assert store.last_change() == before
+
+
+def test_changed_duplicate_reindexes_its_primary(store: Store) -> None:
+    a = store.save_article(_copy("clinic-a.example"))[0]
+    b = store.save_article(_copy("partner-b.example"))[0]
+    seq = store.last_change()
+    store.save_article(_copy("partner-b.example", ARTICLE + FOOTER))  # still a copy, but its title/URL may show
+    upserts, deletes, _ = store.changes_since(seq)
+    assert upserts == {a} and deletes == {b}
+    assert _groups(store)[b] == a
+
+
+def test_deleting_the_primary_reforms_the_group(store: Store) -> None:
+    a = store.save_article(_copy("a.example"))[0]
+    b = store.save_article(_copy("b.example", HEADER + ARTICLE))[0]
+    c = store.save_article(_copy("c.example", ARTICLE + FOOTER))[0]
+    assert _groups(store) == {a: None, b: a, c: a}
+    seq = store.last_change()
+    assert store.delete_article(a)
+    assert _groups(store) == {b: None, c: b}
+    assert [x["id"] for x in store.copies(c)] == [b, c]
+    upserts, deletes, _ = store.changes_since(seq)
+    assert upserts == {b} and deletes >= {a} and b not in deletes
+    seq = store.last_change()
+    assert store.delete_article(c)  # a duplicate goes: its primary's source list shrinks
+    upserts, deletes, _ = store.changes_since(seq)
+    assert upserts == {b} and deletes == {c}
+    assert store.copies(b) == [{"id": b, "url": "https://b.example/rosacea/", "site": "b.example",
+                                "title": "Rosacea: triggers and laser treatment"}]
+
+
+def test_primary_that_no_longer_matches_leaves_its_group(store: Store) -> None:
+    a = store.save_article(_copy("a.example"))[0]
+    b = store.save_article(_copy("b.example"))[0]
+    c = store.save_article(_copy("c.example"))[0]
+    seq = store.last_change()
+    store.save_article(_copy("a.example", LASERS))  # rewritten into another article
+    assert _groups(store) == {a: None, b: None, c: b}
+    upserts, deletes, _ = store.changes_since(seq)
+    assert upserts == {a, b} and c in deletes and not {a, b} & deletes
+
+
+def test_an_earlier_article_rewritten_into_a_copy_heads_the_group(store: Store) -> None:
+    a = store.save_article(_copy("a.example", LASERS))[0]
+    b = store.save_article(_copy("b.example"))[0]
+    c = store.save_article(_copy("c.example"))[0]
+    assert _groups(store) == {a: None, b: None, c: b}
+    seq = store.last_change()
+    store.save_article(_copy("a.example", ARTICLE))
+    assert _groups(store) == {a: None, b: a, c: a}
+    upserts, deletes, _ = store.changes_since(seq)
+    assert upserts == {a} and deletes >= {b}
+
+
+def test_staff_copies_never_merge_with_public_ones(store: Store) -> None:
+    public = store.save_article(_copy("clinic.example"))[0]
+    staff = store.save_article(_copy("clinic.example", path="/staff/rosacea/", audience="staff"))[0]
+    public2 = store.save_article(_copy("partner.example"))[0]
+    staff2 = store.save_article(_copy("partner.example", path="/staff/rosacea/", audience="staff"))[0]
+    assert _groups(store) == {public: None, staff: None, public2: public, staff2: staff}
+    assert [c["id"] for c in store.copies(public)] == [public, public2]
+    assert [c["id"] for c in store.copies(staff2)] == [staff, staff2]
+    assert store.copies(staff2, audiences=("public",)) == []
+    # moving a copy to the staff audience takes it out of the public group
+    store.save_article(_copy("partner.example", audience="staff"))
+    assert _groups(store)[public2] == staff and [c["id"] for c in store.copies(public)] == [public]
+
+
+def test_short_texts_templates_and_faqs_are_never_merged(store: Store) -> None:
+    short = " ".join(ARTICLE.split()[:40])
+    ids = [store.save_article(_copy(h, short))[0] for h in ("a.example", "b.example")]
+    ids += [store.save_article(_copy(h, kind="faq", path="/faq/#q1")) [0] for h in ("a.example", "b.example")]
+    # the same text under another subject's title is a template page, not a repost
+    ids += [store.save_article(_copy("a.example", ARTICLE.replace("rosacea", "eczema"), "Eczema treatment",
+                                     path="/eczema/"))[0]]
+    ids += [store.save_article(_copy("c.example", ARTICLE, "Rosacea: triggers and laser treatment"))[0]]
+    assert all(dup is None for dup in _groups(store).values())
+    assert store.db.execute("SELECT count(*) FROM articles WHERE simhash IS NOT NULL").fetchone()[0] == 2
+
+
+def test_schema_2_store_is_grouped_on_upgrade(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "v2.sqlite3"
+    with Store(path) as s:
+        ids = [s.save_article(_copy(h))[0] for h in ("a.example", "b.example", "c.example")]
+    db = sqlite3.connect(path)
+    db.execute("UPDATE articles SET simhash = NULL, dup_of = NULL")
+    db.execute("DROP TABLE simhash_bands")
+    db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    with Store(path) as s:
+        assert _groups(s) == {ids[0]: None, ids[1]: ids[0], ids[2]: ids[0]}
+        assert s.count_primaries() == 1

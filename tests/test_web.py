@@ -683,3 +683,23 @@ def test_query_log_failure_does_not_break_search(make_app, monkeypatch):
     monkeypatch.setattr(kb.querylog, "log_query", broken)
     response = get(make_app(FakeSearcher(make_results())), "/search?q=acne")
     assert response.status_code == 200 and soup(response).select("#results li.result")
+
+
+def test_merged_result_lists_other_sources_as_safe_links(make_app):
+    """Near-duplicates: "Also published on" links each other copy; hostile titles and URLs stay inert."""
+    sources = [{"url": "https://derm.example.org/conditions/acne-1", "site": "derm.example.org", "title": "Acne"},
+               {"url": "https://partner.example/blog/acne/", "site": "partner.example",
+                "title": '<script>alert("x")</script>'},
+               {"url": "javascript:alert(1)", "site": "evil.example", "title": "Acne"}]
+    app = make_app(FakeSearcher(make_results(hits=[make_hit(sources=sources)])))
+    html = get(app, "/search?q=acne").get_data(as_text=True)
+    soup = BeautifulSoup(html, "html.parser")
+    also = soup.select_one(".also-published")
+    assert also is not None and also.get_text(" ", strip=True).startswith("Also published on")
+    assert [a["href"] for a in also.find_all("a")] == ["https://partner.example/blog/acne/"]
+    assert "evil.example" in also.get_text() and "javascript:" not in str(also.find_all("a"))
+    assert "<script>alert" not in html and "&lt;script&gt;alert" in html
+    # the primary keeps its deep link to the matching section
+    assert soup.select_one(".result-meta a.source-link")["href"] == "https://derm.example.org/conditions/acne-1#treatment"
+    plain = get(make_app(FakeSearcher(make_results())), "/search?q=acne").get_data(as_text=True)
+    assert "also-published" not in plain

@@ -1,0 +1,140 @@
+"""kb.neardup: SimHash fingerprints of near-identical texts are close, of different articles far apart."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+from kb.neardup import BANDS, MIN_WORDS, NEAR_BITS, bands, fingerprint, hamming, same_title, simhash, words
+
+# Two articles on one topic (rosacea), as two clinics would write them: shared vocabulary, different text.
+TRIGGERS = (
+    "Rosacea is a long-term inflammatory skin condition that mainly affects the central face, causing "
+    "persistent redness, visible blood vessels and sometimes small bumps that look like acne. Many patients "
+    "notice that their symptoms come and go in flares, and that certain everyday situations reliably make "
+    "the redness worse. Keeping a simple diary for a few weeks is the most practical way to find your own "
+    "triggers. Common culprits include hot drinks, spicy food, alcohol (red wine in particular), strong "
+    "sunlight, wind, very cold weather, saunas and intense exercise. Emotional stress and sudden changes in "
+    "temperature can also provoke flushing within minutes. Some skin care products sting rosacea-prone skin: "
+    "alcohol-based toners, menthol, witch hazel, fragrance and harsh scrubs are best avoided. A daily "
+    "broad-spectrum sunscreen with SPF 30 or higher protects against ultraviolet light, which is one of the "
+    "most frequent triggers reported by patients. Gentle cleansing with lukewarm water and a fragrance-free "
+    "moisturiser helps to restore the skin barrier. Avoiding triggers does not cure rosacea, but it reduces "
+    "how often flares happen and makes medical treatment more effective. If redness persists despite these "
+    "measures, a dermatologist can prescribe creams such as ivermectin or azelaic acid, or recommend laser "
+    "therapy for visible vessels."
+)
+LASERS = (
+    "Laser and light treatments are the most effective way to reduce the persistent redness and visible "
+    "blood vessels of rosacea, which creams and tablets rarely clear completely. The pulsed dye laser, often "
+    "known by the brand name VBeam, emits yellow light at 595 nanometres that is absorbed by haemoglobin in "
+    "small vessels; the vessels are heated and gradually reabsorbed by the body over the following weeks. "
+    "Intense pulsed light (IPL) uses a broad spectrum of wavelengths filtered to target the same vessels and "
+    "can also improve brown sun damage. Most patients need three to four sessions about a month apart, each "
+    "lasting fifteen to thirty minutes. A cooling spray or gel makes the procedure comfortable, and no "
+    "anaesthetic is usually required. Afterwards the skin may look flushed or slightly swollen for a day or "
+    "two; with higher settings short-lived purple bruising can appear and fades within a week or so. "
+    "Results are long-lasting but not permanent, because rosacea is a chronic condition and new vessels may "
+    "form, so many patients return for a maintenance session once a year. Treatment is avoided on tanned "
+    "skin, and strict sun protection before and after each session lowers the risk of pigment changes. Your "
+    "dermatologist will assess which device suits your skin type."
+)
+ARTICLE = TRIGGERS + "\n" + LASERS  # one 400-word article: "Rosacea: triggers and laser treatment"
+HEADER = "Originally published on the Riverside Dermatology blog. Share this article:\n"
+FOOTER = "\nBook a consultation with one of our dermatologists today."
+
+
+def test_texts_are_long_enough_to_be_merged() -> None:
+    assert 180 <= len(words(TRIGGERS)) <= 260 and 180 <= len(words(LASERS)) <= 260
+    assert fingerprint(TRIGGERS) == simhash(TRIGGERS)
+
+
+def test_identical_text_is_distance_zero() -> None:
+    assert hamming(simhash(TRIGGERS), simhash(TRIGGERS)) == 0
+    assert simhash(TRIGGERS) != 0 and simhash(TRIGGERS).bit_length() <= 64
+
+
+def test_whitespace_case_and_punctuation_do_not_matter() -> None:
+    variant = "  ".join(TRIGGERS.upper().split()).replace(",", " ;").replace(".", " ...")
+    assert hamming(simhash(TRIGGERS), simhash(variant)) == 0
+    assert words("ＶＢｅａｍ, CO₂-laser & IPL_light") == ["vbeam", "co2", "laser", "ipl", "light"]  # NFKC
+
+
+def test_a_header_or_footer_line_stays_within_near_bits() -> None:
+    """On a 400-word article. On a 200-word one a 10-word line is 5% of the text, ~5-8 bits (see kb.neardup)."""
+    base = simhash(ARTICLE)
+    assert hamming(base, simhash(HEADER + ARTICLE)) <= NEAR_BITS
+    assert hamming(base, simhash(ARTICLE + FOOTER)) <= NEAR_BITS
+    assert hamming(base, simhash(HEADER + ARTICLE + FOOTER)) <= NEAR_BITS
+
+
+def test_a_changed_word_stays_within_near_bits() -> None:
+    assert hamming(simhash(ARTICLE), simhash(ARTICLE.replace("spicy food", "curry"))) <= NEAR_BITS
+    assert hamming(simhash(ARTICLE), simhash(ARTICLE.replace("three to four", "four to five"))) <= NEAR_BITS
+    rng = random.Random(1)
+    for text, share in ((ARTICLE, 0.97), (TRIGGERS, 0.85), (LASERS, 0.85)):
+        tokens = text.split()
+        near = 0
+        for _ in range(100):
+            changed = list(tokens)
+            changed[rng.randrange(len(changed))] = "different"
+            near += hamming(simhash(text), simhash(" ".join(changed))) <= NEAR_BITS
+        assert near >= share * 100, (len(tokens), near)
+
+
+def test_different_articles_on_the_same_topic_are_far_apart() -> None:
+    assert hamming(simhash(TRIGGERS), simhash(LASERS)) > 3 * NEAR_BITS
+
+
+def test_near_dup_recall_and_unrelated_separation_on_shuffled_texts() -> None:
+    """Not two hand-picked texts: 40 random variants stay near, 40 word-shuffled texts stay far."""
+    rng = random.Random(7)
+    pool = words(TRIGGERS + " " + LASERS)
+    near = far = 0
+    for _ in range(40):
+        text = " ".join(rng.choice(pool) for _ in range(300))
+        tokens = text.split()
+        tokens[rng.randrange(len(tokens))] = "different"
+        near += hamming(simhash(text), simhash(" ".join(tokens))) <= NEAR_BITS
+        far += hamming(simhash(text), simhash(" ".join(rng.sample(tokens, len(tokens))))) > 2 * NEAR_BITS
+    assert near >= 38 and far == 40
+
+
+def test_short_texts_get_no_fingerprint() -> None:
+    assert fingerprint(" ".join(words(TRIGGERS)[:MIN_WORDS - 1])) is None
+    assert fingerprint(" ".join(words(TRIGGERS)[:MIN_WORDS])) is not None
+    assert simhash("") == 0
+
+
+def test_bands_cover_every_bit_and_pigeonhole_holds() -> None:
+    assert len(bands(0)) == BANDS == NEAR_BITS + 1
+    assert bands(0) == (0,) * BANDS
+    full = bands((1 << 64) - 1)
+    assert sum(v.bit_length() for v in full) == 64  # every bit in exactly one band
+    rng = random.Random(3)
+    for _ in range(300):
+        h = rng.getrandbits(64)
+        flipped = h
+        for bit in rng.sample(range(64), NEAR_BITS):
+            flipped ^= 1 << bit
+        assert hamming(h, flipped) == NEAR_BITS
+        assert any(a == b for a, b in zip(bands(h), bands(flipped)))
+
+
+def test_hash_is_stable_across_processes() -> None:
+    """blake2b, not hash(): a fingerprint stored by one process must match one computed by the next."""
+    code = "from tests.test_neardup import TRIGGERS; from kb.neardup import simhash; print(simhash(TRIGGERS))"
+    root = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONHASHSEED": "12345", "PYTHONPATH": root}, cwd=root)
+    assert int(out.stdout) == simhash(TRIGGERS)
+
+
+def test_same_title_allows_a_prefix_but_not_another_subject() -> None:
+    assert same_title("Rosacea triggers", "Guest post: Rosacea triggers")
+    assert same_title("ROSACEA TRIGGERS!", "rosacea triggers")
+    assert not same_title("Is Barth syndrome inherited?", "Is Lesch-Nyhan syndrome inherited?")
+    assert not same_title("", "Rosacea triggers") and not same_title("", "")
+    assert hamming(simhash(TRIGGERS), simhash(TRIGGERS.replace("rosacea", "eczema"))) <= 2 * NEAR_BITS
