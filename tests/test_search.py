@@ -365,3 +365,140 @@ def test_searcher_pool_is_bounded_under_many_threads(built):
         assert max(seen) <= search_mod.POOL_SIZE
     finally:
         s.close()
+
+
+# -- fast paths (block reads, own BM25F, phrase checks) agree with Whoosh's matchers ---------------
+
+_WORDS = ("skin acne laser rosacea redness cream scar itch rash burn sun spot mole cancer patch dry oil "
+          "pore red face neck back hand foot nail hair scalp vessel dye light pulse wave heat cold").split()
+
+
+def _random_articles(n: int) -> list[Article]:
+    import random
+
+    rng = random.Random(7)
+    out = []
+    for i in range(n):
+        body = " ".join(rng.choice(_WORDS) for _ in range(rng.randrange(20, 80)))
+        if i % 3 == 0:
+            body += " pulsed dye laser"
+        out.append(Article(url=f"https://fast.example/a{i}", title=f"{rng.choice(_WORDS)} {rng.choice(_WORDS)} {i}",
+                           text=body, site="fast.example", tags=[rng.choice(["Laser", "Acne"])],
+                           sections=[Section(rng.choice(_WORDS).title(), f"s{i}", body[:40])],
+                           audience="staff" if i % 7 == 0 else "public", published=f"20{10 + i % 14}-03-01"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def fast_built(tmp_path_factory):
+    """Several segments (tiny segment size), multi-block posting lists and deleted documents."""
+    root = tmp_path_factory.mktemp("fast")
+    mp = pytest.MonkeyPatch()
+    mp.setattr(index, "SEGMENT_TEXT_MB", 0.02)
+    mp.setattr(index, "MERGE_SMALL_COUNT", 10**6)  # keep the segments through the update
+    try:
+        with Store(root / "kb.sqlite3") as store:
+            ids = [store.save_article(a)[0] for a in _random_articles(900)]
+            index.rebuild(store, root / "ix")
+            for article_id in ids[5:60:3]:
+                store.delete_article(article_id)
+            index.update(store, root / "ix")
+    finally:
+        mp.undo()
+    s = Searcher(root / "ix")
+    yield s
+    s.close()
+
+
+def _with_ctx(s: Searcher, fn):
+    return s._with(fn)
+
+
+def test_block_reads_equal_whoosh_postings(fast_built):
+    from kb import search as sm
+
+    def check(ctx):
+        reader = ctx.reader
+        assert len(reader.leaf_readers()) > 2 and reader.has_deletions()
+        live = ctx.state.live_mask(reader)
+        checked = 0
+        for fieldname in ("body", "title", "headings", "tagtext", "audience", "spell"):
+            for raw in reader.lexicon(fieldname):
+                text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+                fast = sm._docset_of_term(reader, fieldname, text, ctx.state.size).mask & live
+                assert fast == sm.DocSet.from_postings(reader, fieldname, text, ctx.state.size).mask, (fieldname, text)
+                checked += 1
+        assert checked > 50
+        assert max(reader.doc_frequency("body", w) for w in _WORDS) > 300  # several 128-posting blocks
+
+    _with_ctx(fast_built, check)
+
+
+@pytest.mark.parametrize("query", ["laser", "skin acne", "pulsed dye laser", "red face cream", '"dye laser"',
+                                   "rosacea -laser", "skin OR nail", "What are the symptoms of rosacea?"])
+def test_own_bm25f_scores_equal_whoosh(fast_built, query):
+    from kb import search as sm
+
+    def check(ctx):
+        compiled = sm.compile_query(ctx, querylang.parse(query), query)
+        pruned = sm._prune(compiled.score, ctx, 10**9, [], 1.0)  # what _rank scores (phrases as And)
+        ours = sm._score(ctx, pruned)
+        theirs = {hit.docnum: hit.score for hit in ctx.searcher.search(pruned, limit=None)}
+        # _rank scores the documents of the match set only (Whoosh's own AndNot matcher lets a few
+        # excluded documents through; the bit algebra of _docs does not).
+        docs = sm._docs(ctx, compiled.match)
+        ours = {d: x for d, x in ours.items() if d in docs}
+        theirs = {d: x for d, x in theirs.items() if d in docs}
+        assert ours.keys() == theirs.keys() and ours
+        for d, x in theirs.items():
+            assert ours[d] == pytest.approx(x, rel=1e-9, abs=1e-9)
+
+    _with_ctx(fast_built, check)
+
+
+def test_phrase_matches_equal_whoosh_phrase(fast_built):
+    from whoosh import query as wq
+
+    from kb import search as sm
+
+    def check(ctx):
+        for words in (["puls", "dye", "laser"], ["dye", "laser"], ["laser", "dye"], ["skin", "skin"]):
+            words = [ctx.analyze("body", w)[0] if ctx.analyze("body", w) else w for w in words]
+            expected = {d for d in wq.Phrase("body", words).docs(ctx.searcher)}
+            everything = sm.DocSet(ctx.state.live_mask(ctx.reader)).ids()  # callers pass live documents
+            assert set(sm._phrase_matches(ctx, "body", words, everything)) == expected
+            some = sorted(expected)[::2] + [d for d in everything if d not in expected][:30]
+            assert set(sm._phrase_matches(ctx, "body", words, some)) == set(sorted(expected)[::2])
+        assert wq.Phrase("body", [ctx.analyze("body", w)[0] for w in ("dye", "laser")]).docs(ctx.searcher)
+
+    _with_ctx(fast_built, check)
+
+
+def test_corrections_cache_is_per_audience(fast_built, built):
+    s = Searcher(built[0] / "ix")
+    try:
+        staff = s.search("zorblaxin", audiences=("public", "staff"))
+        public = s.search("zorblaxin")
+        assert any(CANARY in x for x in staff.suggestions)
+        assert not any(CANARY in x for x in public.suggestions)
+        again = s.search("zorblaxin")  # cached now
+        assert again.suggestions == public.suggestions
+    finally:
+        s.close()
+
+
+def test_portable_path_answers_like_the_block_reader(fast_built, tmp_path, monkeypatch):
+    """A Whoosh build whose codec internals differ must still search correctly (only slower)."""
+    from kb import search as sm
+
+    queries = ["laser", "skin acne", "pulsed dye laser", '"dye laser"', "rosacea -laser",
+               "What are the symptoms of rosacea?"]
+    fast = [[(h.id, round(h.score, 6)) for h in fast_built.search(q, per_page=20).hits] for q in queries]
+    monkeypatch.setattr(sm, "_leaf_matcher", lambda matcher: None)
+    portable_searcher = Searcher(fast_built.index_root)
+    try:
+        portable = [[(h.id, round(h.score, 6)) for h in portable_searcher.search(q, per_page=20).hits]
+                    for q in queries]
+    finally:
+        portable_searcher.close()
+    assert all(fast) and portable == fast
