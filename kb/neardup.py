@@ -10,7 +10,10 @@ least one band unchanged (pigeonhole).
 Their k = 3 suits long web pages. Clinic articles are short, so we measured on the MedQuAD
 answers (3,472 texts of 80+ words) adding one 8-word header line: within 3 bits for only 21%
 of 80-200-word texts, 49% at 200-400 and 78% at 400-800 words; within 6 bits 70%, 91% and 99%.
-Hence NEAR_BITS = 6 and seven bands. Unrelated texts sit ~32 bits apart (random pairs within
+Hence NEAR_BITS = 6. Seven 9-bit bands would do for the pigeonhole, but 9-bit keys are
+shared by hundreds of articles at 100,000 (and more on a corpus with common phrasing), making
+every save scan thousands of rows; instead eight 8-bit blocks, of which at least two survive six
+changed bits, are looked up in pairs: 28 keys of 16 bits, each shared by a handful of articles. Unrelated texts sit ~32 bits apart (random pairs within
 6 bits: ~5e-12), but templated pages (the same text with another disease name) come as close
 as 0-3 bits, so a match also needs compatible titles (`same_title`): a reposted article keeps
 its headline, a template page names its own subject there.
@@ -34,9 +37,12 @@ MIN_WORDS = 80
 #: Words per shingle: word order matters, so two articles on one topic with the same vocabulary differ.
 SHINGLE = 3
 BITS = 64
-#: Pigeonhole: NEAR_BITS + 1 bands, so fingerprints within NEAR_BITS share one band exactly.
-BANDS = NEAR_BITS + 1
-_WIDTHS = tuple(BITS // BANDS + (1 if i < BITS % BANDS else 0) for i in range(BANDS))
+#: Pigeonhole: NEAR_BITS changed bits leave at least two of NEAR_BITS + 2 blocks unchanged ...
+BLOCKS = NEAR_BITS + 2
+_WIDTHS = tuple(BITS // BLOCKS + (1 if i < BITS % BLOCKS else 0) for i in range(BLOCKS))
+#: ... so fingerprints within NEAR_BITS share at least one pair of blocks (a band) exactly.
+_PAIRS = tuple((i, j) for i in range(BLOCKS) for j in range(i + 1, BLOCKS))
+BANDS = len(_PAIRS)
 
 # Letters and digits; punctuation, symbols and the underscore separate words (they vary between sites).
 _WORD = re.compile(r"[^\W_]+")
@@ -89,13 +95,13 @@ def hamming(a: int, b: int) -> int:
 
 
 def bands(h: int) -> tuple[int, ...]:
-    """The BANDS bit ranges of `h`, most significant first; near fingerprints share at least one exactly."""
-    out: list[int] = []
+    """The BANDS lookup keys of `h` (pairs of blocks); fingerprints within NEAR_BITS share at least one."""
+    blocks: list[int] = []
     shift = BITS
     for width in _WIDTHS:
         shift -= width
-        out.append((h >> shift) & ((1 << width) - 1))
-    return tuple(out)
+        blocks.append((h >> shift) & ((1 << width) - 1))
+    return tuple((blocks[i] << _WIDTHS[j]) | blocks[j] for i, j in _PAIRS)
 
 
 def to_text(h: int) -> str:
