@@ -278,17 +278,20 @@ def _plain(snippet_html: str) -> str:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64))
+@click.option("--workers", type=click.IntRange(1, 64),
+              help="Worker processes (default: the WORKERS setting, one per CPU core).")
+@click.option("--threads", type=click.IntRange(1, 64), help="Threads per worker process (default: 4; waitress 8).")
+@click.option("--server", type=click.Choice(["gunicorn", "waitress"]),
+              help="gunicorn: pre-forked workers (default on Linux/macOS); waitress: one process (Windows).")
+@click.option("--access-log", is_flag=True, help="Log every request to stderr (off by default).")
 @pass_ctx
-def serve(obj: Context, host: str, port: int, threads: int) -> None:
-    """Serve the web UI and JSON API with the waitress production WSGI server."""
-    from waitress import serve as waitress_serve
+def serve(obj: Context, host: str, port: int, workers: int | None, threads: int | None, server: str | None,
+          access_log: bool) -> None:
+    """Serve the web UI and JSON API: several worker processes on one port (SIGTERM stops gracefully)."""
+    from kb.serving import serve as run_server
 
-    from kb.web import create_app
-
-    app = create_app({"DATA_DIR": obj.settings["DATA_DIR"]})
-    click.echo(f"kb: serving on http://{host}:{port}/ (Ctrl-C to stop)")
-    waitress_serve(app, host=host, port=port, threads=threads, ident="kb")
+    run_server(obj.settings, host=host, port=port, workers=workers, threads=threads, server=server,
+               access_log=access_log, echo=click.echo)
 
 
 @cli.command()
@@ -317,7 +320,8 @@ def demo(obj: Context, port: int, site_port: int, no_serve: bool) -> None:
             _update_index(obj, store)
         if not no_serve:
             click.echo(f"Open http://127.0.0.1:{port}/ and search for sebaceous or VBeam.")
-            click.get_current_context().invoke(serve, host="127.0.0.1", port=port, threads=8)
+            # waitress: this process also runs the demo site in a thread, and a threaded process must not fork.
+            click.get_current_context().invoke(serve, host="127.0.0.1", port=port, server="waitress")
     finally:
         server.shutdown()
         server.server_close()

@@ -56,6 +56,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TIMEOUT", 20.0, "Seconds allowed for one HTTP request (connect, read and total)."),
     Setting("USER_AGENT", f"kb/{__version__} (+https://github.com/kb-search/kb; dermatology knowledge base crawler)",
             "User-Agent sent with every request; names kb so site owners can address it in robots.txt."),
+    Setting("WORKERS", len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+            "Worker processes of `kb serve` (--workers); default one per CPU core this process may use."),
+    Setting("WORKER_HEADER", False,
+            "Name the serving process in an X-KB-Worker response header (tests, load-balancing checks); off in "
+            "production, as it reveals process ids."),
 )
 
 DEFAULTS: dict[str, Any] = {s.name: s.default for s in SETTINGS}

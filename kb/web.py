@@ -13,6 +13,7 @@ import hashlib
 import importlib.resources
 import logging
 import os
+import queue
 import re
 import secrets
 import threading
@@ -91,6 +92,10 @@ class BadParam(BadRequest):
     """A request parameter is out of range or malformed; the description says which and how to fix it."""
 
 
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")  # one regex scan: this runs for every link of every result page
+_HTTP_URL = re.compile(r"(?i)https?://[^\s/?#\\]+(?:[/?#]|$)")
+
+
 def http_url(url: str | None) -> str | None:
     """Return `url` if it is safe to put in an href (absolute http or https), else None.
 
@@ -100,9 +105,9 @@ def http_url(url: str | None) -> str | None:
     if not url or not isinstance(url, str):
         return None
     text = url.strip()
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+    if _CONTROL_CHARS.search(text):
         return None
-    if not re.match(r"(?i)https?://[^\s/?#\\]+(?:[/?#]|$)", text):
+    if not _HTTP_URL.match(text):
         return None
     try:
         parts = urlsplit(text)
@@ -234,7 +239,10 @@ class SearchParams:
 
     def url(self, **changes: Any) -> str:
         """URL of the HTML search page with `changes` applied; filter or query changes go back to page 1."""
-        return url_for("pages.search") + "?" + urlencode(self.pairs(**changes))
+        base = self.__dict__.get("_base")
+        if base is None:  # a results page builds ~60 facet and chip links: resolve the route once
+            base = self.__dict__["_base"] = url_for("pages.search")
+        return base + "?" + urlencode(self.pairs(**changes))
 
     def page_url(self, page: int) -> str:
         return self.url(page=page)
@@ -408,6 +416,63 @@ def template_root() -> Traversable:
 
 # -- per-process state ---------------------------------------------------------------------------------------------
 
+class QueryLogWriter:
+    """Writes query-log rows over one long-lived SQLite connection, owned by its own thread.
+
+    Opening the store per search cost more than the search on a quiet server: closing the last connection to
+    a WAL database checkpoints it (17 ms measured, against 0.05 ms for the insert on an open connection), and
+    every open re-checks the schema. sqlite3 connections belong to the thread that made them, so one daemon
+    thread keeps the process's connection. Callers wait for their row at most `wait` seconds, so a crawl
+    holding the write lock never holds up a reader's results for long (kb.querylog itself gives up after
+    its busy timeout, dropping that one row).
+    """
+
+    def __init__(self, store_path: Path, settings: Mapping[str, Any], wait: float = 0.5) -> None:
+        self.store_path = store_path
+        self.settings = settings
+        self.wait = wait
+        self._jobs: queue.SimpleQueue[tuple[tuple[Any, ...], threading.Event] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def log(self, query: str, total: int, elapsed_ms: float, audience: str) -> None:
+        done = threading.Event()
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="kb-query-log", daemon=True)
+                self._thread.start()
+            self._jobs.put(((query, total, elapsed_ms, audience), done))
+        done.wait(self.wait)
+
+    def _run(self) -> None:
+        from kb import querylog
+
+        store: Store | None = None
+        try:
+            while (job := self._jobs.get()) is not None:
+                args, done = job
+                try:
+                    if store is None:
+                        store = Store(self.store_path)
+                    querylog.log_query(store, *args, settings=self.settings)
+                except Exception:  # noqa: BLE001 - a broken log must not cost the reader their results
+                    log.warning("search not recorded in the query log", exc_info=True)
+                finally:
+                    done.set()
+        finally:
+            if store is not None:
+                store.close()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued, then close the connection (in its own thread)."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+            if thread is not None and thread.is_alive():
+                self._jobs.put(None)
+        if thread is not None:
+            thread.join(timeout)
+
+
 class KBState:
     """What one app shares across requests: settings, data paths and the one lazily opened Searcher."""
 
@@ -417,6 +482,7 @@ class KBState:
         self._searcher = searcher
         self._owned = searcher is None
         self._lock = threading.Lock()
+        self.query_log = QueryLogWriter(self.paths["store"], settings)
 
     def searcher(self) -> "Searcher":
         """The process-wide Searcher; not cached while the index is missing, so a later reindex is picked up."""
@@ -429,6 +495,7 @@ class KBState:
         return self._searcher
 
     def close(self) -> None:
+        self.query_log.close()
         with self._lock:
             if self._searcher is not None and self._owned:
                 self._searcher.close()
@@ -479,10 +546,8 @@ def run_search(params: SearchParams) -> Results:
 def _log_search(query: str, total: int, elapsed_ms: float) -> None:
     """Record the search; logging is a by-product and must never break or slow a search noticeably."""
     try:
-        from kb.querylog import log_query
-
         audience = "staff" if "staff" in audiences() else "public"
-        log_query(get_store(), query, total, elapsed_ms, audience, settings=state().settings)
+        state().query_log.log(query, total, elapsed_ms, audience)
     except Exception:  # noqa: BLE001 - a broken log must not cost the reader their results
         log.warning("search not recorded in the query log", exc_info=True)
 

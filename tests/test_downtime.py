@@ -1,4 +1,4 @@
-"""Maintenance without downtime, with real processes: `kb serve` (waitress) answers every search while
+"""Maintenance without downtime, with real processes: `kb serve` (gunicorn workers) answers every search while
 `kb reindex` and `kb update` run beside it; plus the lost-records guard as the CLI reports it.
 
 The server and the writers are separate processes sharing one data directory, exactly as in
@@ -37,7 +37,7 @@ TOPICS = ("acne", "rosacea", "eczema", "psoriasis", "melasma", "vitiligo")
 #: API queries the load threads send; each matches dozens of articles in every generation.
 API_QUERIES = ("acne", "rosacea treatment", "eczema", "sunscreen", "melasma pigment", "psoriasis")
 ARTICLES = 300
-MAX_REQUESTS = 2000
+MAX_REQUESTS = 8000  # several workers answer fast: enough requests to overlap every writer
 MAX_SECONDS = 60.0
 
 
