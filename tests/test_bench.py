@@ -194,3 +194,24 @@ def test_smoke_full_suite_small(tmp_path: Path, runner) -> None:
     assert set(size["query"]["kb"]["types"]) == set(corpus.QUERY_TYPES)
     assert data["lines"][-1] == last
     assert not any((tmp_path / "work").iterdir()), "work directory not cleaned up"
+
+
+def test_reuse_keeps_builds_and_skip_leaves_phases_out(tmp_path: Path, runner) -> None:
+    """--reuse queries the builds of an earlier run; --skip leaves phases out and judges nothing it skipped."""
+    work = tmp_path / "work"
+    args = ["--articles", "200", "--quick", "--queries", "2", "--reuse", "--work-dir", str(work), "--skip", "http"]
+    first = runner.invoke(bench, [*args, "--json", str(tmp_path / "a.json")])
+    assert first.exit_code == 0, first.output
+    assert "reusing" not in first.output and (work / "n200" / "bench-build.json").exists()
+    second = runner.invoke(bench, [*args, "--skip", "whoosh", "--skip", "update", "--json", str(tmp_path / "b.json")])
+    assert second.exit_code == 0, second.output
+    assert "reusing the corpus and builds" in second.output and "fts5: building" not in second.output
+    assert "kb: building" not in second.output  # same index schema: the kb index is reused too
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text())["sizes"][0] for n in "ab")
+    assert b["build"] == a["build"] and b["update"] == a["update"]
+    assert b["query"]["whoosh"] == a["query"]["whoosh"]  # skipped: the earlier run's figures
+    assert set(b["query"]["kb"]["types"]) == set(corpus.QUERY_TYPES)
+    names = [c["name"] for c in b["checks"]]
+    assert not any(n.startswith(("/api/search", "serving worker")) for n in names)
+    assert "query p95 phrase" in names
+    assert LINE.match(second.output.strip().splitlines()[-1])

@@ -173,58 +173,107 @@ def run_load(host: str, port: int, paths: Sequence[str], *, clients: int, max_re
     return result
 
 
-def process_tree_memory(pid: int) -> dict[str, float]:
-    """RSS figures (MB) of `pid` or its largest descendant: current, peak, anonymous and file-backed.
+MEMORY_KEYS = {"VmRSS:": "rss_mb", "VmHWM:": "peak_rss_mb", "RssAnon:": "anon_mb", "RssFile:": "file_mb"}
 
-    File-backed pages are the index files Whoosh maps; every open reader maps them again, so
-    they count once per searcher in RSS although the kernel holds one copy and may drop them.
-    """
-    keys = {"VmRSS:": "rss_mb", "VmHWM:": "peak_rss_mb", "RssAnon:": "anon_mb", "RssFile:": "file_mb"}
 
-    def read(p: int) -> dict[str, float]:
-        out = dict.fromkeys(keys.values(), 0.0)
-        try:
-            with open(f"/proc/{p}/status", encoding="ascii") as fh:
-                for line in fh:
-                    name = line.split(None, 1)[0] if line.strip() else ""
-                    if name in keys:
-                        out[keys[name]] = int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return out
-
-    pids = [pid]
+def _proc_memory(pid: int) -> dict[str, float] | None:
+    """RSS figures (MB) of one process from /proc/PID/status, PSS from smaps_rollup; None once it is gone."""
+    out = dict.fromkeys(MEMORY_KEYS.values(), 0.0)
+    out["pss_mb"] = 0.0
     try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as fh:
-                pids += [int(c) for c in fh.read().split()]
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                name = line.split(None, 1)[0] if line.strip() else ""
+                if name in MEMORY_KEYS:
+                    out[MEMORY_KEYS[name]] = int(line.split()[1]) / 1024
     except OSError:
-        pass
-    found = [read(p) for p in pids]
-    return {key: max(f[key] for f in found) for key in keys.values()}
+        return None
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    out["pss_mb"] = int(line.split()[1]) / 1024
+    except OSError:
+        pass  # no smaps_rollup (old kernel): PSS stays 0
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of `pid` (gunicorn workers are children of the `kb serve` master), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        out += children
+        todo += children
+    return out
+
+
+def process_tree_memory(pid: int) -> dict[str, Any]:
+    """Memory of `pid` and its descendants: the largest process (the serving-worker figure), and sums.
+
+    rss_mb, peak_rss_mb, anon_mb, file_mb are each the maximum over the processes, so with several
+    workers they describe one worker (the target is per worker). sum_rss_mb counts pages shared
+    copy-on-write once per process; sum_pss_mb shares them out and is what the machine really spends.
+    File-backed pages are index files Whoosh reads; every open reader maps them again.
+    """
+    found = {p: m for p in [pid] + descendants(pid) if (m := _proc_memory(p)) is not None}
+    keys = list(MEMORY_KEYS.values()) + ["pss_mb"]
+    out: dict[str, Any] = {key: max((m[key] for m in found.values()), default=0.0) for key in keys}
+    out["processes"] = len(found)
+    out["sum_rss_mb"] = sum(m["rss_mb"] for m in found.values())
+    out["sum_pss_mb"] = sum(m["pss_mb"] for m in found.values())
+    out["per_process"] = {str(p): {"rss_mb": m["rss_mb"], "peak_rss_mb": m["peak_rss_mb"], "pss_mb": m["pss_mb"]}
+                          for p, m in found.items()}
+    return out
 
 
 class Server:
-    """`kb serve` as a real subprocess on a free loopback port; stopped by its own pid only."""
+    """`kb serve` as a real subprocess on a free loopback port; stopped by its own pid only.
 
-    def __init__(self, data_dir: Path, *, threads: int = 8, log_path: Path | None = None) -> None:
+    `workers` None means the WORKERS setting (one per CPU core), as `kb serve` runs it in production;
+    `threads` None is kb serve's default per worker.
+    """
+
+    def __init__(self, data_dir: Path, *, workers: int | None = None, threads: int | None = None,
+                 server: str | None = None, log_path: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.port = free_port()
+        self.workers = workers
         self.threads = threads
+        self.server = server
+        self.extra_env = dict(env or {})
         self.log_path = log_path or self.data_dir.parent / f"serve-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.command = "kb serve"
+        options = [("--server", server), ("--workers", workers), ("--threads", threads)]
+        self.options = [str(x) for name, value in options if value is not None for x in (name, value)]
+        self.command = " ".join(["kb serve", *self.options])
 
     def start(self, ready_timeout: float = 60.0) -> "Server":
         code = "import sys; from kb.cli import cli; sys.exit(cli())"
         args = [sys.executable, "-c", code, "--data-dir", str(self.data_dir), "serve",
-                "--host", LOOPBACK, "--port", str(self.port), "--threads", str(self.threads)]
-        env = child_env(KB_DATA_DIR=str(self.data_dir), PYTHONUNBUFFERED="1")
+                "--host", LOOPBACK, "--port", str(self.port), *self.options]
+        env = child_env(KB_DATA_DIR=str(self.data_dir), PYTHONUNBUFFERED="1", **self.extra_env)
         with open(self.log_path, "wb") as log_fh:
             self.proc = subprocess.Popen(args, stdout=log_fh, stderr=subprocess.STDOUT, env=env,
                                          start_new_session=True)
         self._wait_ready(ready_timeout)
         return self
+
+    def worker_pids(self) -> list[int]:
+        """The serving processes under `kb serve` (gunicorn workers); empty for a one-process server."""
+        return descendants(self.proc.pid) if self.proc is not None and self.proc.poll() is None else []
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -252,9 +301,9 @@ class Server:
         raise KBError(f"kb serve did not answer /api/search within {timeout:.0f} s ({last}).",
                       f"See {self.log_path}.")
 
-    def memory(self) -> dict[str, float]:
+    def memory(self) -> dict[str, Any]:
         if self.proc is None:
-            return {"rss_mb": 0.0, "peak_rss_mb": 0.0, "anon_mb": 0.0, "file_mb": 0.0}
+            return process_tree_memory(-1)
         return process_tree_memory(self.proc.pid)
 
     def log_tail(self, chars: int = 800) -> str:
@@ -263,14 +312,17 @@ class Server:
         except OSError:
             return ""
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM, as systemd stops it (gunicorn drains its workers); the whole process group if it hangs."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGINT)  # waitress shuts down cleanly on Ctrl-C
+        self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(10)
+            self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            log.warning("kb serve (pid %d) ignored SIGTERM for %.0f s; killing its process group",
+                        self.proc.pid, timeout)
+            os.killpg(self.proc.pid, signal.SIGKILL)  # our own session (start_new_session): master and workers
             self.proc.wait(10)
 
     def __enter__(self) -> "Server":

@@ -70,11 +70,16 @@ class BenchConfig:
     http_seconds: float = 10.0
     http_requests: int = 5_000
     http_clients: tuple[int, ...] = (1, 8, 32)
-    server_threads: int = 8
+    server_workers: int | None = None  # None: `kb serve` runs the WORKERS setting (one per CPU), as in production
+    server_threads: int | None = None  # None: kb serve's default threads per worker
     update_share: float = 0.01
     reindex_timeout: float = 1800.0
     profile_dir: Path | None = None
     quick: bool = False
+    #: Reuse the corpus and builds a previous `--keep` run left in work_dir (kb's index is rebuilt
+    #: only when its SCHEMA_VERSION changed): query runs at 100k then take minutes, not a quarter hour.
+    reuse: bool = False
+    skip: tuple[str, ...] = ()  # phases left out while iterating: "http", "update", "whoosh"
 
     @classmethod
     def quick_defaults(cls, **overrides: Any) -> "BenchConfig":
@@ -506,10 +511,14 @@ class _Reindexer:
 def run_http(data_dir: Path, index_root: Path, store_path: Path, queries: list[dict[str, Any]],
              config: BenchConfig, work: Path) -> dict[str, Any]:
     """Idle phases, then the same phases while full rebuilds run, then a watch across the swap."""
-    out: dict[str, Any] = {"idle": [], "reindex": [], "server": "kb serve", "threads": config.server_threads}
+    out: dict[str, Any] = {"idle": [], "reindex": [], "server": "kb serve", "threads": config.server_threads,
+                           "workers": config.server_workers}
     paths = {ep: [search_path(ep, q) for q in queries] for ep in ("/api/search", "/search")}
     order = [("/api/search", c) for c in config.http_clients] + [("/search", c) for c in config.http_clients]
-    with Server(data_dir, threads=config.server_threads, log_path=work / "serve.log").start() as server:
+    with Server(data_dir, workers=config.server_workers, threads=config.server_threads,
+                log_path=work / "serve.log").start() as server:
+        out["server"] = server.command
+        out["server_processes"] = 1 + len(server.worker_pids())
         # Warm up at the highest concurrency so every pooled searcher is open before the idle phases:
         # they measure the steady state; opening searchers after a swap is measured under reindex.
         most = max(config.http_clients)
@@ -557,19 +566,46 @@ def run_http(data_dir: Path, index_root: Path, store_path: Path, queries: list[d
     return out
 
 
+def _reusable(saved: dict[str, Any], engine: str, index_root: Path) -> bool:
+    """Whether a --reuse run may query `engine`'s earlier build instead of building again."""
+    build = saved.get("build", {}).get(engine)
+    if not build:
+        return False
+    if engine != "kb":
+        return True
+    from kb.index import SCHEMA_VERSION, current_generation, read_meta
+
+    generation = current_generation(index_root)
+    return (generation is not None and build.get("schema") == SCHEMA_VERSION
+            and read_meta(generation).get("schema") == SCHEMA_VERSION)
+
+
 def run_size(count: int, config: BenchConfig, pool: corpus_mod.SentencePool, work: Path) -> dict[str, Any]:
     """All measurements for one corpus size."""
     from kb.config import data_paths
 
     size_dir = work / f"n{count}"
-    shutil.rmtree(size_dir, ignore_errors=True)
+    manifest = size_dir / "bench-build.json"
+    saved: dict[str, Any] = {}
+    if config.reuse and manifest.exists():
+        saved = json.loads(manifest.read_text("utf-8"))
+        if saved.get("seed") != config.seed or saved.get("corpus_version") != corpus_mod.CORPUS_VERSION:
+            saved = {}
     data_dir = size_dir / "data"
-    data_dir.mkdir(parents=True)
     paths = data_paths(data_dir)
     res: dict[str, Any] = {"articles": count}
 
-    _echo(f"[{count}] generating corpus ...")
-    res["corpus"] = populate_store(paths["store"], pool, count, config.seed)
+    if saved:
+        _echo(f"[{count}] reusing the corpus and builds in {size_dir}")
+        res["corpus"] = saved["corpus"]
+    else:
+        shutil.rmtree(size_dir, ignore_errors=True)
+        data_dir.mkdir(parents=True)
+        _echo(f"[{count}] generating corpus ...")
+        res["corpus"] = populate_store(paths["store"], pool, count, config.seed)
+        saved = {"seed": config.seed, "corpus_version": corpus_mod.CORPUS_VERSION, "corpus": res["corpus"],
+                 "build": {}}
+        manifest.write_text(json.dumps(saved), "utf-8")
     queries = corpus_mod.make_queries(pool, config.queries_per_type, config.seed)
     queries_file = size_dir / "queries.json"
     queries_file.write_text(json.dumps(queries), "utf-8")
@@ -584,14 +620,31 @@ def run_size(count: int, config: BenchConfig, pool: corpus_mod.SentencePool, wor
     res["build"] = {}
     res["query"] = {}
     for engine, job in builds.items():
-        _echo(f"[{count}] {engine}: building ...")
-        b = run_worker(job)
-        b["rate"] = b["docs"] / b["seconds"] if b["seconds"] else 0.0
+        if engine == "whoosh" and "whoosh" in config.skip and "query_whoosh" in saved:
+            res["build"][engine] = saved["build"][engine]
+            res["query"][engine] = saved["query_whoosh"]
+            continue
+        if _reusable(saved, engine, paths["index"]):
+            b = saved["build"][engine]
+            _echo(f"[{count}] {engine}: reusing the build; querying ...")
+        else:
+            _echo(f"[{count}] {engine}: building ...")
+            b = run_worker(job)
+            b["rate"] = b["docs"] / b["seconds"] if b["seconds"] else 0.0
+            if engine == "kb":
+                from kb.index import SCHEMA_VERSION
+
+                b["schema"] = SCHEMA_VERSION
+            saved["build"][engine] = b
+            manifest.write_text(json.dumps(saved), "utf-8")
         res["build"][engine] = b
         _echo(f"[{count}] {engine}: {b['docs']} docs in {b['seconds']:.1f} s = {b['rate']:.0f}/s, "
               f"peak {b['peak_rss_mb']:.0f} MB, {b['size_bytes'] / 1e6:.1f} MB on disk; querying ...")
         qjob = {"job": "query", "engine": engine, "path": job["path"], "queries": str(queries_file)}
         res["query"][engine] = _summarise_queries(run_worker(qjob))
+        if engine == "whoosh":
+            saved["query_whoosh"] = res["query"][engine]
+            manifest.write_text(json.dumps(saved), "utf-8")
         _echo(f"[{count}] {engine}: worst query p95 {res['query'][engine]['worst_p95_ms']:.1f} ms, "
               f"errors {res['query'][engine]['errors']}")
         if engine == "kb" and config.profile_dir:
@@ -601,14 +654,46 @@ def run_size(count: int, config: BenchConfig, pool: corpus_mod.SentencePool, wor
             res["profile"] = {"path": str(prof), "top": profile_summary(prof)}
 
     changed = max(1, round(count * config.update_share))
+    if "update" in config.skip and "update" in saved:
+        _echo(f"[{count}] update skipped: reporting the figures of the earlier run")
+        res["update"], res["update_1000"] = saved["update"], saved["update_1000"]
+    else:
+        # Each run edits different articles (a new variant): re-applying an earlier edit changes nothing.
+        variant = int(saved.get("next_variant", 1))
+        _run_updates(res, count, changed, config, pool, paths, variant)
+        saved.update(update=res["update"], update_1000=res["update_1000"], next_variant=variant + 2)
+        manifest.write_text(json.dumps(saved), "utf-8")
+
+    if "http" in config.skip:
+        _echo(f"[{count}] HTTP phases skipped")
+        res["http"] = _skipped_http()
+    else:
+        _echo(f"[{count}] HTTP against kb serve ...")
+        res["http"] = run_http(data_dir, paths["index"], paths["store"], queries, config, size_dir)
+    res["summary"] = summarise(res)
+    return res
+
+
+def _skipped_http() -> dict[str, Any]:
+    """The shape of run_http's result with nothing measured (`--skip http`); checks leave it out."""
+    memory = {"rss_mb": 0.0, "anon_mb": 0.0, "file_mb": 0.0, "peak_rss_mb": 0.0, "pss_mb": 0.0, "processes": 0,
+              "sum_rss_mb": 0.0, "sum_pss_mb": 0.0, "per_process": {}}
+    return {"skipped": True, "idle": [], "reindex": [], "warmup_errors": 0, "server_memory": memory,
+            "server_memory_idle": memory,
+            "swap_watch": {"requests": 0, "errors": 0, "error_samples": [], "rebuild_finished": False,
+                           "rebuilds_completed": 0, "rebuild_failures": []}}
+
+
+def _run_updates(res: dict[str, Any], count: int, changed: int, config: BenchConfig, pool: corpus_mod.SentencePool,
+                 paths: dict[str, Path], variant: int = 1) -> None:
     _echo(f"[{count}] incremental update of {changed} changed articles ({config.update_share:.0%}) ...")
-    upd = measure_update(paths["store"], paths["index"], pool, count, changed, config.seed, variant=1)
+    upd = measure_update(paths["store"], paths["index"], pool, count, changed, config.seed, variant=variant)
     _echo(f"[{count}] update: indexed {upd['indexed']} in {upd['seconds']:.2f} s")
     if changed == 1000:
         upd1000 = dict(upd, estimated=False)
     elif count >= 5000:
         _echo(f"[{count}] incremental update of 1,000 changed articles ...")
-        upd1000 = measure_update(paths["store"], paths["index"], pool, count, 1000, config.seed, variant=2)
+        upd1000 = measure_update(paths["store"], paths["index"], pool, count, 1000, config.seed, variant=variant + 1)
         upd1000["estimated"] = False
         _echo(f"[{count}] update: indexed {upd1000['indexed']} in {upd1000['seconds']:.2f} s")
     else:  # too few articles to change 1,000 of them: scale linearly (pessimistic, fixed costs included)
@@ -616,11 +701,6 @@ def run_size(count: int, config: BenchConfig, pool: corpus_mod.SentencePool, wor
                    "from_changed": upd["changed"]}
     res["update"] = upd
     res["update_1000"] = upd1000
-
-    _echo(f"[{count}] HTTP against kb serve ...")
-    res["http"] = run_http(data_dir, paths["index"], paths["store"], queries, config, size_dir)
-    res["summary"] = summarise(res)
-    return res
 
 
 def profile_summary(path: Path, limit: int = 25) -> str:
@@ -724,6 +804,8 @@ def checks(res: dict[str, Any]) -> list[dict[str, Any]]:
          "target": f"<= {TARGETS['index_size_ratio']}x", "ok": index_ratio <= TARGETS["index_size_ratio"]},
         {"name": "errors", "value": str(errors), "target": "0", "ok": errors == 0},
     ]
+    if res["http"].get("skipped"):  # --skip http: no HTTP figure was measured, so none is judged
+        out = [c for c in out if not c["name"].startswith(("/api/search", "  ... during", "serving worker"))]
     return out
 
 
@@ -785,9 +867,13 @@ def format_report(res: dict[str, Any]) -> str:
                  f"{sw['rebuilds_completed']}, finished={sw['rebuild_finished']}")
     mem = http["server_memory"]
     idle_mem = http["server_memory_idle"]
-    lines.append(f"server RSS after idle phases {idle_mem['rss_mb']:.0f} MB (anonymous {idle_mem['anon_mb']:.0f}, "
-                 f"mapped files {idle_mem['file_mb']:.0f}); at the end {mem['rss_mb']:.0f} MB, "
-                 f"peak {mem['peak_rss_mb']:.0f} MB")
+    processes = mem.get("processes", 1)
+    lines.append(f"server: {http.get('server', 'kb serve')}: " + (
+        f"{processes - 1} worker processes and their master" if processes > 1 else "one process"))
+    lines.append(f"largest server process RSS after idle phases {idle_mem['rss_mb']:.0f} MB (anonymous "
+                 f"{idle_mem['anon_mb']:.0f}, mapped files {idle_mem['file_mb']:.0f}); at the end {mem['rss_mb']:.0f} MB, "
+                 f"peak {mem['peak_rss_mb']:.0f} MB; all processes: RSS sum {mem.get('sum_rss_mb', 0):.0f} MB, "
+                 f"PSS sum {mem.get('sum_pss_mb', 0):.0f} MB")
     lines.append("")
     lines.append(f"{'target':<40}{'measured':>24}  {'goal':<34}result")
     for c in checks(res):
@@ -830,7 +916,12 @@ def run_bench(config: BenchConfig, echo: Callable[[str], None] = click.echo) -> 
     pool = corpus_mod.load_pool(eval_dir)
     if config.work_dir:
         config.work_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="kb-bench-", dir=config.work_dir))
+    if config.reuse:  # a fixed place, kept, so the next --reuse run finds this one's builds
+        if config.work_dir is None:
+            raise KBError("--reuse needs --work-dir.", "Pass the --work-dir of an earlier run (or a new one).")
+        work, config.keep = config.work_dir, True
+    else:
+        work = Path(tempfile.mkdtemp(prefix="kb-bench-", dir=config.work_dir))
     results: dict[str, Any] = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
                                "environment": environment(), "eval_dir": str(eval_dir), "targets": TARGETS,
                                "work_dir": str(work), "sizes": []}
@@ -871,20 +962,33 @@ def run_bench(config: BenchConfig, echo: Callable[[str], None] = click.echo) -> 
 @click.option("--queries", "queries_per_type", type=click.IntRange(1, 10_000), help="Timed queries per query type.")
 @click.option("--http-seconds", type=click.FloatRange(0.1, 600), help="Duration bound of each HTTP load phase.")
 @click.option("--http-requests", type=click.IntRange(1, 1_000_000), help="Request bound of each HTTP load phase.")
+@click.option("--workers", "server_workers", type=click.IntRange(1, 64),
+              help="Worker processes of the kb serve under load (default: the WORKERS setting, one per CPU).")
+@click.option("--threads", "server_threads", type=click.IntRange(1, 64),
+              help="Threads per kb serve worker (default: kb serve's own).")
 @click.option("--profile", "profile_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Also profile kb's query run with cProfile and save the stats here.")
+@click.option("--reuse", is_flag=True,
+              help="Keep the corpus and builds in --work-dir and reuse them on the next --reuse run "
+                   "(kb's index is rebuilt when its schema version changed).")
+@click.option("--skip", type=click.Choice(["http", "update", "whoosh"]), multiple=True,
+              help="Leave a phase out while iterating (repeatable); with --reuse, skipped update and "
+                   "plain-Whoosh figures are those of the earlier run.")
 @click.pass_context
 def bench(ctx: click.Context, quick: bool, articles: int | None, json_path: Path, eval_dir: Path | None, seed: int,
           work_dir: Path | None, keep: bool, queries_per_type: int | None, http_seconds: float | None,
-          http_requests: int | None, profile_dir: Path | None) -> None:
+          http_requests: int | None, profile_dir: Path | None, reuse: bool = False,
+          skip: tuple[str, ...] = (), server_workers: int | None = None, server_threads: int | None = None) -> None:
     """Measure index build, query latency and HTTP serving against SQLite FTS5 and plain Whoosh.
 
     Loads only 127.0.0.1, bounded in requests and time. The last line is machine-readable.
     """
     if ctx.invoked_subcommand is not None:
         return
-    overrides = dict(queries_per_type=queries_per_type, http_seconds=http_seconds, http_requests=http_requests)
-    common = dict(seed=seed, eval_dir=eval_dir, work_dir=work_dir, keep=keep, profile_dir=profile_dir)
+    overrides = dict(queries_per_type=queries_per_type, http_seconds=http_seconds, http_requests=http_requests,
+                     server_workers=server_workers, server_threads=server_threads)
+    common = dict(seed=seed, eval_dir=eval_dir, work_dir=work_dir, keep=keep, profile_dir=profile_dir,
+                  reuse=reuse, skip=tuple(skip))
     if quick:
         config = BenchConfig.quick_defaults(**overrides, **common)
     else:
