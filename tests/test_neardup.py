@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kb.neardup import BANDS, MIN_WORDS, NEAR_BITS, bands, fingerprint, hamming, same_title, simhash, words
+from kb.neardup import (BANDS, MIN_OVERLAP, MIN_WORDS, NEAR_BITS, bands, fingerprint, hamming, overlap, same_title,
+                        simhash, words)
 
 # Two articles on one topic (rosacea), as two clinics would write them: shared vocabulary, different text.
 TRIGGERS = (
@@ -140,3 +141,11 @@ def test_same_title_allows_a_prefix_but_not_another_subject() -> None:
     assert not same_title("Is Barth syndrome inherited?", "Is Lesch-Nyhan syndrome inherited?")
     assert not same_title("", "Rosacea triggers") and not same_title("", "")
     assert hamming(simhash(TRIGGERS), simhash(TRIGGERS.replace("rosacea", "eczema"))) <= 2 * NEAR_BITS
+
+
+def test_overlap_accepts_reposts_and_rejects_excerpts_and_reorderings() -> None:
+    assert overlap(ARTICLE, HEADER + ARTICLE + FOOTER) >= 0.9
+    excerpt = " ".join(ARTICLE.split()[:120])  # a teaser of a third of the article is not a copy of it
+    assert overlap(ARTICLE, excerpt) < MIN_OVERLAP
+    assert overlap(ARTICLE, " ".join(reversed(ARTICLE.split()))) < 0.05
+    assert overlap("", ARTICLE) == 0.0

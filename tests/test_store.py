@@ -359,3 +359,15 @@ def test_schema_2_store_is_grouped_on_upgrade(tmp_path) -> None:
     with Store(path) as s:
         assert _groups(s) == {ids[0]: None, ids[1]: ids[0], ids[2]: ids[0]}
         assert s.count_primaries() == 1
+
+
+def test_a_close_fingerprint_alone_does_not_merge_different_texts(store: Store, monkeypatch) -> None:
+    """Same title, fingerprints equal (forced here), texts mostly different: two articles, not one."""
+    import kb.store as store_module
+
+    monkeypatch.setattr(store_module, "fingerprint", lambda text: 0x0123456789ABCDEF)
+    first = store.save_article(_copy("a.example", ARTICLE))[0]
+    reordered = " ".join(reversed(ARTICLE.split()))  # the same words, hardly a shingle in common
+    other = store.save_article(_copy("b.example", reordered))[0]
+    copy = store.save_article(_copy("c.example", ARTICLE))[0]
+    assert _groups(store) == {first: None, other: None, copy: first}
