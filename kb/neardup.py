@@ -79,11 +79,16 @@ def simhash(text: str) -> int:
     return _simhash(words(text))
 
 
+def _shingles(tokens: list[str]) -> list[str]:
+    """Overlapping SHINGLE-word runs (the whole text when it is shorter), in order, repeats kept."""
+    n = min(SHINGLE, len(tokens))
+    return [" ".join(tokens[i:i + n]) for i in range(len(tokens) - n + 1)] if tokens else []
+
+
 def _simhash(tokens: list[str]) -> int:
     if not tokens:
         return 0
-    n = min(SHINGLE, len(tokens))
-    features = [_feature(" ".join(tokens[i:i + n])) for i in range(len(tokens) - n + 1)]
+    features = [_feature(shingle) for shingle in _shingles(tokens)]
     half = len(features) / 2
     bits = "".join("1" if column.count("1") > half else "0" for column in zip(*features))
     return int(bits, 2)
@@ -133,9 +138,7 @@ MIN_OVERLAP = 0.5
 
 
 def shingles(text: str) -> set[str]:
-    tokens = words(text)
-    n = min(SHINGLE, len(tokens))
-    return {" ".join(tokens[i:i + n]) for i in range(len(tokens) - n + 1)} if tokens else set()
+    return set(_shingles(words(text)))
 
 
 def overlap(a: str, b: str) -> float:

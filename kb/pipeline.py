@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from kb import crawl
 from kb import extract as extraction
-from kb.boilerplate import paragraphs, strip_boilerplate
+from kb.boilerplate import paragraphs
 from kb.config import data_paths
 from kb.crawl import HtmlInfo, Link
 from kb.errors import BlockedByRobots, ConfigError, FetchError, SkipPage
@@ -691,15 +691,12 @@ def _source_for(url: str, settings: dict[str, Any]) -> Source:
 def stripped_paragraphs(article: Article, store: Store) -> list[str]:
     """The paragraphs of `article` that reading it from `store` would strip as its site's boilerplate.
 
-    Mirrors Store._strip_boilerplate: nothing when no paragraph repeats or when nothing would be left.
+    Nothing when no paragraph repeats or when nothing would be left (the store's rule, applied by the store).
     """
-    site_set = store.boilerplate_fingerprints(article.site) if article.site else frozenset()
-    if not site_set:
+    stripped = store.strip_site_boilerplate(article)
+    if stripped is article:
         return []
-    kept_text = strip_boilerplate(article, set(site_set)).text
-    if not kept_text.strip():
-        return []
-    kept = Counter(paragraphs(kept_text))
+    kept = Counter(paragraphs(stripped.text))
     out = []
     for para in paragraphs(article.text):
         if kept[para]:

@@ -13,7 +13,7 @@ import zlib
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from kb.boilerplate import block_fingerprints, find_boilerplate, strip_boilerplate
 from kb.extract import has_disclaimer
@@ -127,6 +127,14 @@ _ADDED_COLUMNS = (
 
 def utcnow() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _id_chunks(ids: Iterable[int], size: int = 500) -> Iterator[tuple[list[int], str]]:
+    """Sorted distinct ids in chunks, each with its "?, ?, ..." marks: SQLite caps bound parameters."""
+    wanted = sorted(set(ids))
+    for i in range(0, len(wanted), size):
+        chunk = wanted[i:i + size]
+        yield chunk, ", ".join("?" * len(chunk))
 
 
 class Store:
@@ -354,12 +362,8 @@ class Store:
                 for row in rows:
                     yield self._article(row)
                 last = rows[-1]["id"]
-        wanted = sorted(ids)
-        for i in range(0, len(wanted), batch):
-            chunk = wanted[i:i + batch]
-            rows = self.db.execute(
-                f"SELECT * FROM articles WHERE id IN ({', '.join('?' * len(chunk))}) ORDER BY id", chunk
-            ).fetchall()
+        for chunk, marks in _id_chunks(ids, batch):
+            rows = self.db.execute(f"SELECT * FROM articles WHERE id IN ({marks}) ORDER BY id", chunk).fetchall()
             for row in rows:
                 yield self._article(row)
 
@@ -471,14 +475,21 @@ class Store:
         A page made of nothing but boilerplate (the clinic's contact page) keeps its text: there the
         paragraph is the content, and it is the right answer for a search for it.
         """
-        fingerprints = row["fingerprints"]
-        if not fingerprints or not row["site"]:
-            return article
-        site_set = self.boilerplate_fingerprints(row["site"])
-        if not site_set or site_set.isdisjoint(fingerprints.split()):
+        return self.strip_site_boilerplate(article) if self._has_boilerplate(row) else article
+
+    def strip_site_boilerplate(self, article: Article) -> Article:
+        """`article` without its site's boilerplate paragraphs; itself when none repeat or nothing would be left."""
+        site_set = self.boilerplate_fingerprints(article.site) if article.site else frozenset()
+        if not site_set:
             return article
         stripped = strip_boilerplate(article, set(site_set))
         return stripped if stripped.text.strip() else article
+
+    def _has_boilerplate(self, row: sqlite3.Row) -> bool:
+        """Whether any paragraph of the row (needs `site`, `fingerprints`) is its site's boilerplate."""
+        if not row["fingerprints"] or not row["site"]:
+            return False
+        return not self.boilerplate_fingerprints(row["site"]).isdisjoint(row["fingerprints"].split())
 
     def refresh_boilerplate(self, site: str, *, min_share: float, min_pages: int) -> tuple[int, int]:
         """Recompute the site's boilerplate from its stored articles; (fingerprints added, removed).
@@ -526,8 +537,7 @@ class Store:
         out: dict[int, str] = {}
         recompute: list[int] = []
         for row in self.db.execute("SELECT id, site, content_hash, fingerprints, disclaimer FROM articles"):
-            site_set = self.boilerplate_fingerprints(row["site"]) if row["site"] and row["fingerprints"] else None
-            if row["disclaimer"] or (site_set and not site_set.isdisjoint(row["fingerprints"].split())):
+            if row["disclaimer"] or self._has_boilerplate(row):
                 recompute.append(int(row["id"]))
             else:
                 out[int(row["id"])] = row["content_hash"]
@@ -626,10 +636,9 @@ class Store:
         now = now or utcnow()
         touched = sorted(upserts | deletes)
         live: set[int] = set()
-        for i in range(0, len(touched), 500):
-            chunk = touched[i:i + 500]
+        for chunk, marks in _id_chunks(touched):
             live.update(r[0] for r in self.db.execute(
-                f"SELECT id FROM articles WHERE dup_of IS NULL AND id IN ({', '.join('?' * len(chunk))})", chunk))
+                f"SELECT id FROM articles WHERE dup_of IS NULL AND id IN ({marks})", chunk))
         self.db.executemany("INSERT INTO changes (article_id, op, at) VALUES (?, ?, ?)",
                             [(i, "upsert" if i in live else "delete", now) for i in touched])
 
@@ -648,13 +657,9 @@ class Store:
                 continue
             self.db.execute("UPDATE articles SET simhash = ? WHERE id = ?", (to_text(simhash), row["id"]))
             self._set_bands(row["id"], simhash)
-            full = self.db.execute("SELECT id, title, text, audience, kind, simhash, dup_of FROM articles WHERE id = ?",
-                                   (row["id"],)).fetchone()
-            near = self._near_primaries(full)
-            if near:
-                self.db.execute("UPDATE articles SET dup_of = ? WHERE id = ?", (near[0][1], row["id"]))
-                deletes.add(row["id"])
-                upserts.add(near[0][1])
+            joined, left = self._settle([row["id"]])  # later rows have no bands yet: earlier primaries only
+            upserts |= joined
+            deletes |= left
         if deletes:
             self._log_changes(upserts, deletes)
 
@@ -677,10 +682,7 @@ class Store:
     def group_sources(self, ids: list[int]) -> dict[int, list[dict[str, str]]]:
         """Primary id -> [{"url", "site", "title"}] of every copy, primary first, for those of `ids` with copies."""
         out: dict[int, list[dict[str, str]]] = {}
-        wanted = sorted(set(ids))
-        for i in range(0, len(wanted), 500):
-            chunk = wanted[i:i + 500]
-            marks = ", ".join("?" * len(chunk))
+        for chunk, marks in _id_chunks(ids):
             rows = self.db.execute(
                 f"SELECT id, url, site, title, coalesce(dup_of, id) AS head FROM articles WHERE dup_of IN ({marks}) "
                 f"OR (id IN ({marks}) AND dup_of IS NULL AND EXISTS (SELECT 1 FROM articles AS d WHERE d.dup_of = "
@@ -698,10 +700,8 @@ class Store:
 
     def duplicate_ids(self, ids: list[int] | set[int]) -> set[int]:
         """Those of `ids` that are near-duplicates (their primary's search document lists them)."""
-        wanted = sorted(set(ids))
         out: set[int] = set()
-        for i in range(0, len(wanted), 500):
-            chunk = wanted[i:i + 500]
+        for chunk, marks in _id_chunks(ids):
             out.update(r[0] for r in self.db.execute(
-                f"SELECT id FROM articles WHERE dup_of IS NOT NULL AND id IN ({', '.join('?' * len(chunk))})", chunk))
+                f"SELECT id FROM articles WHERE dup_of IS NOT NULL AND id IN ({marks})", chunk))
         return out
