@@ -7,23 +7,38 @@ APT_PACKAGES := chromium chromium-driver npm
 
 .PHONY: demo test install install-test system-deps bench eval clean
 
+PORT   ?= 5000
+# pip's and setuptools' chatter goes to a log, shown only when an install fails
+PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+QUIET  = > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV) || { echo "Python venv missing: run '$(SUDO) apt-get install python3-venv'"; exit 1; }
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "Creating $(VENV) (first run only)"
+	@$(PYTHON) -m venv $(VENV) || { echo "Python venv missing: run '$(SUDO) apt-get install python3-venv'"; exit 1; }
+	@$(PIP) --upgrade pip $(QUIET)
 
-install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+# Stamps: reinstall only when pyproject.toml changes, so a second `make demo` starts at once
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	@echo "Installing kb into $(VENV)"
+	@$(PIP) -e . $(QUIET)
+	@touch $@
 
-install-test: $(BIN)/python node_modules/axe-core/axe.min.js
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(VENV)/.installed-test: $(VENV)/.installed
+	@echo "Installing the test dependencies into $(VENV)"
+	@$(PIP) -e '.[test]' $(QUIET)
+	@touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test node_modules/axe-core/axe.min.js
 
 # axe-core (accessibility rules) is injected into Chromium by the browser tests; pinned in package-lock.json
 node_modules/axe-core/axe.min.js: package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 
-## Install, crawl the bundled demo site served locally, index it, serve on http://127.0.0.1:5000
+## Install, crawl the bundled demo site served locally, index it, serve on http://127.0.0.1:5000 (make demo PORT=8080)
 demo: install
-	$(BIN)/kb demo --port 5000
+	@$(BIN)/kb demo --port $(PORT)
 
 ## Debian packages the browser tests drive (headless Chromium + ChromeDriver)
 system-deps:

@@ -304,8 +304,10 @@ def demo(obj: Context, port: int, site_port: int, no_serve: bool) -> None:
     """Serve the bundled demo site locally, crawl it, index it and serve the UI."""
     from kb.demo import serve_demo_site
     from kb.pipeline import crawl_source
+    from kb.serving import interruptible
     from kb.sources import source_from_url
 
+    interruptible()
     server, base_url = serve_demo_site(port=site_port)
     click.echo(f"demo site (a made-up clinic blog): {base_url}")
     settings = dict(obj.settings, CRAWL_DELAY=0.0)  # our own local site: no need to wait between requests

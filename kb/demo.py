@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -684,6 +685,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8800, help="port to listen on, 0 for any free port (default 8800)")
     parser.add_argument("--root", default=None, help="serve a copied site directory instead of the bundled one")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C works even when started with `&`
     try:
         server, base_url = serve_demo_site(args.host, args.port, root=args.root)
     except KBError as e:

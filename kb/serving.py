@@ -180,8 +180,8 @@ def serve(settings: Mapping[str, Any], *, host: str = "127.0.0.1", port: int = 5
     threads = threads or DEFAULT_THREADS[server]
     check_port(host, port)
     if server == "waitress":
-        if count > 1:
-            log.warning("waitress serves from one process: WORKERS=%d does not apply", count)
+        if workers is not None and workers > 1:  # asked for on the command line, not the WORKERS default
+            log.warning("waitress serves from one process: --workers %d does not apply", workers)
         echo(f"kb: serving on http://{bind_address(host, port)}/ with waitress, one process, "
              f"{threads} threads (Ctrl-C to stop)")
         _serve_waitress(settings, host=host, port=port, threads=threads, access_log=access_log)
@@ -213,9 +213,19 @@ def _serve_waitress(settings: Mapping[str, Any], *, host: str, port: int, thread
     def stop(signum: int, frame: Any) -> None:
         raise SystemExit(0)  # waitress closes its sockets on SystemExit, as on Ctrl-C
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         waitress_serve(app, host=host, port=port, threads=threads, ident="kb")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         app.extensions["kb"].close()
+
+
+def interruptible() -> None:
+    """Let Ctrl-C (SIGINT) stop this process even when a shell started it in the background.
+
+    A non-interactive shell starts `cmd &` with SIGINT ignored, and Python then installs no KeyboardInterrupt
+    handler: `kill -INT` and a later Ctrl-C after `fg` would do nothing.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import tomllib
 import xml.etree.ElementTree as ET
 from collections import deque
@@ -477,9 +478,16 @@ def test_main_reports_a_busy_port_without_traceback(capsys):
     assert out.startswith("Error: Cannot serve the demo site") and "Traceback" not in out
 
 
-def test_python_m_kb_demo_serves_until_ctrl_c():
+def _ignore_sigint() -> None:
+    """What a non-interactive shell does to `cmd &`: the child starts with SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("background", [False, True], ids=["foreground", "started-with-&"])
+def test_python_m_kb_demo_serves_until_ctrl_c(background):
     proc = subprocess.Popen([sys.executable, "-m", "kb.demo", "--port", "0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
+                            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent,
+                            preexec_fn=_ignore_sigint if background else None)
     try:
         line = proc.stdout.readline()
         base = re.search(r"(http://127\.0\.0\.1:\d+)/", line).group(1)
@@ -492,6 +500,39 @@ def test_python_m_kb_demo_serves_until_ctrl_c():
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0 and "Stopped." in out and err == ""
+
+
+@pytest.mark.slow
+def test_kb_demo_starts_quietly_and_stops_on_ctrl_c_in_the_background(tmp_path, free_port):
+    """A newcomer sees a few human lines and the URL, never a JSON log line; Ctrl-C stops it even after `&`."""
+    kb = Path(sys.executable).with_name("kb")
+    proc = subprocess.Popen([str(kb), "--data-dir", str(tmp_path / "data"), "demo", "--port", str(free_port),
+                             "--site-port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_ignore_sigint)
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if "serving on" in line:
+                break
+        assert lines and f"http://127.0.0.1:{free_port}/" in lines[-1], lines
+        assert len(lines) <= 6, lines
+        assert not any(line.lstrip().startswith("{") for line in lines), lines
+        deadline = time.monotonic() + 15
+        while True:  # "serving on" is printed just before the socket is bound
+            try:
+                assert httpx.get(f"http://127.0.0.1:{free_port}/healthz", timeout=10).status_code == 200
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, "kb demo never answered"
+                time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert proc.returncode == 0
 
 
 # --------------------------------------------------------------------------- lay-query evaluation set
