@@ -231,7 +231,8 @@ def test_without_sitemap_or_api_archives_are_followed_not_stored(site: FixtureSi
 
 def test_failures_are_recorded_and_the_crawl_goes_on(site: FixtureSite, store: Store, data_dir: Path) -> None:
     site.edge()  # type: ignore[attr-defined]
-    settings = make_settings(data_dir, TIMEOUT=1.0, RETRIES=1, RETRY_BACKOFF=0.1, MAX_PAGE_BYTES=1_000_000)
+    # TIMEOUT covers a page with its retries, so the Retry-After: 1 of /busy/ must fit in it
+    settings = make_settings(data_dir, TIMEOUT=2.0, RETRIES=1, RETRY_BACKOFF=0.1, MAX_PAGE_BYTES=1_000_000)
     started = time.monotonic()
     stats = crawl_source(blog(site), store, settings)
     assert time.monotonic() - started < 20
