@@ -25,7 +25,7 @@ import lxml.html
 from lxml import etree
 
 from kb.errors import SkipPage
-from kb.sources import Source, path_under
+from kb.sources import Source, normalize_path, path_readings, server_paths
 
 log = logging.getLogger(__name__)
 
@@ -108,16 +108,21 @@ class RestItem:
 # -- URLs and scope ------------------------------------------------------------------------------------------
 
 def normalize_url(url: str, base: str | None = None) -> str | None:
-    """One spelling per page: absolute, lower-case scheme and host, no default port, fragment or tracking
-    parameters, sorted query. None for anything that is not an http(s) URL."""
+    """The one identity of a page, decided before any scope, robots, audience or storage decision.
+
+    RFC 3986 section 6.2.2 syntax-based normalisation (lower-case scheme and host, upper-case escapes,
+    unreserved characters decoded, dot segments removed, "%2e" ones included; through yarl), repeated
+    slashes collapsed, no default port, user info, fragment or tracking parameters, sorted query.
+    "%2F" stays encoded: it names another resource. None for anything that is not an http(s) URL.
+    """
     if not isinstance(url, str):
         return None
     url = url.strip().replace("\\", "/")
     if not url or url.startswith(("#", "javascript:", "mailto:", "tel:", "data:")):
         return None
-    if base:
-        url = urljoin(base, url)
     try:
+        if base:
+            url = urljoin(base, url)
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
@@ -129,16 +134,20 @@ def normalize_url(url: str, base: str | None = None) -> str | None:
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
     netloc = host if port is None or (scheme, port) in (("http", 80), ("https", 443)) else f"{host}:{port}"
-    path = parts.path or "/"
-    if "/." in path:  # resolve dot segments left in absolute URLs
-        path = urlsplit(urljoin(f"{scheme}://{netloc}/", path)).path or "/"
-    path = re.sub(r"[ ]", "%20", path)
     query = ""
     if parts.query:
         pairs = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
                  if k.lower() not in TRACKING_PARAMS and not k.lower().startswith("utm_")]
         query = urlencode(sorted(pairs))
-    return urlunsplit((scheme, netloc, path, query, ""))
+    return urlunsplit((scheme, netloc, normalize_path(parts.path), query, ""))
+
+
+def robots_urls(url: str) -> list[str]:
+    """What robots.txt is asked about for a normalised URL: the URL, then each other path a lenient server
+    may route it to ("/private%2Fx" and "/private;s=1/x" are "/private/x" there); one Disallow stops all."""
+    parts = urlsplit(url)
+    others = sorted(server_paths(parts.path) - {parts.path})
+    return [url, *(urlunsplit(parts._replace(path=path)) for path in others)]
 
 
 def _netloc(url: str) -> str:
@@ -160,18 +169,17 @@ def scope_problem(url: str, source: Source) -> str | None:
         return f"on another host ({_netloc(norm)})"
     parts = urlsplit(norm)
     path = parts.path
-    if not any(path_under(path, prefix) for prefix in source.include):
+    if not source.included(path):
         return f"outside the included paths ({', '.join(source.include)})"
-    for prefix in source.exclude:
-        if path_under(path, prefix):
-            return f"excluded by the source's exclude {prefix!r}"
+    prefix = source.excluded(path)
+    if prefix is not None:
+        return f"excluded by the source's exclude {prefix!r}"
     last = path.rsplit("/", 1)[-1]
     if "." in last:
         ext = last.rsplit(".", 1)[-1].lower()
         if ext in NON_HTML_EXTENSIONS:
             return f"not an HTML page (.{ext})"
-    lowered = path.lower()
-    if any(lowered.startswith(p) for p in WORDPRESS_PATHS) or _FEED_PATH.search(lowered):
+    if any(form.startswith(WORDPRESS_PATHS) or _FEED_PATH.search(form) for form in path_readings(path)):
         return "a WordPress admin, API or feed address, not an article"
     keys = {k.lower() for k, _ in parse_qsl(parts.query, keep_blank_values=True)}
     noisy = keys & NOISE_QUERY_KEYS

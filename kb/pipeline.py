@@ -8,11 +8,13 @@ are deferred to the end of the crawl and guarded, because a failing site looks a
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from functools import partial
+from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 from kb import crawl
@@ -36,6 +38,8 @@ MAX_SKIP_DETAILS = 500  # skips listed one by one in the crawl log; pages.error 
 FEED_ACCEPT = "application/rss+xml,application/atom+xml,application/xml;q=0.9,text/xml;q=0.9,*/*;q=0.1"
 SITEMAP_ACCEPT = "application/xml,text/xml;q=0.9,*/*;q=0.1"
 JSON_ACCEPT = "application/json"
+# Version of the audience rules: a change makes the next crawl of each source check its stored records again.
+AUDIENCE_RULES = "2"  # 2: staff paths match every spelling; redirect hops and canonicals count
 
 
 @dataclass
@@ -80,6 +84,24 @@ def _directives(info: HtmlInfo, headers: dict[str, str], token: str) -> tuple[bo
     return info.noindex or "noindex" in header, info.nofollow or "nofollow" in header
 
 
+def _hop_allowed(fetcher: Fetcher, scope: Callable[[str], bool], url: str) -> bool:
+    """The check each request and redirect hop must pass, on the hop's normalised identity: scope, then
+    robots.txt. The fetcher checks robots.txt on the hop as spelled, where "//private/x" slips past
+    "Disallow: /private/"; raising BlockedByRobots here stops the hop before it is requested."""
+    norm = crawl.normalize_url(url)
+    if norm is None or not scope(norm):
+        return False
+    for reading in crawl.robots_urls(norm):
+        fetcher.check_robots(reading)
+    return True
+
+
+def _fetch_addresses(page: Page, requested: str) -> list[str]:
+    """Every address one fetch went through, normalised: requested, each redirect hop, the final URL."""
+    hops = (crawl.normalize_url(u) for u in [*page.redirects, page.url])
+    return crawl.dedupe([requested, *(u for u in hops if u)])
+
+
 def _canonical_target(article: Article, url: str, source: Source) -> str | None:
     """The in-scope canonical URL the page names when it is another address than `url`, else None."""
     canonical = crawl.normalize_url(article.canonical, url) if article.canonical else None
@@ -90,8 +112,9 @@ def _canonical_target(article: Article, url: str, source: Source) -> str | None:
 
 def _build_article(text: str, url: str, info: HtmlInfo, *, noindex: bool, source: Source,
                    content_type: str = "text/html", unpublished: set[str] | frozenset[str] = frozenset(),
-                   terms: dict[str, tuple[list[str], list[str]]] | None = None) -> Article:
-    """The storable article of a fetched page, or SkipPage saying why there is none."""
+                   terms: dict[str, tuple[list[str], list[str]]] | None = None, via: Iterable[str] = ()) -> Article:
+    """The storable article of a fetched page (`via`: the other addresses of its fetch), or SkipPage saying
+    why there is none."""
     if noindex:
         raise SkipPage("the page asks not to be indexed (robots noindex)", kind="noindex")
     if url in unpublished:
@@ -105,12 +128,16 @@ def _build_article(text: str, url: str, info: HtmlInfo, *, noindex: bool, source
         article.canonical = info.canonical
     elif article.canonical:
         article.canonical = crawl.normalize_url(article.canonical, url) or article.canonical
-    return _finish_article(article, url, url, source, terms)
+    return _finish_article(article, url, url, source, terms, via)
 
 
 def _finish_article(article: Article, target: str, url: str, source: Source,
-                    terms: dict[str, tuple[list[str], list[str]]] | None) -> Article:
-    """Site, audience and REST categories/tags: what the page alone cannot say."""
+                    terms: dict[str, tuple[list[str], list[str]]] | None, via: Iterable[str] = ()) -> Article:
+    """Site, audience and REST categories/tags: what the page alone cannot say.
+
+    The audience covers the whole fetch: staff when `target`, `url`, any address in `via` (requested URL,
+    redirect hops) or the canonical the page declares is staff, so no address launders a staff page.
+    """
     article.url = target
     article.site = source.host
     rest_categories, rest_tags = (terms or {}).get(target) or (terms or {}).get(url) or ([], [])
@@ -118,7 +145,9 @@ def _finish_article(article: Article, target: str, url: str, source: Source,
         article.categories = list(rest_categories)
     if not article.tags:
         article.tags = list(rest_tags)
-    article.audience = source.audience_for(target, [*article.categories, *rest_categories])
+    canonical = crawl.normalize_url(article.canonical, url) if article.canonical else None
+    article.audience = source.audience_for(target, [*article.categories, *rest_categories],
+                                           via=[url, *via, canonical or ""])
     return article
 
 
@@ -211,6 +240,16 @@ class _Crawl:
     def host_scope(self, url: str) -> bool:
         return crawl.same_host(crawl.normalize_url(url) or url, self.start)
 
+    def page_scope(self, url: str) -> bool:
+        """Whether a page request or redirect hop may go ahead (raises BlockedByRobots when robots.txt says no)."""
+        assert self.fetcher is not None
+        return _hop_allowed(self.fetcher, self.in_scope, url)
+
+    def discovery_scope(self, url: str) -> bool:
+        """The same for sitemaps, feeds and the REST API: on the site's host, and allowed by robots.txt."""
+        assert self.fetcher is not None
+        return _hop_allowed(self.fetcher, self.host_scope, url)
+
     def enqueue(self, url: str) -> None:
         if url in self.known or not self.in_scope(url):
             return
@@ -242,7 +281,7 @@ class _Crawl:
         """Fetch a discovery document (sitemap, feed, API); failures of guessed addresses stay quiet."""
         assert self.fetcher is not None
         try:
-            return self.fetcher.fetch(url, html_only=False, accept=accept, scope=self.host_scope)
+            return self.fetcher.fetch(url, html_only=False, accept=accept, scope=self.discovery_scope)
         except BlockedByRobots as exc:
             if named:
                 self.stats.note(f"Not reading {url}: {exc.message}.")
@@ -436,7 +475,7 @@ class _Crawl:
         prev = self.store.get_page(url)
         try:
             page = self.fetcher.fetch(url, etag=prev["etag"] if prev else None,
-                                      last_modified=prev["last_modified"] if prev else None, scope=self.in_scope)
+                                      last_modified=prev["last_modified"] if prev else None, scope=self.page_scope)
         except BlockedByRobots as exc:
             self.skip(url, prev, exc)
             self.say("robots.txt forbids", url)
@@ -488,13 +527,13 @@ class _Crawl:
             if url == self.start or final == self.start:
                 self.pending_feeds.extend(info.feeds)
             article = _build_article(text, final, info, noindex=noindex, source=self.source,
-                                     content_type=content_type, unpublished=self.unpublished, terms=self.terms)
+                                     content_type=content_type, unpublished=self.unpublished, terms=self.terms,
+                                     via=_fetch_addresses(page, url))
             canonical = _canonical_target(article, final, self.source)
             if canonical and canonical != url:
                 if canonical in self.unpublished:
                     raise SkipPage(f"its canonical {canonical} is not published", kind="not_published")
-                target = self.canonical_home(canonical, final, depth)
-                _finish_article(article, target, final, self.source, self.terms)
+                self.defer_to_canonical(canonical, depth)
         except SkipPage as exc:
             if exc.kind == "listing":
                 self.stats.listings += 1
@@ -531,12 +570,11 @@ class _Crawl:
             if url not in keep:
                 self.store.delete_article(faq_id)
 
-    def canonical_home(self, canonical: str, final: str, depth: int) -> str:
-        """Where to store a page whose canonical is another URL.
+    def defer_to_canonical(self, canonical: str, depth: int) -> None:
+        """Skip a page (SkipPage "duplicate") whose canonical page is stored itself, fetching that first.
 
-        Nowhere (SkipPage "duplicate") when the canonical page is stored itself; under the page's own URL
-        when the canonical page was tried and failed (a 404 canonical must not become the article's link);
-        under the canonical URL when it could not be tried (max_pages reached).
+        Otherwise the page is stored under its own fetched URL, never under the canonical: an address that
+        was not fetched and checked (max_pages reached, a 404) must not carry this page's text and audience.
         """
         if canonical not in self.done and depth == 0 and self.stats.pages < self.limit and self.in_scope(canonical):
             self.known.add(canonical)
@@ -544,7 +582,6 @@ class _Crawl:
         if canonical in self.stored:
             raise SkipPage(f"a duplicate of its canonical page {canonical}, which is stored instead",
                            kind="duplicate")
-        return final if canonical in self.done else canonical
 
     def skip(self, url: str, prev: dict[str, Any] | None, exc: SkipPage, **state: Any) -> None:
         self.stats.record_skip(url, exc)
@@ -567,6 +604,8 @@ class _Crawl:
         limit = int(self.settings["REMOVE_AFTER_MISSES"])
         for row in self.store.pages_for_source(self.source.name):
             if not row["article_id"] or row["url"] in self.seen or row["canonical"] in self.seen:
+                continue
+            if crawl.normalize_url(row["url"]) in self.seen:  # a URL stored under an older spelling
                 continue
             misses = (row["misses"] or 0) + 1
             self.store.record_page(row["url"], misses=misses, fetched_at=row["fetched_at"])
@@ -596,14 +635,42 @@ class _Crawl:
                 mine = next((r for r in rows if r["url"] == url), None)
                 self.store.record_page(url, article_id=None, fetched_at=mine["fetched_at"] if mine else None)
                 continue
-            stored = self.store.get_article(article_id)
-            if self.store.delete_article(article_id):
-                if stored is not None:
-                    for faq_id in self.store.article_ids_with_prefix(_faq_prefix(stored.url)).values():
-                        self.store.delete_article(faq_id)
+            if self.delete_with_faqs(article_id):
                 self.stats.removed += 1
                 self.progress(f"removed {url} ({reason})")
                 log.info("removed article %s (%s): %s", article_id, url, reason)
+
+    def delete_with_faqs(self, article_id: int) -> bool:
+        """Delete an article and the FAQ records taken from its page; False when it was already gone."""
+        stored = self.store.get_raw_article(article_id)
+        if not self.store.delete_article(article_id):
+            return False
+        if stored is not None:
+            for faq_id in self.store.article_ids_with_prefix(_faq_prefix(stored.url)).values():
+                self.store.delete_article(faq_id)
+        return True
+
+    # -- records stored under older rules -------------------------------------------------------------
+    def audit_stored(self) -> None:
+        """Bring stored records up to today's staff rules before anything is fetched (see audit_audiences)."""
+        fixed = audit_audiences(self.store, self.source)
+        if fixed:
+            self.stats.note(f"{len(fixed)} stored record(s) of {self.source.name} made staff by the current "
+                            f"staff rules (e.g. {fixed[0]}); the next index update applies it.")
+
+    def retire_old_spellings(self) -> None:
+        """Drop records kept under a URL spelling that is not the normalised one once this crawl stored the
+        page under its normalised URL: a rename, not a removal, so the removal guard does not hold it up."""
+        for row in self.store.pages_for_source(self.source.name):
+            norm = crawl.normalize_url(row["url"])
+            if norm is None or norm == row["url"] or norm not in self.stored or not row["article_id"]:
+                continue
+            stored = self.store.get_raw_article(row["article_id"])
+            if stored is not None and stored.url not in self.stored and self.delete_with_faqs(row["article_id"]):
+                self.progress(f"renamed {row['url']} to {norm}")
+                log.info("article %s (%s) is now stored as %s", row["article_id"], row["url"], norm)
+            self.store.record_page(row["url"], article_id=None, error=f"renamed: now crawled as {norm}",
+                                   fetched_at=row["fetched_at"])
 
     # -- site boilerplate -------------------------------------------------------------------------------
     def refresh_boilerplate(self) -> None:
@@ -632,6 +699,7 @@ class _Crawl:
     def run(self) -> SourceCrawlStats:
         crawl_id = self.store.start_crawl(self.source.name)
         try:
+            self.audit_stored()
             with Fetcher(self.settings, delay=self.source.delay) as fetcher:
                 self.fetcher = fetcher
                 try:
@@ -639,12 +707,43 @@ class _Crawl:
                     self.crawl_pages()
                 finally:
                     self.stats.messages.extend(fetcher.notes)
+            self.retire_old_spellings()
             self.count_misses()
             self.remove()
             self.refresh_boilerplate()
         finally:
             self.store.finish_crawl(crawl_id, self.stats.to_dict())
         return self.stats
+
+
+def audit_audiences(store: Store, source: Source, *, force: bool = False) -> list[str]:
+    """Make staff each stored record of `source` that today's rules call staff by an address that led to it
+    (its URL, the page fetched for it); returns their URLs. Writes through the store's change log.
+
+    Records stored by older rules (another spelling of a staff path, a canonical that carried a staff page
+    to a public address) would otherwise stay public until their page is fetched again, which a max_pages
+    limit may put off. Runs once per change of the source's staff rules (or always with `force`).
+    """
+    key = f"audience_rules:{source.name}"
+    rules = json.dumps([AUDIENCE_RULES, source.audience, sorted(source.staff_paths)])
+    if store.get_meta(key) == rules and not force:
+        return []
+    fixed: list[str] = []
+    if store.count_articles(source=source.name, audience="public"):  # else a new source, or a staff site
+        addresses: dict[int, set[str]] = {}
+        for row in store.pages_for_source(source.name):
+            if row["article_id"]:
+                addresses.setdefault(row["article_id"], set()).update((row["url"], row["canonical"]))
+        for url, article_id in store.article_ids(source.name).items():
+            if source.audience_for(url, via=addresses.get(article_id, ())) != "staff":
+                continue
+            article = store.get_raw_article(article_id)
+            if article is not None and article.audience != "staff":
+                article.audience = "staff"
+                store.save_article(article, source=source.name)
+                fixed.append(url)
+    store.set_meta(key, rules)
+    return fixed
 
 
 def crawl_source(source: Source, store: Store, settings: dict, *, progress: Callable[[str], None] | None = None,
@@ -734,17 +833,19 @@ def explain(url: str, settings: dict, store: Store | None = None) -> dict:
     token = robot_token(settings["USER_AGENT"])
     try:
         with Fetcher(settings, delay=source.delay) as fetcher:
-            page = fetcher.fetch(norm, scope=lambda u: crawl.in_scope(u, source))
+            page = fetcher.fetch(norm, scope=partial(_hop_allowed, fetcher, partial(crawl.in_scope, source=source)))
         out.update(final_url=page.url, status=page.status)
         content_type = page.headers.get("content-type", "")
         text = decode_html(page.content, content_type, strict=True)
         final = crawl.normalize_url(page.url) or norm
         info = crawl.parse_html(text, final, token)
         noindex, _ = _directives(info, page.headers, token)
-        article = _build_article(text, final, info, noindex=noindex, source=source, content_type=content_type)
+        via = _fetch_addresses(page, norm)
+        article = _build_article(text, final, info, noindex=noindex, source=source, content_type=content_type,
+                                 via=via)
         target = _canonical_target(article, final, source)
-        if target:  # a crawl stores a page under its canonical URL (fetched from there when it can be)
-            _finish_article(article, target, final, source, None)
+        if target:  # the page names its original: a crawl stores that page (fetched itself) and skips this copy
+            _finish_article(article, target, final, source, None, via)
     except SkipPage as exc:
         out.update(skipped=exc.message, skip_kind=exc.kind)
         return out
@@ -762,7 +863,7 @@ def explain(url: str, settings: dict, store: Store | None = None) -> dict:
             if (not article.categories and stored.categories) or (not article.tags and stored.tags):
                 # The crawl took these from the WordPress REST API, which explain does not query.
                 terms = {article.url: (stored.categories, stored.tags)}
-                _finish_article(article, article.url, final, source, terms)
+                _finish_article(article, article.url, final, source, terms, via)
                 out.update(categories=article.categories, tags=article.tags, audience=article.audience)
                 out["notes"].append("categories/tags from the WordPress REST API as of the last crawl")
             out["stored"] = {"id": stored.id, "up_to_date": stored.content_hash == article.content_hash}

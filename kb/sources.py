@@ -17,8 +17,12 @@ Each site is one ``[[site]]`` table::
                                               #  a larger robots.txt Crawl-delay still wins, up to CRAWL_DELAY_MAX)
 
 Only `url` is required. Paths are matched as prefixes of the URL path ("/blog" admits "/blog", "/blog/" and
-"/blog/x", but "/blog/" does not admit "/blogroll"). The crawl discovers pages through the site's sitemaps,
-the WordPress REST API, its RSS/Atom feed and its links, always obeying robots.txt.
+"/blog/x", but "/blog/" does not admit "/blogroll"). Paths and URLs are compared in one normalised form
+(RFC 3986 section 6: percent-encoding, dot segments, repeated slashes), and `exclude` and `staff_paths` also
+match every other spelling a server may serve as the same page (any case, percent-decoded, `;params`), so
+"/%70rotocols/x", "//protocols/x" and "/PROTOCOLS/x" are staff under "/protocols/". The crawl discovers
+pages through the site's sitemaps, the WordPress REST API, its RSS/Atom feed and its links, always obeying
+robots.txt.
 """
 
 from __future__ import annotations
@@ -29,9 +33,12 @@ import math
 import re
 import tomllib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Iterable
+from urllib.parse import unquote, urlsplit
+
+import yarl
 
 from kb.errors import ConfigError
 from kb.models import AUDIENCES
@@ -40,6 +47,10 @@ log = logging.getLogger(__name__)
 
 FIELDS = ("name", "url", "include", "exclude", "audience", "staff_paths", "staff_categories", "max_pages", "delay")
 EXAMPLE = '[[site]]\nname = "derm-blog"\nurl = "https://blog.example.org/"'
+PATH_FIELDS = ("include", "exclude", "staff_paths")
+MAX_DECODES = 3  # percent-decoding rounds a rule reading tries ("%2570" -> "%70" -> "p"); proxies rarely stack more
+_SLASHES = re.compile(r"/{2,}")
+_PARAMS = re.compile(r";[^/]*")  # RFC 3986 path parameters; Tomcat and Jetty route "/a;x=1/b" as "/a/b"
 
 
 @dataclass
@@ -59,21 +70,46 @@ class Source:
     def __post_init__(self) -> None:
         if not self.include:
             self.include = [default_include(self.url)]
+        for name in PATH_FIELDS:  # one spelling for configured prefixes, as for the URLs they are compared with
+            setattr(self, name, [normalize_path(p) for p in getattr(self, name)])
 
     @property
     def host(self) -> str:
         """`host[:port]` as it appears in URLs of this site (lower case, default port dropped)."""
         return _netloc(self.url)
 
-    def audience_for(self, url: str, categories: list[str] | tuple[str, ...] = ()) -> str:
-        """The audience of one article: staff paths and staff categories override the site's audience."""
-        path = urlsplit(url).path or "/"
-        if any(path_under(path, prefix) for prefix in self.staff_paths):
+    def audience_for(self, url: str, categories: Iterable[str] = (), *, via: Iterable[str] = ()) -> str:
+        """The audience of one article: staff when `url`, any other address of its fetch (`via`: the requested
+        URL, redirect hops, the declared canonical) or a category is staff; else the site's audience.
+
+        Paths are matched in every spelling a server may treat as the same page, so no spelling escapes.
+        """
+        if any(self.staff_url(u) for u in (url, *via) if u):
             return "staff"
         wanted = {c.strip().casefold() for c in self.staff_categories}
         if wanted and any(c.strip().casefold() in wanted for c in categories):
             return "staff"
         return self.audience
+
+    def staff_url(self, url: str) -> bool:
+        """Whether a staff path covers `url` in any of its readings (case-folded, percent-decoded, ...);
+        an address too broken to read counts as staff when there are staff paths (in doubt, staff)."""
+        try:
+            path = urlsplit(url).path
+        except ValueError:
+            return bool(self.staff_paths)
+        return path_matches(path, self.staff_paths)
+
+    def excluded(self, path: str) -> str | None:
+        """The `exclude` prefix that covers `path` in any of its readings, or None."""
+        return next((p for p in self.exclude if path_matches(path, [p])), None)
+
+    def included(self, path: str) -> bool:
+        """Whether the normalised `path` lies under an include prefix, and so does every other reading of it."""
+        if not any(path_under(path, prefix) for prefix in self.include):
+            return False
+        keys = [rule_key(p) for p in self.include]
+        return all(any(path_under(form, key) for key in keys) for form in path_readings(path))
 
 
 def _netloc(url: str) -> str:
@@ -95,6 +131,74 @@ def path_under(path: str, prefix: str) -> bool:
     if path.startswith(prefix):
         return True
     return prefix.endswith("/") and path == prefix[:-1]
+
+
+def _requote(path: str, *, collapse_first: bool = False) -> str:
+    """RFC 3986 section 6.2.2 with yarl (escapes upper-cased, unreserved ones decoded, dot segments removed,
+    "%2e" segments included), then repeated slashes collapsed; "%2F" stays encoded.
+
+    Dot segments go first, as browsers and `urljoin` resolve them ("/a//../b" is "/a/b");
+    `collapse_first` reads the path as nginx's merge_slashes does ("/b").
+    """
+    path = (path or "/").replace("?", "%3F").replace("#", "%23")
+    if not path.startswith("/"):
+        path = "/" + path
+    if collapse_first:
+        path = _SLASHES.sub("/", path)
+    try:
+        path = yarl.URL("http://h" + path).raw_path
+    except ValueError:
+        log.debug("yarl could not parse path %r; kept as given", path)
+    return _SLASHES.sub("/", path) or "/"
+
+
+@lru_cache(maxsize=65_536)
+def normalize_path(path: str) -> str:
+    """The one spelling of a URL path (or configured prefix) that scope, audience and storage compare."""
+    return _requote(path)
+
+
+def rule_key(prefix: str) -> str:
+    """A configured prefix as path rules compare it: normalised, percent-decoded, case-folded."""
+    return unquote(normalize_path(prefix)).casefold()
+
+
+def _strip_dots(path: str) -> str:
+    """Trailing dots and spaces dropped from each segment, as Windows servers read "/protocols./x"."""
+    return "/".join(seg.rstrip(". ") or seg for seg in path.split("/"))
+
+
+@lru_cache(maxsize=65_536)
+def server_paths(path: str) -> frozenset[str]:
+    """Every path a lenient server might route `path` to, normalised and case kept: `path` itself, each
+    further percent-decoding ("%2F" and "%5C" become separators, "%2570" becomes "p"), without `;params`,
+    and with slashes merged before or after dot segments are removed. For robots.txt, staff and exclude."""
+    if not any(c in path for c in "%;\\") and normalize_path(path) == path:
+        return frozenset((path,))  # the common case: nothing to decode, nothing to resolve
+    readings, current = [path], path
+    for _ in range(MAX_DECODES):
+        decoded = unquote(current).replace("\\", "/")
+        if decoded == current:
+            break
+        readings.append(decoded)
+        current = decoded
+    return frozenset(_requote(variant, collapse_first=collapse_first)
+                     for reading in readings for variant in {reading, _PARAMS.sub("", reading)}
+                     for collapse_first in (False, True))
+
+
+@lru_cache(maxsize=65_536)
+def path_readings(path: str) -> frozenset[str]:
+    """The server paths of `path` in rule form (percent-decoded, case-folded, and also without trailing dots
+    on segments): a staff or exclude rule that matches any one of them matches the URL, the safe side."""
+    forms = {unquote(p).casefold() for p in server_paths(path)}
+    return frozenset(forms | {_strip_dots(f) for f in forms})
+
+
+def path_matches(path: str, prefixes: Iterable[str]) -> bool:
+    """Whether any reading of URL `path` lies under any of `prefixes`, compared case-insensitively."""
+    keys = [rule_key(p) for p in prefixes]
+    return bool(keys) and any(path_under(form, key) for form in path_readings(path) for key in keys)
 
 
 def default_include(url: str) -> str:

@@ -47,6 +47,74 @@ def test_normalisation_is_idempotent() -> None:
     assert url is not None and normalize_url(url) == url
 
 
+# Spellings of /protocols/x/ that servers answer as that page (RFC 3986 section 6.2.2 makes most equivalent).
+SPELLINGS = [
+    ("/%70rotocols/x/", "/protocols/x/"),
+    ("https://blog.example.org//protocols/x/", "/protocols/x/"),  # repeated slashes (template concatenation)
+    ("https://blog.example.org///protocols//x//", "/protocols/x/"),
+    ("/%2e/protocols/x/", "/protocols/x/"),  # encoded dot segments
+    ("/%2E%2E/protocols/x/", "/protocols/x/"),
+    ("https://blog.example.org/a/.%2e/protocols/x/", "/protocols/x/"),
+    ("/./protocols/x/", "/protocols/x/"),
+    ("/foo/../protocols/x/", "/protocols/x/"),
+    ("https://blog.example.org/%2e%2E/.//%70rotocols/%78/", "/protocols/x/"),  # mixed
+    ("/pro%74ocols/%7euser/", "/protocols/~user/"),  # unreserved characters decoded, "~" included
+    ("/caf%c3%a9/", "/caf%C3%A9/"),  # escapes upper-cased, not decoded
+    ("/caf\u00e9/", "/caf%C3%A9/"),
+    ("/a%2Fb/", "/a%2Fb/"),  # an encoded slash is another resource: kept
+    ("/PROTOCOLS/x/", "/PROTOCOLS/x/"),  # paths are case-sensitive: the audience rules fold case instead
+]
+
+
+@pytest.mark.parametrize(("raw", "path"), SPELLINGS)
+def test_normalize_url_gives_one_identity_per_spelling(raw: str, path: str) -> None:
+    url = normalize_url(raw, BASE)
+    assert url == "https://blog.example.org" + path
+    assert normalize_url(url) == url  # idempotent
+
+
+def test_every_spelling_of_a_staff_path_is_staff() -> None:
+    src = Source(name="blog", url=BASE, staff_paths=["/protocols/"])
+    for raw in (raw for raw, path in SPELLINGS if path == "/protocols/x/"):
+        assert src.audience_for(normalize_url(raw, BASE)) == "staff", raw
+        assert src.audience_for(raw if raw.startswith("http") else BASE[:-1] + raw) == "staff", raw
+    for raw in ("/PROTOCOLS/x/", "/Protocols/x", "/%50rotocols/x", "/protocols%2Fx", "/a%2F..%2Fprotocols/x",
+                "/%2570rotocols/x/", "/protocols;jsessionid=1/x/", "/protocols./x/", "/protocols%5Cx"):
+        assert src.audience_for(normalize_url(raw, BASE)) == "staff", raw
+    for raw in ("/protocolsx/", "/pro/tocols/", "/public/protocols/", "/a/%2e%2e%2fprotocols-not/"):
+        assert src.audience_for(normalize_url(raw, BASE)) == "public", raw
+
+
+@pytest.mark.parametrize("path", ["//wp-admin/x", "/%77p-admin/x", "/WP-ADMIN/x", "/%2e/wp-admin/x",
+                                  "/x/../wp-admin/", "/wp%2Dadmin/x", "//wp-login.php", "/%2e/wp-json/wp/v2/"])
+def test_wordpress_admin_rule_holds_against_spellings(path: str) -> None:
+    problem = scope_problem(normalize_url("https://blog.example.org" + path) or "", SRC)
+    assert problem is not None and "WordPress" in problem, path
+
+
+@pytest.mark.parametrize("path", ["//shop/cream/", "/%73hop/cream/", "/SHOP/cream/", "/Shop/", "/./shop/x",
+                                  "/a/../shop/x", "/shop;x=1/y", "/a%2F..%2Fshop/x", "/%2573hop/x", "/shop%2Fx"])
+def test_exclude_holds_against_spellings(path: str) -> None:
+    url = "https://blog.example.org" + path
+    assert "exclude" in (scope_problem(url, SRC) or ""), path
+    assert "exclude" in (scope_problem(normalize_url(url) or "", SRC) or ""), path
+
+
+def test_include_holds_against_decoded_escapes() -> None:
+    src = Source(name="b", url="https://a.org/blog/")
+    assert crawl.in_scope("https://a.org//blog//x/", src)
+    for path in ("/blog/..%2F..%2Fprivate/", "/blog/%2e%2e/private/", "/blog%2F..%2Fprivate/"):
+        assert "included paths" in (scope_problem("https://a.org" + path, src) or ""), path
+
+
+def test_robots_urls_name_every_server_reading() -> None:
+    url = normalize_url("https://a.org/private%2Fx;s=1")
+    assert url == "https://a.org/private%2Fx;s=1"
+    readings = crawl.robots_urls(url)
+    assert readings[0] == url and "https://a.org/private/x" in readings
+    assert crawl.robots_urls("https://a.org/plain/") == ["https://a.org/plain/"]
+
+
 @pytest.mark.parametrize(
     ("url", "problem"),
     [

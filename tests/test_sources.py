@@ -104,3 +104,23 @@ def test_paths_and_audience() -> None:
     assert s.audience_for("https://a.org/acne/", ["staff protocols"]) == "staff"
     assert s.audience_for("https://a.org/acne/", ["Acne"]) == "public"
     assert Source(name="b", url="https://b.org/", audience="staff").audience_for("https://b.org/x/") == "staff"
+
+
+def test_configured_prefixes_are_normalised_like_urls(tmp_path: Path) -> None:
+    [site] = load_sources(write(tmp_path, '[[site]]\nurl = "https://a.org/"\nstaff_paths = ["/%70rotocols//"]\n'
+                                          'exclude = ["//shop/./x/", "/a/../Members/"]\ninclude = ["/%62log/"]\n'))
+    assert site.staff_paths == ["/protocols/"] and site.exclude == ["/shop/x/", "/Members/"]
+    assert site.include == ["/blog/"]
+    assert Source(name="b", url="https://b.org/", staff_paths=["/%2e/protocols"]).staff_paths == ["/protocols"]
+    assert site.audience_for("https://a.org/blog/PROTOCOLS/") == "public"  # under /blog/, not /protocols/
+    assert site.audience_for("https://a.org//protocols/x") == "staff"
+    assert site.excluded("/members/x") == "/Members/" and site.excluded("/shop/y") is None
+
+
+def test_audience_covers_every_address_of_the_fetch() -> None:
+    s = Source(name="a", url="https://a.org/", staff_paths=["/protocols/"])
+    assert s.audience_for("https://a.org/public/") == "public"
+    assert s.audience_for("https://a.org/public/", via=["https://a.org/landing/", "https://a.org/%70rotocols/x"]) \
+        == "staff"  # a redirect hop or a declared canonical under a staff path
+    assert s.audience_for("https://a.org/public/", via=["", "https://a.org/other/"]) == "public"
+    assert s.audience_for("https://a.org/PROTOCOLS/x", ["Acne"]) == "staff"
