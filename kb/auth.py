@@ -1,7 +1,8 @@
 """Staff sign-in, API tokens and the one answer to "whose view is this?": `current_audiences()`.
 
 Patients never sign in; they get the public view. Staff sign in at /login (CSRF-protected form,
-rate limited per client address) or send `Authorization: Bearer <token>` to the JSON API.
+rate limited per client address through the store, so the limit is shared by every worker process and
+survives restarts) or send `Authorization: Bearer <token>` to the JSON API.
 Everything that decides what a request may see asks `current_audiences()`, and the search
 layer and the store apply it inside their queries, so no template has to filter.
 
@@ -21,8 +22,6 @@ from urllib.parse import urlsplit
 from flask import (Blueprint, Flask, Response, current_app, has_request_context, redirect, render_template,
                    request, session, url_for)
 from flask.sessions import SecureCookieSessionInterface
-from flask_limiter import Limiter, RateLimitExceeded
-from flask_limiter.util import get_remote_address
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -36,7 +35,8 @@ from kb.users import User
 
 log = logging.getLogger(__name__)
 
-LOGIN_LIMIT = "10 per minute"  # failed sign-ins per client address
+LOGIN_LIMIT = 10  # failed sign-ins per client address ...
+LOGIN_WINDOW = 60.0  # ... within this many seconds; then 429 until the oldest of them is this old
 PUBLIC: tuple[str, ...] = ("public",)
 USER_KEY = "kb.auth.user"  # where the request's user is cached (WSGI environ)
 SIGN_IN_FAILED = "Sign-in failed: the user name or password is not right."
@@ -162,10 +162,12 @@ def login() -> Any:
     error = ""
     if request.method == "POST":
         store = _store()
+        attempt = _count_attempt(store)  # raises SignInLimited (429) when the address has none left
         valid = form.validate()
         name = (form.username.data or "").strip() if valid else ""
         user = users.authenticate(store, name, form.password.data or "")  # hashes even for bad input
         if user is not None:
+            users.end_login_attempt(store, attempt)
             _sign_in(store, user)
             return redirect(safe_next(form.next.data), code=303)
         known = users.get_user(store, name) if name else None
@@ -177,6 +179,20 @@ def login() -> Any:
     response = current_app.make_response(render_template("login.html", form=form, error=error, q=""))
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+class SignInLimited(Exception):
+    """This client address has used up its LOGIN_LIMIT sign-in attempts of the last LOGIN_WINDOW seconds."""
+
+
+def _count_attempt(store: Any) -> int | None:
+    """Count this sign-in attempt against the client address: its id (None with the limit off, for tests)."""
+    if not current_app.config.get("RATELIMIT_ENABLED", True):
+        return None
+    attempt = users.begin_login_attempt(store, request.remote_addr, limit=LOGIN_LIMIT, window=LOGIN_WINDOW)
+    if attempt is None:
+        raise SignInLimited(request.remote_addr)
+    return attempt
 
 
 def _sign_in(store: Any, user: User) -> None:
@@ -246,16 +262,19 @@ def _csrf_error(exc: CSRFError) -> Response:
                           "Reload the page and send the form again.")
 
 
-def _rate_limited(exc: RateLimitExceeded) -> Response:
+def _rate_limited(exc: SignInLimited) -> Response:
     from kb.web import error_response
 
     log.warning("sign-in rate limit reached for %s", request.remote_addr)
     return error_response(429, "Too many failed sign-in attempts from your address.",
-                          "Wait a minute, then try again.", {"Retry-After": "60"})
+                          "Wait a minute, then try again.", {"Retry-After": str(int(LOGIN_WINDOW))})
 
 
 def init_app(app: Flask) -> None:
-    """Sessions, CSRF protection, the sign-in rate limit and the auth views for one app."""
+    """Sessions, CSRF protection and the auth views (whose sign-in form is rate limited) for one app.
+
+    App config RATELIMIT_ENABLED = False (tests only, not a kb setting) turns the sign-in limit off.
+    """
     mode = str(app.config.get("SECURE_COOKIES", "auto")).strip().lower()
     if mode not in SECURE_MODES:
         raise ConfigError(f"Setting SECURE_COOKIES={mode!r} is not one of auto, true, false.",
@@ -274,12 +293,6 @@ def init_app(app: Flask) -> None:
 
     csrf.init_app(app)
     app.register_blueprint(bp)
-    limiter = Limiter(get_remote_address, app=app, default_limits=[],
-                      storage_uri=app.config.get("RATELIMIT_STORAGE_URI") or "memory://")
-    app.extensions["kb_limiter"] = limiter
-    app.view_functions["auth.login"] = limiter.limit(
-        LOGIN_LIMIT, methods=["POST"], deduct_when=lambda response: response.status_code != 303,
-    )(app.view_functions["auth.login"])
     for name in ("api",):  # the JSON API is GET only and takes Bearer tokens, not forms
         if name in app.blueprints:
             csrf.exempt(app.blueprints[name])
@@ -288,4 +301,4 @@ def init_app(app: Flask) -> None:
     app.after_request(_private_when_signed_in)
     app.context_processor(_template_globals)
     app.register_error_handler(CSRFError, _csrf_error)
-    app.register_error_handler(RateLimitExceeded, _rate_limited)
+    app.register_error_handler(SignInLimited, _rate_limited)

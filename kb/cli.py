@@ -361,7 +361,8 @@ def add(obj: Context, paths: tuple[Path, ...], audience: str, title: str | None)
     from kb.documents import SUFFIXES, import_paths
 
     with _writer(obj, "add"), obj.store() as store:
-        stats = import_paths(paths, store, audience=audience, title=title, progress=_progress("add: "))
+        stats = import_paths(paths, store, audience=audience, title=title, progress=_progress("add: "),
+                             timeout=obj.settings["IMPORT_TIMEOUT"])
         _end_progress()
         for skip in stats.skips:
             click.echo(f"skipped {skip['path']}: {skip['reason']}", err=True)
@@ -463,14 +464,14 @@ def report() -> None:
 @pass_ctx
 def report_queries(obj: Context, days: int, as_json: bool) -> None:
     """Top and zero-result queries, with vocabulary candidates for zero-result lay terms."""
-    from kb.querylog import report as query_report
+    from kb.querylog import printable_tree, report as query_report
 
     with obj.store() as store:
         data = query_report(store, days)  # every word of a zero-result query is a vocabulary candidate
     if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
+        click.echo(json.dumps(data, indent=2, default=str))  # query text already printable; JSON is ASCII
     else:
-        _print_tree(data)
+        _print_tree(printable_tree(data))  # patients typed this text: no escape sequence reaches the terminal
 
 
 # -- staff users and API tokens (library: kb.users) ------------------------------------------------------------

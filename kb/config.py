@@ -32,6 +32,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CRAWL_DELAY", 1.0, "Minimum seconds between two requests to the same host (robots.txt Crawl-delay may raise it)."),
     Setting("CRAWL_DELAY_MAX", 30.0, "Upper bound on a robots.txt Crawl-delay or Retry-After we agree to wait."),
     Setting("DATA_DIR", "index", "Directory for the SQLite store, the Whoosh index and sources.toml (--data-dir, KB_DATA_DIR)."),
+    Setting("IMPORT_TIMEOUT", 10.0,
+            "Seconds `kb add` may spend reading one document (in a separate process, stopped after this long); "
+            "a document that takes longer is skipped and the others are still imported."),
     Setting("MAX_PAGES", 5000, "Maximum number of pages fetched per site in one crawl."),
     Setting("MAX_PAGE_BYTES", 5_000_000, "Responses larger than this are skipped, not stored."),
     Setting("MAX_REDIRECTS", 5, "Redirects followed per request before giving up."),

@@ -7,14 +7,22 @@ and an unchanged file causes no write at all (the store compares content hashes)
 Loading (file -> Article) is kept apart from storing, so every format rule is testable without a store.
 A file that cannot be used is a recorded skip with its reason, never a traceback: a corrupt or encrypted
 PDF leaves whatever was stored for that URL untouched.
+
+Files are untrusted input. Reading one (PDF text extraction above all: a 16 KB PDF can hold a content
+stream that costs pypdf minutes) runs in a separate process with a capped address space that is killed
+after IMPORT_TIMEOUT seconds, so one file costs bounded time and memory and the others are still
+imported. A directory walk never follows a link out of the named tree, and nothing is ever read from
+kb's own data directory (the secret key, the store), not even through a hard link.
 """
 
 from __future__ import annotations
 
 import codecs
 import html
+import importlib
 import io
 import logging
+import multiprocessing
 import os
 import re
 import statistics
@@ -23,11 +31,12 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
-import click
-
-from kb.errors import ConfigError, KBError, SkipPage
+from kb.config import DEFAULTS
+from kb.errors import ConfigError, SkipPage
 from kb.extract import extract, normalise_date
 from kb.models import AUDIENCES, Article, CrawlStats, Section
 from kb.store import Store
@@ -37,6 +46,17 @@ log = logging.getLogger(__name__)
 __all__ = ["SUFFIXES", "DocumentStats", "load_document", "iter_files", "import_paths"]
 
 MAX_BYTES = 20_000_000  # larger files are skipped: they are archives or scans, not handouts
+TIMEOUT = float(DEFAULTS["IMPORT_TIMEOUT"])
+MAX_TIMEOUT = 86_400
+READER_MEMORY = 2 << 30  # address space of the reading process: a decompression bomb ends in MemoryError
+READER_START = 60.0  # seconds the reading process may take to start (not part of any file's time limit)
+READY = "ready"
+_LAZY_IMPORTS = ("markdown", "pypdf")  # what the loaders import on first use
+_WARM_UP = {
+    "html": b"<html><head><title>Acne</title></head><body><nav>Home</nav><main><h1>Acne</h1>"
+            b"<p>Adapalene gel at night.</p></main><footer>Clinic</footer></body></html>",
+    "markdown": b"---\ntitle: Acne\n---\n# Acne\n\nAdapalene gel at *night*.\n",
+}
 MAX_TITLE = 200
 SITE = "local"
 KIND = "document"
@@ -300,11 +320,176 @@ def _load_pdf(data: bytes, url: str, path: Path) -> Article:
 _LOADERS: dict[str, Callable[[bytes, str, Path], Article]] = {
     "html": _load_html, "markdown": _load_markdown, "text": _load_text, "pdf": _load_pdf,
 }
+Reader = Callable[[str, bytes, str, Path], Article]  # (format, file bytes, url, path) -> Article
 
+
+def _convert(fmt: str, data: bytes, url: str, path: Path) -> Article:
+    """Run the format's loader here, in this process, with no time limit (what the reading process calls)."""
+    return _LOADERS[fmt](data, url, path)
+
+
+# ----------------------------------------------------------------------------------- the reading process
+
+def _outcome(fmt: str, data: bytes, url: str, name: str) -> tuple[Any, ...]:
+    """One loader's result in picklable terms: ("article", a), ("skip", kind, reason) or ("error", type, text).
+
+    SkipPage itself would lose its `kind` on the way through a pipe (exceptions pickle their args only).
+    """
+    path = Path(name)
+    try:
+        return ("article", _convert(fmt, data, url, path))
+    except SkipPage as exc:
+        return ("skip", exc.kind, exc.message)
+    except MemoryError:
+        return ("skip", "too_large", f"{path.name} needs more than {READER_MEMORY >> 20} MB of memory to read")
+    except Exception as exc:  # an extractor bug must not end the reading process
+        return ("error", type(exc).__name__, str(exc))
+
+
+def _limit_memory(limit: int) -> None:
+    """Cap this process's address space where the OS allows it (Linux, BSD); elsewhere only time is bounded."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return
+    try:
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+    except (ValueError, OSError) as exc:  # macOS refuses RLIMIT_AS
+        log.debug("reading process runs without a memory cap: %s", exc)
+
+
+def _warm_up() -> None:
+    """Import and compile what the loaders set up on first use (CSS selectors, regular expressions: 0.1 to
+    0.6 s), so that a file's time limit measures reading that file, not starting the process."""
+    for name in _LAZY_IMPORTS:
+        importlib.import_module(name)
+    for fmt, data in _WARM_UP.items():
+        try:
+            _convert(fmt, data, "file:///kb-warm-up", Path(f"kb-warm-up.{fmt}"))
+        except SkipPage:
+            pass
+
+
+def _serve(conn: Connection) -> None:
+    """The reading process: (format, bytes, url, path) in, an outcome out, until the pipe closes."""
+    _limit_memory(READER_MEMORY)
+    _warm_up()
+    conn.send(READY)
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        conn.send(_outcome(*job))
+
+
+def _context() -> Any:
+    """forkserver where there is one: a fresh fork of a clean, single-threaded process with kb preloaded
+    (forking the caller, which may run threads, is unsafe; spawning costs a new interpreter per start)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__, *_LAZY_IMPORTS])
+    return ctx
+
+
+class ProcessReader:
+    """Reads documents in one separate process, reused from file to file, killed and replaced when a file
+    takes longer than `timeout` seconds or the process dies; use it as a context manager."""
+
+    def __init__(self, timeout: float = TIMEOUT) -> None:
+        try:
+            self.timeout = float(timeout)
+        except (TypeError, ValueError):
+            self.timeout = float("nan")
+        if not 0 < self.timeout <= MAX_TIMEOUT:
+            raise ConfigError(f"Setting IMPORT_TIMEOUT={timeout!r} must be more than 0 and at most {MAX_TIMEOUT:,} "
+                              "seconds.", f"Use a number of seconds, e.g. {TIMEOUT:g}.")
+        self._process: Any = None
+        self._conn: Connection | None = None
+
+    def __enter__(self) -> "ProcessReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __call__(self, fmt: str, data: bytes, url: str, path: Path) -> Article:
+        """The article of one file, or SkipPage: timed out, the process died, or the loader's own reason."""
+        try:
+            conn = self._connection()
+            conn.send((fmt, data, url, str(path)))
+            if not conn.poll(self.timeout):
+                self._stop()
+                raise SkipPage(f"{path.name} took longer than {self.timeout:g} s to read and was stopped (a damaged "
+                               "or hostile file?); if it is a genuine large document, raise IMPORT_TIMEOUT",
+                               kind="timeout")
+            outcome = conn.recv()
+        except (EOFError, OSError):
+            code = self._stop()
+            raise SkipPage(f"{path.name} ended the reading process (exit code {code}); check the file or re-save it",
+                           kind="crashed") from None
+        return _article(outcome, path)
+
+    def _connection(self) -> Connection:
+        """The pipe to a reading process that is up and ready, started if need be."""
+        if self._process is None or not self._process.is_alive():
+            self._stop()
+            ctx = _context()
+            ours, theirs = ctx.Pipe()
+            self._process = ctx.Process(target=_serve, args=(theirs,), name="kb-add-reader", daemon=True)
+            self._process.start()
+            theirs.close()
+            self._conn = ours
+            if not ours.poll(READER_START) or ours.recv() != READY:
+                raise EOFError("the reading process did not start")
+        assert self._conn is not None
+        return self._conn
+
+    def _stop(self) -> int | None:
+        """Kill the reading process (by its own handle) and return its exit code."""
+        process, self._process = self._process, None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if process is None:
+            return None
+        if process.is_alive():
+            process.kill()
+        process.join(5)
+        code = process.exitcode
+        process.close()
+        return code
+
+    def close(self) -> None:
+        """Let the process end on its own (the pipe closes), then make sure it has."""
+        process = self._process
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if process is not None:
+            process.join(2)
+        self._stop()
+
+
+def _article(outcome: tuple[Any, ...], path: Path) -> Article:
+    """Turn the reading process's outcome back into an Article or a SkipPage."""
+    if outcome[0] == "article":
+        return outcome[1]
+    if outcome[0] == "skip":
+        raise SkipPage(outcome[2], kind=outcome[1])
+    raise SkipPage(f"{path.name} could not be imported ({outcome[1]}: {outcome[2]})", kind="internal")
+
+
+# ----------------------------------------------------------------------------------------------- loading
 
 def load_document(path: Path, *, audience: str = "staff", title: str | None = None,
-                  max_bytes: int = MAX_BYTES) -> Article:
-    """The storable article of one local file, or SkipPage saying why there is none."""
+                  max_bytes: int = MAX_BYTES, reader: Reader | None = None) -> Article:
+    """The storable article of one local file, or SkipPage saying why there is none.
+
+    `reader` runs the format's loader (a ProcessReader bounds its time and memory); by default it runs here.
+    """
     path = Path(path)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -320,7 +505,7 @@ def load_document(path: Path, *, audience: str = "staff", title: str | None = No
     except OSError as exc:
         raise SkipPage(f"{path.name} cannot be read: {exc.strerror or exc}", kind="unreadable") from None
     url = path.resolve().as_uri()
-    article = _LOADERS[fmt](data, url, path)
+    article = (reader or _convert)(fmt, data, url, path)
     article.url = url
     article.canonical = url
     article.site = SITE
@@ -332,64 +517,168 @@ def load_document(path: Path, *, audience: str = "staff", title: str | None = No
     return article
 
 
-# ----------------------------------------------------------------------------------------------- import
+# ----------------------------------------------------------------------------------------------- walking
 
 def _hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
-    """Each named file, and every non-hidden file under each named directory, sorted; each file once."""
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or path.is_relative_to(root)
+
+
+@dataclass(frozen=True)
+class _DataDir:
+    """kb's own data directory (secret key, store, settings): never imported, whatever path leads to it."""
+
+    root: Path | None = None
+    files: frozenset[tuple[int, int]] = frozenset()  # (device, inode) of its files: hard links lead here too
+
+    @classmethod
+    def at(cls, path: Path | None) -> "_DataDir":
+        if path is None:
+            return cls()
+        root = Path(path).resolve()
+        try:
+            files = frozenset((st.st_dev, st.st_ino) for entry in os.scandir(root)
+                              if entry.is_file(follow_symlinks=False) and (st := entry.stat()))
+        except OSError:
+            files = frozenset()
+        return cls(root, files)
+
+    def holds(self, resolved: Path) -> bool:
+        return self.root is not None and _inside(resolved, self.root)
+
+    def shares_file(self, path: Path) -> bool:
+        try:
+            st = path.stat()
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) in self.files
+
+    def refusal(self, path: Path) -> SkipPage:
+        return SkipPage(f"{path} is kb's own data (the data directory {self.root}: secret key, store, settings), "
+                        "which is never imported", kind="data_dir")
+
+
+def _outside(link: Path, target: Path, tree: Path, what: str = "") -> SkipPage:
+    return SkipPage(f"{link.name} is a link to {what}{target}, outside {tree}; kb add does not follow links out of "
+                    "the folder it is given (add the target itself if it belongs in the knowledge base)",
+                    kind="link_outside")
+
+
+def _walk(tree: Path, real_tree: Path, data: _DataDir) -> Iterator[tuple[Path, SkipPage | None]]:
+    """Every non-hidden file under `tree`, sorted as a file manager lists it; links that lead out of the
+    tree and copies of kb's data come with the reason they are not read."""
+    found: list[tuple[Path, SkipPage | None]] = []
+    for root, dirs, files in os.walk(tree):  # symlinked directories are listed but not entered: no loops
+        here = Path(root)
+        dirs[:] = [d for d in dirs if not _hidden(d)]
+        for name in dirs:
+            if (here / name).is_symlink():
+                target = (here / name).resolve()
+                if not _inside(target, real_tree):  # one inside the tree adds nothing: its files are walked
+                    found.append((here / name, _outside(here / name, target, tree, "the folder ")))
+        for name in files:
+            if _hidden(name):
+                continue
+            path = here / name
+            target = path.resolve()
+            if not _inside(target, real_tree):
+                found.append((path, _outside(path, target, tree)))
+            elif data.holds(target) or data.shares_file(path):
+                found.append((path, data.refusal(path)))
+            else:
+                found.append((path, None))
+    found.sort(key=lambda item: item[0].relative_to(tree).parts)
+    yield from found
+
+
+def _named(path: Path, data: _DataDir) -> Iterator[tuple[Path, SkipPage | None]]:
+    """The files one command-line path stands for, each with the reason it is refused (None: read it)."""
+    real = path.resolve()
+    if data.holds(real) or (not path.is_dir() and data.shares_file(path)):
+        yield path, data.refusal(path)
+    elif not path.is_dir():
+        yield path, None
+    elif data.root is not None and _inside(data.root, real):
+        yield path, SkipPage(f"{path} contains kb's data directory ({data.root}: secret key, store, settings), "
+                             "which is never imported; name the document folders inside it instead",
+                             kind="data_dir")
+    else:
+        yield from _walk(path, real, data)
+
+
+def iter_files(paths: Iterable[Path], data_dir: Path | None = None) -> Iterator[tuple[Path, SkipPage | None]]:
+    """Each named file, and every non-hidden file under each named directory, sorted; each file once.
+
+    A file that must not be read comes with its SkipPage: a link out of the named directory, or anything
+    in (or hard-linked from) kb's data directory `data_dir`.
+    """
+    data = _DataDir.at(data_dir)
     seen: set[Path] = set()
-
-    def once(p: Path) -> Iterator[Path]:
-        key = p.resolve()
-        if key not in seen:
-            seen.add(key)
-            yield p
-
     for path in map(Path, paths):
-        if not path.is_dir():
-            yield from once(path)
-            continue
-        found: list[Path] = []
-        for root, dirs, files in os.walk(path):  # symlinked directories are not followed: no loops
-            dirs[:] = [d for d in dirs if not _hidden(d)]
-            found += [Path(root) / name for name in files if not _hidden(name)]
-        # Sorted as a file manager lists a tree, so progress and reports read in a predictable order.
-        for file in sorted(found, key=lambda p: p.relative_to(path).parts):
-            yield from once(file)
+        for file, refusal in _named(path, data):
+            key = file.absolute() if refusal else file.resolve()  # a link and its target are one document
+            if key not in seen:
+                seen.add(key)
+                yield file, refusal
+
+
+# ----------------------------------------------------------------------------------------------- import
+
+def _store_dir(store: Store) -> Path | None:
+    return None if str(store.path) == ":memory:" else Path(store.path).resolve().parent
 
 
 def import_paths(paths: Iterable[Path], store: Store, *, audience: str = "staff", title: str | None = None,
-                 progress: Callable[[str], None] | None = None, max_bytes: int = MAX_BYTES) -> DocumentStats:
-    """Import files and directory trees as kind="document" articles; returns a DocumentStats."""
+                 progress: Callable[[str], None] | None = None, max_bytes: int = MAX_BYTES,
+                 timeout: float | None = TIMEOUT, data_dir: Path | None = None) -> DocumentStats:
+    """Import files and directory trees as kind="document" articles; returns a DocumentStats.
+
+    Each file is read in a separate process stopped after `timeout` seconds (None: read here, unbounded,
+    for trusted callers). `data_dir` is never read from; by default it is the directory of the store.
+    """
     if audience not in AUDIENCES:
         raise ConfigError(f"Unknown audience {audience!r}.", f"Use one of: {', '.join(AUDIENCES)}.")
-    files = list(iter_files(paths))
+    files = list(iter_files(paths, data_dir if data_dir is not None else _store_dir(store)))
     if title and len(files) > 1:
         raise ConfigError(f"--title names one document, but {len(files)} files were given.",
                           "Add the files one at a time to give each a title, or leave --title out.")
     stats = DocumentStats()
     say = progress or (lambda message: None)
-    for path in files:
-        if not path.exists():
-            exc = SkipPage(f"{path} does not exist", kind="not_found")
-        else:
+    readers = ProcessReader(timeout) if timeout is not None else _in_process()
+    with readers as reader:
+        for path, refusal in files:
             try:
-                article = load_document(path, audience=audience, title=title, max_bytes=max_bytes)
-            except SkipPage as skip:
-                exc = skip
-            except Exception as err:  # an extractor bug must not abort the other files
-                log.debug("cannot import %s", path, exc_info=True)
-                exc = SkipPage(f"{path.name} could not be imported ({type(err).__name__}: {err})",
-                               kind="internal")
-            else:
-                _, status = store.save_article(article, source=f"file:{path.resolve().parent}")
-                setattr(stats, status, getattr(stats, status) + 1)
-                say(f"{status}: {path}")
+                if refusal is not None:
+                    raise refusal
+                status = _import_one(path, store, audience=audience, title=title, max_bytes=max_bytes, reader=reader)
+            except SkipPage as exc:
+                stats.record_skip(path, exc)
+                log.info("skipped %s: %s", path, exc.message)
+                say(f"skipped ({exc.kind}): {path}")
                 continue
-        stats.record_skip(path, exc)
-        log.info("skipped %s: %s", path, exc.message)
-        say(f"skipped ({exc.kind}): {path}")
+            setattr(stats, status, getattr(stats, status) + 1)
+            say(f"{status}: {path}")
     return stats
+
+
+@contextmanager
+def _in_process() -> Iterator[Reader]:
+    yield _convert
+
+
+def _import_one(path: Path, store: Store, **options: Any) -> str:
+    """Load and store one file; returns the store's status (new, updated, unchanged) or raises SkipPage."""
+    if not path.exists():
+        raise SkipPage(f"{path} does not exist", kind="not_found")
+    try:
+        article = load_document(path, **options)
+    except SkipPage:
+        raise
+    except Exception as err:  # an extractor bug must not abort the other files
+        log.debug("cannot import %s", path, exc_info=True)
+        raise SkipPage(f"{path.name} could not be imported ({type(err).__name__}: {err})", kind="internal") from None
+    _, status = store.save_article(article, source=f"file:{path.resolve().parent}")
+    return status

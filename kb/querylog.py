@@ -1,11 +1,12 @@
 """A privacy-minded log of searches, kept in the SQLite store, to learn what readers fail to find.
 
 What is recorded: time (to the second), the query text (normalised, with e-mail addresses and
-long digit runs such as phone, record or birth-date numbers masked), the number of results, the
-time taken and the audience ("public" or "staff"). Never an IP address, user id, session,
-cookie or user agent. Settings: QUERY_LOG (off = record nothing), QUERY_LOG_DAYS (retention,
-pruned as rows are written), QUERY_LOG_PUBLIC (off = public, i.e. patient, queries keep only
-their count and timing, text NULL; staff queries always keep their text).
+long digit runs such as phone, record or birth-date numbers masked, and terminal escape sequences
+and control characters removed), the number of results, the time taken and the audience
+("public" or "staff"). Never an IP address, user id, session, cookie or user agent. Settings:
+QUERY_LOG (off = record nothing), QUERY_LOG_DAYS (retention, pruned as rows are written),
+QUERY_LOG_PUBLIC (off = public, i.e. patient, queries keep only their count and timing, text NULL;
+staff queries always keep their text).
 """
 
 from __future__ import annotations
@@ -37,6 +38,17 @@ CREATE TABLE IF NOT EXISTS query_log (
 CREATE INDEX IF NOT EXISTS query_log_at ON query_log(at);
 """
 
+# Terminal escape sequences, whole: an OSC string (ESC ] ... ended by BEL or ESC \, or its 8-bit form) carries a
+# hyperlink target or window title, a CSI (ESC [ params final) moves the cursor or colours; ESC + one character
+# covers the rest. Then every control character left (C0 without ordinary space, DEL, C1) and the Unicode bidi
+# overrides that reorder what a terminal shows.
+_ESCAPE_SEQUENCE = re.compile(
+    r"(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"  # OSC, to its terminator (or the end)
+    r"|(?:\x1b[P_^X]|[\x90\x98\x9e\x9f])[^\x1b\x9c]*(?:\x1b\\|\x9c)?"  # DCS, APC, PM, SOS strings
+    r"|(?:\x1b\[|\x9b)[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]?"  # CSI
+    r"|\x1b[\x20-\x2f]*[\x30-\x7e]?"  # any other escape
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _EMAIL = re.compile(r"\S+@\S+")
 _DIGITS = re.compile(r"\d[\d ./-]{4,}\d")  # 6+ characters of digits and separators
 _WORD = re.compile(r"[^\W\d_]{3,}", re.UNICODE)
@@ -57,9 +69,26 @@ def _utc(moment: datetime | None = None) -> str:
     return (moment or datetime.now(timezone.utc)).isoformat(timespec="seconds")
 
 
+def printable(text: str) -> str:
+    """Text without terminal escape sequences or control characters, so it cannot restyle, retitle or link an
+    operator's terminal; tabs and line breaks become spaces."""
+    return _CONTROL.sub("", _ESCAPE_SEQUENCE.sub("", re.sub(r"[\t\n\r\f\v]", " ", text)))
+
+
+def printable_tree(data: Any) -> Any:
+    """`data` (dicts, lists, strings) with every string made printable: the last step before a terminal."""
+    if isinstance(data, str):
+        return printable(data)
+    if isinstance(data, dict):
+        return {printable_tree(k): printable_tree(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [printable_tree(v) for v in data]
+    return data
+
+
 def normalise(query: str) -> str:
-    """Trimmed, single-spaced, masked text: what is safe and useful to keep."""
-    text = " ".join(query.split())[:MAX_QUERY_CHARS]
+    """Trimmed, single-spaced, masked, printable text: what is safe and useful to keep."""
+    text = " ".join(printable(query).split())[:MAX_QUERY_CHARS]
     return _DIGITS.sub("#", _EMAIL.sub("[email]", text))
 
 
@@ -138,10 +167,11 @@ def report(store: Store, days: int = 30, *, known: Callable[[str], bool] | None 
         by_audience[row["audience"]] += 1
         if row["q"] is None:
             continue
-        top[row["q"]] += 1
-        results_sum[row["q"]] += row["results"]
+        query = " ".join(printable(row["q"]).split())  # rows logged before control characters were removed
+        top[query] += 1
+        results_sum[query] += row["results"]
         if row["results"] == 0:
-            zero[row["q"]] += 1
+            zero[query] += 1
     candidates: dict[str, dict[str, Any]] = {}
     for query, count in zero.most_common():
         for term in dict.fromkeys(terms(query)):

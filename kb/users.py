@@ -6,15 +6,20 @@ against a dummy hash of the same method, so a wrong guess takes as long whether 
 user exists. Session ids and API tokens are long random strings: only their SHA-256 is
 stored, so a copy of the database lets nobody sign in. The audit log records who signed in
 and which token was used where (path only, never a query string, a password or a token).
+
+Sign-in attempts are counted per client address in the store, not in a worker's memory, so the
+limit holds across every worker process of `kb serve` and across restarts.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import re
 import secrets
 import sqlite3
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -70,7 +75,15 @@ CREATE TABLE IF NOT EXISTS audit_log (
     detail TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log(at);
+CREATE TABLE IF NOT EXISTS login_attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    address TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS login_attempts_address ON login_attempts(address, at);
+CREATE INDEX IF NOT EXISTS login_attempts_at ON login_attempts(at);
 """
+TABLES = ("users", "user_sessions", "api_tokens", "audit_log", "login_attempts")
 
 
 class UserError(KBError):
@@ -124,10 +137,9 @@ def _sha256(text: str) -> str:
 def ensure_schema(db: sqlite3.Connection) -> None:
     """Create the tables on first use; a read-only check afterwards, so readers take no write lock."""
     names = {r[0] for r in db.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN "
-        "('users', 'user_sessions', 'api_tokens', 'audit_log')")}
-    if len(names) == 4:
-        return
+        f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ({', '.join('?' * len(TABLES))})", TABLES)}
+    if len(names) == len(TABLES):
+        return  # a store made before a table existed gets it here (CREATE ... IF NOT EXISTS)
     for statement in SCHEMA.split(";\n"):
         if statement.strip():
             db.execute(statement)
@@ -300,6 +312,50 @@ def session_user(store: Store, sid: str) -> User | None:
 def end_session(store: Store, sid: str) -> None:
     if isinstance(sid, str) and sid:
         _db(store).execute("DELETE FROM user_sessions WHERE sid_hash = ?", (_sha256(sid),))
+
+
+# -- sign-in attempts (the brute-force limit) ---------------------------------------------------------------------
+
+def client_key(address: str | None) -> str:
+    """Whose budget a sign-in attempt uses: the IPv4 address, or the /64 of an IPv6 one (one client's usual
+    share: counting single IPv6 addresses would give each client billions of budgets)."""
+    try:
+        ip = ipaddress.ip_address((address or "").strip())
+    except ValueError:
+        return (address or "?").strip()[:64] or "?"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # ::ffff:a.b.c.d is the IPv4 client a.b.c.d
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def begin_login_attempt(store: Store, address: str | None, *, limit: int, window: float,
+                        now: float | None = None) -> int | None:
+    """Count one sign-in attempt for `address`: its id, or None when `limit` attempts in the last `window`
+    seconds are used up. Check and count are one write transaction, so concurrent attempts on several
+    workers cannot all slip under the limit; end_login_attempt() gives a successful one back."""
+    key = client_key(address)
+    now = time.time() if now is None else now
+    db = _db(store)
+    if _attempts(db, key, now - window) >= limit:  # a refused flood takes no write lock
+        return None
+    with store.transaction():
+        db.execute("DELETE FROM login_attempts WHERE at <= ?", (now - window,))
+        if _attempts(db, key, now - window) >= limit:
+            return None
+        return int(db.execute("INSERT INTO login_attempts (address, at) VALUES (?, ?)", (key, now)).lastrowid)
+
+
+def end_login_attempt(store: Store, attempt: int | None) -> None:
+    """A successful sign-in does not use up its address's budget."""
+    if attempt is not None:
+        _db(store).execute("DELETE FROM login_attempts WHERE id = ?", (attempt,))
+
+
+def _attempts(db: sqlite3.Connection, key: str, since: float) -> int:
+    row = db.execute("SELECT count(*) FROM login_attempts WHERE address = ? AND at > ?", (key, since)).fetchone()
+    return int(row[0])
 
 
 # -- API tokens -------------------------------------------------------------------------------------------------

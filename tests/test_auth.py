@@ -270,6 +270,22 @@ def test_forwarded_addresses_get_separate_budgets_behind_a_proxy(make_app, alice
         assert client.post("/login", data=data, headers={"X-Forwarded-For": "198.51.100.2"}).status_code == 200
 
 
+def test_the_limit_is_shared_by_workers_and_outlives_a_restart(make_app, alice) -> None:
+    one, two = make_app().test_client(), make_app().test_client()  # two workers' apps over one data directory
+    forms = [(one, csrf_of(one.get("/login"))), (two, csrf_of(two.get("/login")))]
+    for n in range(10):
+        client, token = forms[n % 2]
+        wrong = client.post("/login", data={"csrf_token": token, "username": "alice", "password": f"wrong {n}!!!!"})
+        assert wrong.status_code == 200, n
+    for client, token in forms:
+        assert client.post("/login", data={"csrf_token": token, "username": "alice",
+                                           "password": PASSWORD}).status_code == 429
+    with make_app().test_client() as restarted:
+        refused = restarted.post("/login", data={"csrf_token": csrf_of(restarted.get("/login")), "username": "alice",
+                                                 "password": PASSWORD})
+        assert refused.status_code == 429 and "Too many failed sign-in attempts" in refused.get_data(as_text=True)
+
+
 def test_old_hash_is_upgraded_when_signing_in_on_the_web(make_app, alice, store: Store) -> None:
     store.db.execute("UPDATE users SET password_hash = ?", (generate_password_hash(PASSWORD, "pbkdf2:sha256:1000"),))
     with make_app().test_client() as client:

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import io
+import multiprocessing
+import os
 import shutil
+import signal
+import sys
+import threading
+import time
+import zlib
 from pathlib import Path
 
 import pypdf
@@ -51,6 +58,33 @@ def make_pdf(pages: list[list[str]], info: dict[str, str] | None = None) -> byte
     out += f"xref\n0 {num}\n0000000000 65535 f \n".encode()
     out += b"".join(f"{offsets[i]:010d} 00000 n \n".encode() for i in range(1, num))
     out += f"trailer\n<< /Size {num} /Root 1 0 R{trailer_info} >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return bytes(out)
+
+
+def make_stream_bomb_pdf(stream_bytes: int = 5_000_000) -> bytes:
+    """A small valid PDF whose one page's content stream inflates to `stream_bytes` of text operators.
+
+    pypdf parses such a stream in pure Python: 5 MB took 14 s of CPU here, from an 8 KB file.
+    """
+    ops = b"BT /F1 12 Tf 72 720 Td\n" + b"(a) Tj\n" * (stream_bytes // 7) + b"ET"
+    packed = zlib.compress(ops, 9)
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 4 0 R >> >> "
+        b"/Contents 5 0 R >>",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n%s\nendstream" % (len(packed), packed),
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
     return bytes(out)
 
 
@@ -287,7 +321,7 @@ def test_extractor_failure_is_a_skip_not_a_crash(docs: Path, store, monkeypatch)
         raise RuntimeError("boom")
 
     monkeypatch.setitem(kb.documents._LOADERS, "html", broken)
-    stats = import_paths([docs], store)
+    stats = import_paths([docs], store, timeout=None)  # read in this process, where the patch applies
     assert stats.errors_by_kind == {"internal": 1} and "RuntimeError: boom" in stats.skips[0]["reason"]
     assert stats.new == 2  # the other files were still imported
 
@@ -359,6 +393,135 @@ def test_directory_walk_is_sorted_recursive_and_skips_hidden(docs: Path, store) 
     assert (docs / "b-sub" / "deeper" / "psoriasis.txt").resolve().as_uri() in urls
     assert not any("secret" in u or "draft" in u for u in urls)
     assert isinstance(stats, DocumentStats) and stats.added == 4
+
+
+# ------------------------------------------------------------------------------- bounded time and memory
+
+def test_a_pdf_that_takes_too_long_is_stopped_and_the_other_files_are_imported(docs: Path, store) -> None:
+    bomb = docs / "a-bomb.pdf"
+    bomb.write_bytes(make_stream_bomb_pdf())
+    assert bomb.stat().st_size < 16_000
+    started = time.monotonic()
+    stats = import_paths([docs], store, timeout=1.0)
+    elapsed = time.monotonic() - started
+    assert stats.skips == [{"path": str(bomb), "kind": "timeout",
+                            "reason": "a-bomb.pdf took longer than 1 s to read and was stopped (a damaged or "
+                                      "hostile file?); if it is a genuine large document, raise IMPORT_TIMEOUT"}]
+    assert stats.new == 3  # the handouts after it were read by a fresh process
+    assert elapsed < 5, f"import took {elapsed:.1f} s"  # reading the bomb to the end takes 14 s
+    assert store.get_article_by_url(bomb.resolve().as_uri()) is None
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the reading process's limits from /proc")
+def test_a_reading_process_that_dies_is_a_skip_and_has_a_memory_cap(tmp_path: Path, store) -> None:
+    bomb, handout = tmp_path / "bomb.pdf", tmp_path / "handout.txt"
+    bomb.write_bytes(make_stream_bomb_pdf())
+    handout.write_text("Sun protection\n\nUse SPF 50 after a peel.\n", encoding="utf-8")
+    limits: list[str] = []
+
+    def kill_the_reader() -> None:  # as the kernel's OOM killer would, while it reads the bomb
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            readers = [p for p in multiprocessing.active_children() if p.name == "kb-add-reader"]
+            if readers and readers[0].pid:
+                time.sleep(0.2)
+                limits.extend(Path(f"/proc/{readers[0].pid}/limits").read_text().splitlines())
+                os.kill(readers[0].pid, signal.SIGKILL)
+                return
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_the_reader)
+    killer.start()
+    try:
+        stats = import_paths([bomb, handout], store, timeout=30)
+    finally:
+        killer.join()
+    assert [(s["path"], s["kind"]) for s in stats.skips] == [(str(bomb), "crashed")]
+    assert "bomb.pdf ended the reading process (exit code -9)" in stats.skips[0]["reason"]
+    assert stats.new == 1
+    address_space = next(line for line in limits if line.startswith("Max address space")).split()
+    assert address_space[3] == str(2 << 30)  # soft limit: READER_MEMORY
+
+
+def test_cli_add_takes_the_time_limit_from_the_setting(tmp_path: Path, docs: Path, runner, cli_group, obj) -> None:
+    (docs / "a-bomb.pdf").write_bytes(make_stream_bomb_pdf())
+    result = runner.invoke(cli_group, ["--data-dir", str(obj.paths["root"]), "add", str(docs)],
+                           env={"KB_IMPORT_TIMEOUT": "1"})
+    assert result.exit_code == 0, result.output
+    assert f"skipped {docs / 'a-bomb.pdf'}: a-bomb.pdf took longer than 1 s to read" in result.stderr
+    assert "added 3 (new 3, updated 0, unchanged 0), skipped 1" in result.stdout
+    bad = runner.invoke(cli_group, ["--data-dir", str(obj.paths["root"]), "add", str(docs)],
+                        env={"KB_IMPORT_TIMEOUT": "0"})
+    assert bad.exit_code == 2 and "IMPORT_TIMEOUT=0.0 must be more than 0 and at most" in bad.stderr
+
+
+# ---------------------------------------------------------------------------- links and the data directory
+
+@pytest.fixture
+def linked_tree(tmp_path: Path, data_dir: Path) -> Path:
+    """docs/ with a link inside the tree, links to a file and a folder outside it, and links to kb's secret key."""
+    outside = tmp_path / "outside"
+    (outside / "folder").mkdir(parents=True)
+    (outside / "private.txt").write_text("Private notes\n\nsalary review of Dr B.\n", encoding="utf-8")
+    (outside / "folder" / "other.md").write_text("# Other\n\nsomeone else's protocol\n", encoding="utf-8")
+    (data_dir / "secret_key").write_text("0123456789abcdef-secret-key\n", encoding="ascii")
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "peel.txt").write_text("Chemical peel\n\nGlycolic acid 30 percent for two minutes.\n", encoding="utf-8")
+    (docs / "sub" / "same-peel.txt").symlink_to(docs / "peel.txt")  # inside the tree
+    (docs / "sub" / "peel-folder").symlink_to(docs / "sub")  # a folder inside the tree (and a loop)
+    (docs / "notes.txt").symlink_to(outside / "private.txt")
+    (docs / "passwd.txt").symlink_to("/etc/passwd")
+    (docs / "shared").symlink_to(outside / "folder", target_is_directory=True)
+    (docs / "key.txt").symlink_to(data_dir / "secret_key")
+    os.link(data_dir / "secret_key", docs / "hard-key.txt")  # no link to see: the same file
+    return docs
+
+
+def test_links_out_of_the_tree_and_kb_data_are_skipped_with_reasons(linked_tree: Path, store, data_dir) -> None:
+    docs = linked_tree
+    stats = import_paths([docs], store)
+    assert stats.new == 1  # peel.txt, once, though a link inside the tree leads to it too
+    assert store.get_article_by_url((docs / "peel.txt").resolve().as_uri()).title == "Chemical peel"
+    skips = {Path(s["path"]).relative_to(docs).as_posix(): (s["kind"], s["reason"]) for s in stats.skips}
+    assert set(skips) == {"notes.txt", "passwd.txt", "shared", "key.txt", "hard-key.txt"}
+    private = docs.parent / "outside" / "private.txt"
+    assert skips["notes.txt"] == ("link_outside", f"notes.txt is a link to {private}, outside {docs}; kb add does "
+                                  "not follow links out of the folder it is given (add the target itself if it "
+                                  "belongs in the knowledge base)")
+    assert skips["passwd.txt"][0] == "link_outside" and "/etc/passwd" in skips["passwd.txt"][1]
+    assert skips["shared"][0] == "link_outside" and "a link to the folder" in skips["shared"][1]
+    assert skips["key.txt"][0] == "link_outside"  # the secret key is outside the tree, too
+    assert skips["hard-key.txt"][0] == "data_dir" and "never imported" in skips["hard-key.txt"][1]
+    text = " ".join(store.get_article(i).text for i in store.article_ids().values())
+    assert "salary" not in text and "root:" not in text and "secret-key" not in text and "someone" not in text
+
+
+def test_the_data_directory_is_never_imported(tmp_path: Path, linked_tree: Path, store, data_dir: Path) -> None:
+    (data_dir / "notes.md").write_text("# Notes\n\nkept next to the store\n", encoding="utf-8")
+    (tmp_path / "named-key.txt").symlink_to(data_dir / "secret_key")
+    stats = import_paths([tmp_path, data_dir, data_dir / "notes.md", tmp_path / "named-key.txt"], store)
+    assert stats.added == 0 and store.count_articles() == 0
+    reasons = [(s["path"], s["kind"], s["reason"]) for s in stats.skips]
+    assert reasons[0] == (str(tmp_path), "data_dir", f"{tmp_path} contains kb's data directory ({data_dir.resolve()}: "
+                          "secret key, store, settings), which is never imported; name the document folders inside "
+                          "it instead")
+    assert [r[:2] for r in reasons[1:]] == [(str(data_dir), "data_dir"), (str(data_dir / "notes.md"), "data_dir"),
+                                           (str(tmp_path / "named-key.txt"), "data_dir")]
+    assert all("is kb's own data" in r[2] for r in reasons[1:])
+
+
+def test_cli_add_says_what_it_skipped_and_why(tmp_path: Path, linked_tree: Path, runner, cli_group, obj) -> None:
+    root = obj.paths["root"]
+    (root / "secret_key").write_text("0123456789abcdef-secret-key\n", encoding="ascii")
+    result = runner.invoke(cli_group, ["--data-dir", str(root), "add", str(linked_tree)])
+    assert result.exit_code == 0, result.output
+    assert f"skipped {linked_tree / 'passwd.txt'}: passwd.txt is a link to /etc/passwd, outside" in result.stderr
+    assert "added 1 (new 1, updated 0, unchanged 0), skipped 5" in result.stdout
+    refused = runner.invoke(cli_group, ["--data-dir", str(root), "add", str(root)])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert f"skipped {root}: {root} is kb's own data" in refused.stderr
+    assert "No document could be added" in refused.stderr
 
 
 # --------------------------------------------------------------------------------------------------- CLI

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from datetime import datetime, timedelta, timezone
@@ -103,3 +104,66 @@ def test_a_busy_store_does_not_break_or_stall_search(store: Store) -> None:
         blocker.close()
     assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] == 30000  # restored
     assert log_query(store, "acne", 3, 5.0)
+
+
+# -- terminal escape sequences in patient-typed text -------------------------------------------------------------
+
+ESC = "\x1b"
+OSC8 = f"{ESC}]8;;https://evil.example/login{ESC}\\acne cream{ESC}]8;;{ESC}\\"  # a hyperlink to another site
+TITLE = f"{ESC}]0;kb: all clear{chr(7)}rosacea laser"  # sets the terminal window title
+CSI = f"{ESC}[2J{ESC}[31mmelasma{ESC}[0m \x9b1;1Hpeel\u202egnp.exe"  # clears the screen, colours, C1 CSI, bidi
+BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _controls(text: str) -> set[str]:
+    """Control characters other than the line breaks a report is made of (C0, DEL, C1, bidi overrides)."""
+    return {c for c in text if (ord(c) < 0x20 and c != "\n") or 0x7f <= ord(c) <= 0x9f or c in BIDI}
+
+
+def test_escape_sequences_and_control_characters_are_removed() -> None:
+    assert normalise(OSC8) == "acne cream"
+    assert normalise(TITLE) == "rosacea laser"
+    assert normalise(CSI) == "melasma peelgnp.exe"
+    assert normalise("acne\tcream\r\nbe\x07ll\x00") == "acne cream bell"
+    assert normalise("café – naïve, CO₂ laser 10600 nm") == "café – naïve, CO₂ laser 10600 nm"  # text stays
+
+
+def test_a_real_search_is_logged_without_escape_sequences(data_dir: Path) -> None:
+    from kb import index
+    from kb.models import Article, Section
+    from kb.web import create_app
+
+    paths = config.data_paths(data_dir)
+    with Store(paths["store"]) as store:
+        text = "Acne cream with adapalene: apply a thin layer at night."
+        store.save_article(Article(url="https://clinic.example/acne", title="Acne cream", text=text,
+                                   sections=[Section("", "", text)], site="clinic.example"), source="clinic.example")
+        index.rebuild(store, paths["index"])
+    app = create_app({"DATA_DIR": str(data_dir), "TESTING": True})
+    try:
+        with app.test_client() as client:
+            for query in (OSC8, TITLE):
+                assert client.get("/search", query_string={"q": query}).status_code == 200
+    finally:
+        app.extensions["kb"].close()  # writes what the query-log thread holds
+    with Store(paths["store"]) as store:
+        assert [r["query"] for r in _rows(store)] == ["acne cream", "rosacea laser"]
+
+
+def test_report_queries_prints_old_rows_without_control_characters(data_dir: Path, runner) -> None:
+    from kb.cli import cli
+
+    with Store(config.data_paths(data_dir)["store"]) as store:
+        log_query(store, "warm up", 1, 1.0)  # creates the table
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        for raw in (OSC8, OSC8, TITLE, CSI):  # rows an older kb logged as typed
+            store.db.execute("INSERT INTO query_log (at, query, results, elapsed_ms, audience) VALUES (?, ?, 0, 1.0, "
+                             "'public')", (now, raw))
+    text = runner.invoke(cli, ["--data-dir", str(data_dir), "report", "queries"])
+    assert text.exit_code == 0, text.output
+    assert _controls(text.output) == set() and "evil.example" not in text.output
+    assert "query=acne cream, count=2" in text.output and "query=rosacea laser, count=1" in text.output
+    as_json = runner.invoke(cli, ["--data-dir", str(data_dir), "report", "queries", "--json"])
+    data = json.loads(as_json.output)
+    assert {z["query"] for z in data["zero_results"]} == {"acne cream", "rosacea laser", "melasma peelgnp.exe"}
+    assert _controls(json.dumps(data, ensure_ascii=False)) == set()

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import random
+import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -20,6 +23,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
@@ -248,6 +252,71 @@ def test_searches_from_every_worker_reach_the_query_log(server: Serve, served_di
     assert {f"vitiligo {n}" for n in range(40)} <= {r["query"] for r in rows}
 
 
+def post_form(port: int, path: str, fields: dict[str, str], cookie: str) -> tuple[int, dict[str, str], bytes]:
+    """One form POST on a fresh connection (so the kernel may hand it to any worker)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        conn.request("POST", path, body=urlencode(fields), headers={
+            "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie, "Connection": "close"})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def sign_in_form(port: int) -> tuple[str, str]:
+    """(session cookie, CSRF token) of the sign-in form, as a browser holds them before posting it."""
+    status, headers, body = get(port, "/login")
+    assert status == 200
+    token = re.search(rb'name="csrf_token"[^>]*value="([^"]+)"', body)
+    assert token and "session=" in headers["set-cookie"]
+    return headers["set-cookie"].split(";", 1)[0], token.group(1).decode()
+
+
+@pytest.mark.slow
+def test_the_sign_in_limit_holds_across_workers_and_their_restart(tmp_path: Path) -> None:
+    from kb import users
+
+    data_dir = built_data_dir(tmp_path, count=6)
+    with Store(data_paths(data_dir)["store"]) as store:
+        users.add_user(store, "alice", "correct horse battery")
+    # Made before the workers start: two workers creating it at the same moment can end up with different keys
+    # (kb.web._secret_key), and a form from one would then fail its CSRF check on the other.
+    (data_dir / "secret_key").write_text(secrets.token_hex(32) + "\n", encoding="ascii")
+    server = Serve(data_dir, tmp_path / "serve.log", "--workers", "2", "--threads", "2", workers=2)
+    try:
+        cookie, token = sign_in_form(server.port)
+        workers = {str(pid) for pid in server.workers()}
+
+        def guess(password: str) -> tuple[int, dict[str, str], bytes]:
+            return post_form(server.port, "/login", {"csrf_token": token, "username": "alice", "password": password},
+                             cookie)
+
+        with ThreadPoolExecutor(6) as pool:  # concurrent guesses, spread over both workers
+            answers = list(pool.map(guess, [f"wrong guess {n}" for n in range(30)]))
+        statuses = [status for status, _, _ in answers]
+        assert statuses.count(200) == 10 and statuses.count(429) == 20, statuses
+        refused_by = {headers["x-kb-worker"] for status, headers, _ in answers if status == 429}
+        for _ in range(30):  # the kernel picks the worker: go on until each has refused at least once
+            if refused_by == workers:
+                break
+            status, headers, body = guess("one more guess")
+            assert status == 429 and b"Too many failed sign-in attempts" in body and headers["retry-after"] == "60"
+            refused_by.add(headers["x-kb-worker"])
+        assert refused_by == workers, (refused_by, workers)
+
+        server.proc.send_signal(signal.SIGHUP)  # every worker replaced by a fresh process
+        deadline = time.monotonic() + 20
+        while not (len(server.workers()) == 2 and not {str(p) for p in server.workers()} & workers):
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.05)
+        status, headers, body = guess("correct horse battery")  # even the right password waits out the minute
+        assert status == 429 and headers["x-kb-worker"] not in workers
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log()
+
+
 @pytest.mark.slow
 def test_workers_that_cannot_start_stop_the_master_with_a_clear_message(served_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KB_")}
@@ -350,9 +419,17 @@ def test_waitress_with_several_workers_warns_and_serves_one_process(monkeypatch,
     calls = []
     monkeypatch.setattr(serving, "_serve_waitress", lambda settings, **kw: calls.append(kw))
     lines: list[str] = []
-    serving.serve({"DATA_DIR": str(tmp_path), "WORKERS": 4}, port=free_port(), server="waitress", echo=lines.append)
+    serving.serve({"DATA_DIR": str(tmp_path), "WORKERS": 4}, port=free_port(), server="waitress", workers=4,
+                  echo=lines.append)
     assert calls and calls[0]["threads"] == serving.DEFAULT_THREADS["waitress"]
-    assert "one process" in lines[0] and any("WORKERS=4" in r.getMessage() for r in caplog.records)
+    assert "one process" in lines[0] and any("--workers 4" in r.getMessage() for r in caplog.records)
+
+
+def test_waitress_is_quiet_about_the_workers_default(monkeypatch, tmp_path: Path, caplog) -> None:
+    """`kb demo` serves with waitress while WORKERS defaults to the core count: nothing to warn about."""
+    monkeypatch.setattr(serving, "_serve_waitress", lambda settings, **kw: None)
+    serving.serve({"DATA_DIR": str(tmp_path), "WORKERS": 4}, port=free_port(), server="waitress", echo=lambda _: None)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_query_log_writer_closes_its_connection_and_waits_boundedly(tmp_path: Path) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import types
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -170,6 +172,66 @@ def test_audit_log_records_account_events_without_secrets(store: Store) -> None:
     text = all_text(store.db)
     assert PASSWORD not in text and "another long password" not in text and secret not in text
 
+
+# -- sign-in attempts --------------------------------------------------------------------------------------------
+
+LIMIT = {"limit": 10, "window": 60.0}
+
+
+def test_sign_in_attempts_are_counted_per_address_in_the_store(store: Store, data_dir: Path) -> None:
+    now = 1_000_000.0
+    with Store(data_paths(data_dir)["store"]) as other_worker:  # another process's connection to the same store
+        for n in range(10):
+            assert users.begin_login_attempt((store, other_worker)[n % 2], "203.0.113.7", now=now + n, **LIMIT)
+        assert users.begin_login_attempt(store, "203.0.113.7", now=now + 10, **LIMIT) is None
+        assert users.begin_login_attempt(other_worker, "203.0.113.7", now=now + 10, **LIMIT) is None
+        assert users.begin_login_attempt(other_worker, "203.0.113.8", now=now + 10, **LIMIT)  # its own budget
+    # The oldest attempt leaves the window a minute after it was made; a refusal did not count.
+    assert users.begin_login_attempt(store, "203.0.113.7", now=now + 59.5, **LIMIT) is None
+    assert users.begin_login_attempt(store, "203.0.113.7", now=now + 60.5, **LIMIT)
+    assert users.begin_login_attempt(store, "203.0.113.7", now=now + 60.6, **LIMIT) is None
+
+
+def test_a_successful_attempt_is_given_back(store: Store) -> None:
+    for _ in range(25):
+        attempt = users.begin_login_attempt(store, "198.51.100.1", **LIMIT)
+        assert attempt is not None
+        users.end_login_attempt(store, attempt)
+    assert store.db.execute("SELECT count(*) FROM login_attempts").fetchone()[0] == 0
+
+
+def test_concurrent_attempts_never_exceed_the_limit(data_dir: Path) -> None:
+    path = data_paths(data_dir)["store"]
+    Store(path).close()
+    start = threading.Barrier(8)
+
+    def guess() -> int:
+        granted = 0
+        with Store(path) as own:  # one connection per thread, as each worker thread has
+            start.wait()
+            for _ in range(5):
+                granted += users.begin_login_attempt(own, "192.0.2.50", **LIMIT) is not None
+        return granted
+
+    with ThreadPoolExecutor(8) as pool:
+        assert sum(pool.map(lambda _: guess(), range(8))) == 10
+
+
+def test_ipv6_clients_are_counted_per_64_block(store: Store) -> None:
+    assert users.client_key("2001:db8:1:2:aaaa::1") == users.client_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert users.client_key("::ffff:203.0.113.7") == users.client_key("203.0.113.7") == "203.0.113.7"
+    assert users.client_key(None) == "?"
+    # One client holds a whole /64: a new address per guess must not mean a new budget per guess.
+    assert all(users.begin_login_attempt(store, f"2001:db8:5:6::{n + 1:x}", **LIMIT) for n in range(10))
+    assert users.begin_login_attempt(store, "2001:db8:5:6:ffff:ffff:ffff:fffe", **LIMIT) is None
+    assert users.begin_login_attempt(store, "2001:db8:5:7::1", **LIMIT)  # the next /64 is another client
+
+
+def test_a_store_from_before_the_limit_gets_its_table(store: Store) -> None:
+    users.add_user(store, "alice", PASSWORD)
+    store.db.execute("DROP TABLE login_attempts")  # what a store made by the previous release lacks
+    assert users.begin_login_attempt(store, "203.0.113.7", **LIMIT)
+    assert users.get_user(store, "alice") is not None
 
 # -- CLI ----------------------------------------------------------------------------------------------------------
 
