@@ -17,24 +17,24 @@ CO2, CO₂, ＣＯ２; naevus, nevus), so every field is analyzed by one chain:
    to protected words: drug, brand and device names and short clinical tokens
    from the vocabulary (botox, isotretinoin, vbeam, ipl, co2, spf, ...).
 
-``text_analyzer()`` (stemmed) serves title, headings and body; ``plain_analyzer()``
-(same normalisation, no stemming) serves the spelling field, because fuzzy
-matching and "Did you mean" need real words, not stems.
+These are building blocks; kb.vocab builds the chains from the shipped vocabulary
+(the dependency runs one way, vocab -> analysis): ``text_analyzer()`` (stemmed)
+serves title, headings and body; ``plain_analyzer()`` (same normalisation, no
+stemming) serves the spelling field, because fuzzy matching and "Did you mean"
+need real words, not stems.
 
 Whoosh pickles the schema, analyzers included, into the index TOC. Every class
 here is module level and pickles a small, versioned state, so an index keeps the
 analysis it was built with until it is rebuilt (queries then stay consistent with
-the index even after the vocabulary file changes; ``fingerprint()`` tells index.py
+the index even after the vocabulary file changes; ``kb.vocab.fingerprint()`` tells index.py
 when a rebuild is due).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import unicodedata
-from functools import cache
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 from whoosh.analysis import StemFilter, StopFilter, Token, Tokenizer
@@ -43,8 +43,6 @@ from whoosh.support.charset import accent_map
 
 if TYPE_CHECKING:  # pragma: no cover
     from whoosh.analysis import Analyzer
-
-    from kb.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -475,62 +473,3 @@ class ClinicalStemFilter(StemFilter):
 
 class MedicalAnalyzer(CompositeAnalyzer):
     """The composed chain; a named class so reprs and pickles say what it is."""
-
-
-def build_analyzer(vocab: "Vocabulary", *, stem: bool = True) -> "Analyzer":
-    """A fresh analyzer for ``vocab`` (tests and `kb vocab check` use other files)."""
-    items: list[Any] = [vocab.tokenizer, ClinicalStopFilter()]
-    if stem:
-        items.append(ClinicalStemFilter(vocab.stemmer, ignore=vocab.protected))
-    return MedicalAnalyzer(*items)
-
-
-# --------------------------------------------------------------------------- public API
-
-
-@cache
-def text_analyzer() -> "Analyzer":
-    """Stemming analyzer for title, headings and body."""
-    from kb.vocab import vocabulary
-
-    return build_analyzer(vocabulary(), stem=True)
-
-
-@cache
-def plain_analyzer() -> "Analyzer":
-    """Unstemmed analyzer for the spelling field: fuzzy suggestions need real words."""
-    from kb.vocab import vocabulary
-
-    return build_analyzer(vocabulary(), stem=False)
-
-
-def join_forms(text: str) -> str:
-    """Join split forms in a raw query string before Whoosh's parser splits it on spaces."""
-    from kb.vocab import vocabulary
-
-    return vocabulary().tokenizer.join_forms(text)
-
-
-def fingerprint(vocab: "Vocabulary | None" = None) -> str:
-    """Identifies the analysis (code version + vocabulary content); store it with an index.
-
-    When it differs from the one recorded at build time, queries are still analyzed
-    the old way (the index carries its analyzers) until `kb reindex` runs.
-    """
-    if vocab is None:
-        from kb.vocab import vocabulary
-
-        vocab = vocabulary()
-    state = (ANALYSIS_VERSION, sorted(STOP_WORDS), sorted(KEEP_AFTER), vocab.tokenizer.forms,
-             vocab.stemmer.plurals, sorted(vocab.protected))
-    digest = hashlib.sha256(repr(state).encode()).hexdigest()
-    return f"{ANALYSIS_VERSION}-{vocab.version}-{digest[:12]}"
-
-
-def __getattr__(name: str) -> Any:
-    """Re-export ``Vocabulary`` and ``vocabulary`` (the contract lists them here) without an import cycle."""
-    if name in {"Vocabulary", "vocabulary"}:
-        from kb import vocab
-
-        return getattr(vocab, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -103,7 +103,8 @@ def strip_boilerplate(article: Article, boilerplate: set[str]) -> Article:
             if section.heading:
                 dropped_headings.add(section.heading)
             continue
-        sections.append(replace(section, text="\n\n".join(kept)))
+        # The markup cannot drop paragraphs one by one: a section that lost some shows its plain text.
+        sections.append(replace(section, text="\n\n".join(kept), html=section.html if kept == body else ""))
     text_parts = []
     for para in paragraphs(article.text):
         if para in headings:

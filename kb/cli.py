@@ -374,11 +374,12 @@ def add(obj: Context, paths: tuple[Path, ...], audience: str, title: str | None)
 
 
 @cli.command()
-@click.option("--repair", is_flag=True, help="Index missing or stale documents and drop orphans.")
+@click.option("--repair", is_flag=True,
+              help="Index missing or stale documents and drop orphans; rebuild a damaged index from the store.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def check(obj: Context, repair: bool, as_json: bool) -> None:
-    """Compare store and index (missing, orphaned, stale documents); exit 1 when they differ."""
+    """Read the index as searches do and compare it with the store; exit 1 when damaged or different."""
     from kb.maintenance import check as check_index
 
     with _writer(obj, "check"), obj.store() as store:
@@ -388,6 +389,10 @@ def check(obj: Context, repair: bool, as_json: bool) -> None:
     else:
         for key in ("generation", "store_articles", "store_duplicates", "index_documents"):
             click.echo(f"{key}: {report.get(key)}")
+        damaged = report.get("damaged") or []
+        click.echo(f"damaged: {len(damaged)}" + (" (the index cannot be read; it counts as none)" if damaged else ""))
+        for problem in damaged[:20]:
+            click.echo(f"  {problem}")
         for key in ("missing", "orphaned", "stale"):
             ids = report.get(key) or []
             click.echo(f"{key}: {len(ids)}" + (f" (ids {', '.join(map(str, list(ids)[:10]))}…)" if ids else ""))

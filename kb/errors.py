@@ -50,6 +50,14 @@ class IndexUnavailable(KBError):
     exit_code = 3
 
 
+class IndexDamaged(IndexUnavailable):
+    """The current index generation cannot be read: it counts as no index until `kb reindex` replaces it."""
+
+    def __init__(self, message: str, remedy: str = "Run `kb reindex` to rebuild it from the store "
+                 "(no crawl needed).") -> None:
+        super().__init__(message, remedy)
+
+
 class LockHeld(KBError):
     """Another writer (crawl, reindex, update) holds the data-directory lock."""
 

@@ -14,6 +14,8 @@ How the main content is found (after readability and trafilatura):
    hold most of the density choice's prose; the density choice is the fallback for div soup.
 4. Inside the chosen container, link lists, boilerplate classes and other low-text blocks are pruned, and
    what is left is serialised block by block: headings start Sections, paragraphs are separated by blank lines.
+5. Each Section also gets the same blocks as safe markup (lists, sub-headings, emphasis, quotes, tables, links;
+   kb.markup's allow-list), rebuilt from the text nodes its plain text was made of, for the article page.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from bs4 import BeautifulSoup, NavigableString, SoupStrainer, Tag
 from bs4.element import PreformattedString, Script, Stylesheet, TemplateString
 
 from kb.errors import SkipPage
+from kb.markup import section_markup
 from kb.models import Article, Section
 
 log = logging.getLogger(__name__)
@@ -721,6 +724,8 @@ class _Block:
     level: int = 0  # 1–6 for headings, 0 for paragraphs
     links: int = 0
     el: Tag | None = None
+    nodes: tuple[int, ...] = ()  # ids of the text nodes it was made of, to rebuild its markup
+    section: int = -1  # index of the Section whose body it is (-1: a heading, or left out)
 
 
 _BR = object()
@@ -747,35 +752,43 @@ def _blocks_of(root: Tag) -> Iterator[_Block]:
         if not buf:
             return
         lines: list[str] = []
+        line_nodes: list[list[int]] = [[]]
         line: list[str] = []
         for part in buf:
             if part is _BR:
                 lines.append("".join(line))
                 line = []
+                line_nodes.append([])
             elif part is _CELL:
                 line.append(" | ")
             else:
-                line.append(part)  # type: ignore[arg-type]
+                value, node_id = part  # type: ignore[misc]
+                line.append(value)
+                line_nodes[-1].append(node_id)
         lines.append("".join(line))
         buf, n_links = [], links
         links = 0
         if in_pre:
             text = "\n".join(ln.rstrip() for ln in lines).strip("\n")
             if text.strip():
-                yield _Block(text=text, level=level, links=n_links, el=el)
+                yield _Block(text=text, level=level, links=n_links, el=el,
+                             nodes=tuple(n for ids in line_nodes for n in ids))
             return
         # A blank line (<br><br>) inside one element separates paragraphs, as it does on screen.
         paragraphs: list[list[str]] = [[]]
-        for ln in lines:
+        nodes: list[list[int]] = [[]]
+        for ln, ids in zip(lines, line_nodes):
             ln = _clean(ln).strip(" |")
             if ln:
                 paragraphs[-1].append(ln)
+                nodes[-1].extend(ids)
             elif paragraphs[-1]:
                 paragraphs.append([])
-        texts = ["\n".join(p) for p in paragraphs if p]
-        total = sum(len(t) for t in texts) or 1
-        for t in texts:
-            yield _Block(text=t, level=level, links=round(n_links * len(t) / total), el=el)
+                nodes.append([])
+        texts = [("\n".join(p), tuple(ids)) for p, ids in zip(paragraphs, nodes) if p]
+        total = sum(len(t) for t, _ in texts) or 1
+        for t, ids in texts:
+            yield _Block(text=t, level=level, links=round(n_links * len(t) / total), el=el, nodes=ids)
 
     def close(tag: Tag) -> Iterator[_Block]:
         nonlocal in_a, in_pre
@@ -817,7 +830,7 @@ def _blocks_of(root: Tag) -> Iterator[_Block]:
             s = str(node)
             if not in_pre:
                 s = re.sub(r"\s+", " ", s)
-            buf.append(s)
+            buf.append((s, id(node)))
             if in_a:
                 links += len(s.strip())
     while stack:
@@ -1003,8 +1016,8 @@ def _dedupe(values: Iterable[str]) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------- public
 
-def _main_content(page: _Page, *, by_name: bool = True) -> tuple[list[_Block], str]:
-    """Clean the tree, choose and prune the container, and return its blocks plus the in-content <h1>.
+def _main_content(page: _Page, *, by_name: bool = True) -> tuple[list[_Block], str, list[Tag]]:
+    """Clean the tree, choose and prune the container; its blocks, the in-content <h1>, and the containers.
 
     With by_name=False furniture is recognised by tag only: the second try for pages whose content
     sits in wrappers named like furniture (a team page of `doctor-author` boxes).
@@ -1013,7 +1026,7 @@ def _main_content(page: _Page, *, by_name: bool = True) -> tuple[list[_Block], s
     _remove_junk(soup, by_name=by_name)
     body = soup.body if isinstance(soup.body, Tag) else soup.find("html") or soup
     if not isinstance(body, Tag):
-        return [], ""
+        return [], "", []
     m = _measure(body)
     roots = _choose_content(body, m)
     h1 = ""
@@ -1027,7 +1040,7 @@ def _main_content(page: _Page, *, by_name: bool = True) -> tuple[list[_Block], s
         h1 = _text(found) if isinstance(found, Tag) else ""
     _prune(roots, by_name=by_name)
     blocks = _drop_empty_headings([b for b in _blocks(roots) if _keep_block(b)])
-    return blocks, h1
+    return blocks, h1, roots
 
 
 def _drop_empty_headings(blocks: list[_Block]) -> list[_Block]:
@@ -1095,8 +1108,17 @@ def _sections(blocks: list[_Block], title: str, used: set[str]) -> tuple[str, li
             continue
         paragraphs.append(block.text)
         body.append(block.text)
+        block.section = len(sections)  # the index `current` gets when closed
     close()
     return "\n\n".join(paragraphs), sections
+
+
+def _fill_markup(sections: list[Section], blocks: list[_Block], roots: list[Tag], url: str) -> None:
+    """Give each section the safe markup of exactly the blocks its plain text was made of."""
+    owner = {node: block.section for block in blocks if block.section >= 0 for node in block.nodes}
+    markup = section_markup(roots, lambda node: owner.get(id(node)), len(sections), base_url=url)
+    for section, value in zip(sections, markup):
+        section.html = value
 
 
 def _anchor(el: Tag | None, heading: str, used: set[str]) -> str:
@@ -1144,20 +1166,22 @@ def extract(html: str | bytes, url: str, *, content_type: str = "text/html") -> 
     author = page.author()
     categories, tags = page.taxonomy()
     page_text = _text(page.soup)  # before _main_content prunes the tree: a disclaimer often sits in the footer
-    blocks, h1 = _main_content(page)
+    blocks, h1, roots = _main_content(page)
     if all(b.level for b in blocks):  # no paragraph at all: the content may sit in furniture-named wrappers
-        blocks, h1 = _main_content(page, by_name=False)
+        blocks, h1, roots = _main_content(page, by_name=False)
     ld_body = page.ld_article_body()
     if ld_body and len(ld_body) > max(200, 2 * sum(len(b.text) for b in blocks)):
         # Script-rendered pages often ship the article only as JSON-LD articleBody.
         log.debug("main content: JSON-LD articleBody (%d chars)", len(ld_body))
-        blocks = [b for b in _fragment_blocks(ld_body) if _keep_block(b)]
+        blocks, roots = _fragment(ld_body)
+        blocks = [b for b in blocks if _keep_block(b)]
     title = _title(page, h1)
     if not title:
         title = next((b.text for b in blocks if b.level), "") or _title_from_url(url) or page.host
     text, sections = _sections(blocks, title if not h1 else h1, set(page.ids))
     if not text.strip():
         raise SkipPage(f"no main text found at {url}", kind="empty")
+    _fill_markup(sections, blocks, roots, url)
     return Article(
         url=url, title=title, text=text, sections=sections, canonical=page.canonical,
         description=page.description, author=author, published=published, modified=modified,
@@ -1253,11 +1277,17 @@ def _question_anchors(soup: BeautifulSoup) -> dict[str, str]:
 
 def _fragment_blocks(fragment: str) -> list[_Block]:
     """Blocks of an HTML or plain-text fragment (JSON-LD answers and article bodies carry either)."""
+    return _fragment(fragment)[0]
+
+
+def _fragment(fragment: str) -> tuple[list[_Block], list[Tag]]:
+    """Blocks of a fragment and the parsed element they come from (none for plain text)."""
     if not re.search(r"<[a-zA-Z/]", fragment):
-        return [_Block(text=_clean(p)) for p in re.split(r"\n\s*\n|\n", fragment) if _clean(p)]
+        return [_Block(text=_clean(p)) for p in re.split(r"\n\s*\n|\n", fragment) if _clean(p)], []
     soup = _parse(f"<div>{fragment}</div>")
-    root = soup.find("div")
-    return list(_blocks_of(root if isinstance(root, Tag) else soup))
+    found = soup.find("div")
+    root = found if isinstance(found, Tag) else soup
+    return list(_blocks_of(root)), [root]
 
 
 def _html_to_text(fragment: str) -> str:

@@ -4,11 +4,24 @@ The only module that writes the index. Layout under `index_root`:
 
     CURRENT                  name of the generation readers use (replaced atomically)
     WRITELOCK                one writer at a time across rebuild and update
-    gen-<UTC timestamp>/     one complete Whoosh index each, plus kb-meta.json (store seq, doc count)
+    gen-<UTC timestamp>/     one generation: kb-meta.json (store seq, doc counts) and one directory
+        public/              per sub-index (SUBINDEXES), each a complete Whoosh index
+        staff/
+
+Audiences are physically separate: `public/` holds the public documents only and `staff/` every
+other document (an unknown audience counts as staff), so the two are disjoint and no document is
+indexed twice. An anonymous reader opens `public/` alone, so its BM25 statistics, facet values,
+word lists for suggestions and corrections, and its timing cannot depend on staff material;
+staff readers search both through one Whoosh MultiReader (see kb/search.py). Which sub-indexes an
+audience opens is decided here, once: `subindex_for`, `subindexes_for`, `subindex_dirs`.
+Generations of the older single-index layout (SCHEMA_VERSION 2) are not read: the next `kb update`
+or `kb reindex` rebuilds them, saying so in the log.
 
 A rebuild never touches the generation readers are using: it builds a new directory from the
 store, verifies it, then flips CURRENT with write-temp + fsync + os.replace + fsync(dir), so a
 crash at any point leaves either the old or the new index in service, never half of one.
+An update commits the public sub-index before the staff one, so a record moving from public to
+staff leaves the public index first; the store sequence advances only after both commits.
 
 Measured at 100,000 synthetic 600-word articles on 2 cores: ~300 articles/s, index 2.3x the
 text. A full build commits one segment per SEGMENT_TEXT_MB of text (see `_build`), and updates
@@ -28,6 +41,7 @@ import zlib
 from bisect import bisect_right
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -41,7 +55,8 @@ from whoosh.reading import SegmentReader
 from whoosh.util.filelock import FileLock, try_for
 from whoosh.writing import NO_MERGE
 
-from kb.analysis import plain_analyzer, text_analyzer
+from kb.indexcheck import problems as index_problems
+from kb.vocab import plain_analyzer, text_analyzer
 from kb.errors import KBError, LockHeld
 from kb.faults import checkpoint
 from kb.models import Article
@@ -50,7 +65,7 @@ from kb.store import Store
 log = logging.getLogger(__name__)
 
 #: Bump when the schema or the document mapping changes: `update()` then rebuilds instead of mixing.
-SCHEMA_VERSION = 2  # 2: one document per near-duplicate group, with its sources
+SCHEMA_VERSION = 3  # 2: one document per near-duplicate group; 3: separate public and staff sub-indexes
 POINTER = "CURRENT"
 WRITE_LOCK = "WRITELOCK"
 META = "kb-meta.json"
@@ -69,6 +84,54 @@ MERGE_SMALL_COUNT = 4  # ... once there are this many
 COMPRESS_LEVEL = 1  # level 6 is ~10% smaller but costs 7% of the build time
 
 Progress = Callable[[int, int], None]
+
+
+# -- layout: one generation, one sub-index per audience group -----------------------------------
+
+PUBLIC_INDEX = "public"
+STAFF_INDEX = "staff"
+#: The sub-index directories of every generation, public first (the order of commits and of docnums).
+SUBINDEXES: tuple[str, ...] = (PUBLIC_INDEX, STAFF_INDEX)
+
+
+def subindex_for(audience: str | None) -> str:
+    """The sub-index a document of `audience` lives in: only "public" is public (when in doubt, staff)."""
+    return PUBLIC_INDEX if (audience or "public") == "public" else STAFF_INDEX
+
+
+def subindexes_for(audiences: Iterable[str]) -> tuple[str, ...]:
+    """The sub-indexes a reader allowed `audiences` opens: the public one alone unless it may see more."""
+    wanted = {subindex_for(a) for a in audiences} | {PUBLIC_INDEX}
+    return tuple(name for name in SUBINDEXES if name in wanted)
+
+
+def subindex_dirs(generation: Path, names: Iterable[str] = SUBINDEXES) -> dict[str, Path]:
+    """Sub-index name -> its Whoosh index directory inside `generation`, in SUBINDEXES order."""
+    wanted = set(names)
+    return {name: Path(generation) / name for name in SUBINDEXES if name in wanted}
+
+
+def is_complete(generation: Path) -> bool:
+    """Whether every sub-index of `generation` holds a Whoosh index (the current layout)."""
+    return all(_holds_index(path) for path in subindex_dirs(generation).values())
+
+
+def is_legacy(generation: Path) -> bool:
+    """Whether `generation` is one index for every audience, as kb built before SCHEMA_VERSION 3."""
+    return _holds_index(generation) and not is_complete(generation)
+
+
+def _holds_index(path: Path) -> bool:
+    """Whether `path` holds a Whoosh index whose table of contents reads (a damaged one does not)."""
+    try:
+        return whoosh_index.exists_in(str(path))
+    except Exception:  # an unreadable table of contents: generation_problems() says what is wrong
+        return False
+
+
+def generation_problems(generation: Path, *, thorough: bool = False) -> list[str]:
+    """What cannot be read in the sub-indexes of `generation`, as searches read them (kb.indexcheck)."""
+    return index_problems(subindex_dirs(generation).values(), thorough=thorough)
 
 
 def _spell_field() -> TEXT:
@@ -269,8 +332,8 @@ def _write_atomic(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
-def current_generation(index_root: Path) -> Path | None:
-    """The generation directory CURRENT points at, or None when no usable index exists."""
+def named_generation(index_root: Path) -> Path | None:
+    """The directory CURRENT safely names, whether or not it holds a usable index."""
     root = Path(index_root)
     try:
         name = (root / POINTER).read_text("utf-8").strip()
@@ -278,10 +341,38 @@ def current_generation(index_root: Path) -> Path | None:
         return None
     if not name or "/" in name or "\\" in name or name in {".", ".."}:
         return None
-    path = root / name
-    if not path.is_dir() or not whoosh_index.exists_in(str(path)):
+    return root / name
+
+
+def current_generation(index_root: Path) -> Path | None:
+    """The generation directory CURRENT points at, or None when no usable index exists.
+
+    A generation that cannot be read as searches read it counts as none, with a warning: searches
+    answer "unavailable" and the next update or rebuild replaces it (DESIGN: never a traceback).
+    """
+    path = named_generation(index_root)
+    if path is None or not path.is_dir() or is_legacy(path):
+        return None  # an older single-index generation counts as none: see `_note_legacy`
+    damage = generation_problems(path)
+    if damage:
+        _warn_damaged(str(path), tuple(damage))
         return None
     return path
+
+
+@lru_cache(maxsize=64)
+def _warn_damaged(generation: str, damage: tuple[str, ...]) -> None:
+    """Log a damaged generation once per distinct damage, not on every health probe or search."""
+    log.warning("index generation %s cannot be read and counts as no index: %s; `kb reindex` rebuilds it",
+                Path(generation).name, "; ".join(damage[:3]))
+
+
+def _note_legacy(root: Path) -> None:
+    """Say why an index that exists is rebuilt: it has the layout of an older kb."""
+    named = named_generation(root)
+    if named is not None and named.is_dir() and is_legacy(named):
+        log.warning("index generation %s is one index for every audience (built by an older kb): "
+                    "rebuilding it as separate public and staff indexes", named.name)
 
 
 def read_meta(generation: Path) -> dict[str, Any]:
@@ -309,11 +400,11 @@ def _new_generation_dir(root: Path) -> Path:
 
 
 @contextmanager
-def _write_lock(root: Path, timeout: float = WRITER_TIMEOUT) -> Iterator[None]:
+def _write_lock(root: Path, timeout: float | None = None) -> Iterator[None]:
     """Serialise rebuild and update across processes (Whoosh's own lock is per directory)."""
     root.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(root / WRITE_LOCK))
-    if not try_for(lock.acquire, timeout=timeout, delay=0.05):
+    if not try_for(lock.acquire, timeout=WRITER_TIMEOUT if timeout is None else timeout, delay=0.05):
         raise LockHeld(f"Another process is writing the search index in {root}.",
                        "Wait for the running reindex or update to finish, then try again.")
     try:
@@ -322,17 +413,25 @@ def _write_lock(root: Path, timeout: float = WRITER_TIMEOUT) -> Iterator[None]:
         lock.release()
 
 
-def _open(generation: Path) -> Any:
-    """Open one generation without mmap: Whoosh copies mmapped compound segments into memory."""
-    return FileStorage(str(generation), supports_mmap=False).open_index()
+def _open(path: Path) -> Any:
+    """Open one sub-index without mmap: Whoosh copies mmapped compound segments into memory."""
+    return FileStorage(str(path), supports_mmap=False).open_index()
 
 
 def _doc_count(generation: Path) -> int:
-    ix = _open(generation)
+    """Live documents of a generation, every sub-index counted; 0 when it cannot be read (nothing to keep)."""
+    total = 0
     try:
-        return ix.doc_count()
-    finally:
-        ix.close()
+        for path in subindex_dirs(generation).values():
+            ix = _open(path)
+            try:
+                total += ix.doc_count()
+            finally:
+                ix.close()
+    except Exception as exc:  # a damaged index counts as no index: the rebuild replaces it
+        log.warning("index generation %s cannot be counted (%s); replacing it", generation.name, exc)
+        return 0
+    return total
 
 
 def _cleanup(root: Path, keep: set[str], grace: float) -> None:
@@ -358,21 +457,34 @@ def _open_writer(ix: Any, **kwargs: Any) -> Any:
                        "Wait for the running reindex or update to finish, then try again.") from None
 
 
-def _verify(generation: Path, expected: int, sample_id: str | None) -> None:
-    """Refuse to swap in an index that does not open, count right and answer a query."""
-    ix = _open(generation)
-    try:
-        count = ix.doc_count()
-        if count != expected:
-            raise KBError(f"The new index has {count} documents but {expected} articles were read.",
-                          "Run `kb reindex` again; if it persists, run `kb check`.")
-        if sample_id is not None:
-            with ix.searcher() as searcher:
-                if not searcher.search(Term("id", sample_id), limit=1):
-                    raise KBError("The new index does not find an article it just indexed.",
-                                  "Run `kb reindex` again.")
-    finally:
-        ix.close()
+def _cancel(writers: Iterable[Any]) -> None:
+    """Drop what these writers added and release their locks (a writer that committed is left alone)."""
+    for writer in writers:
+        if not getattr(writer, "is_closed", False):
+            writer.cancel()
+
+
+def _verify(generation: Path, expected: int, samples: dict[str, str]) -> None:
+    """Refuse to swap in an index whose sub-indexes do not read back, count right and answer a query."""
+    damage = generation_problems(generation, thorough=True)
+    if damage:
+        raise KBError(f"The new index cannot be read back: {damage[0]}",
+                      "Check the disk (free space, errors), then run `kb reindex` again.")
+    count = 0
+    for name, path in subindex_dirs(generation).items():
+        ix = _open(path)
+        try:
+            count += ix.doc_count()
+            if name in samples:
+                with ix.searcher() as searcher:
+                    if not searcher.search(Term("id", samples[name]), limit=1):
+                        raise KBError("The new index does not find an article it just indexed.",
+                                      "Run `kb reindex` again.")
+        finally:
+            ix.close()
+    if count != expected:
+        raise KBError(f"The new index has {count} documents but {expected} articles were read.",
+                      "Run `kb reindex` again; if it persists, run `kb check`.")
 
 
 def rebuild(store: Store, index_root: Path, *, progress: Progress | None = None, max_loss: float = 0.10,
@@ -389,13 +501,15 @@ def rebuild(store: Store, index_root: Path, *, progress: Progress | None = None,
 
 def _rebuild_locked(store: Store, root: Path, *, progress: Progress | None, max_loss: float, force: bool,
                     grace: float) -> int:
+    _note_legacy(root)
     seq = store.last_change()  # changes after this are replayed by the next update()
     total = store.count_primaries()  # one document per near-duplicate group
     generation = _new_generation_dir(root)
     started = time.perf_counter()
     try:
-        count, sample = _build(store, generation, total, progress)
-        _verify(generation, count, sample)
+        counts, samples = _build(store, generation, total, progress)
+        count = sum(counts.values())
+        _verify(generation, count, samples)
         if store.last_change() == seq and count != store.count_primaries():
             raise KBError(f"The new index has {count} documents but the store has "
                           f"{store.count_primaries()} articles (near-duplicates counted once).",
@@ -407,7 +521,7 @@ def _rebuild_locked(store: Store, root: Path, *, progress: Progress | None, max_
                 f"The new index would have {count} documents instead of {old_count} "
                 f"(more than {max_loss:.0%} fewer); keeping the current index.",
                 "Check the store (`kb stats`); if the loss is intended, use --force.")
-        _write_meta(generation, {"seq": seq, "schema": SCHEMA_VERSION, "docs": count,
+        _write_meta(generation, {"seq": seq, "schema": SCHEMA_VERSION, "docs": count, "subindexes": counts,
                                  "built": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         checkpoint("reindex:before-swap")  # crash tests: new generation committed and verified, not live
         _write_atomic(root / POINTER, generation.name + "\n")
@@ -435,45 +549,59 @@ def _with_sources(store: Store, ids: list[int]) -> Iterator[Article]:
         yield article
 
 
-def _build(store: Store, generation: Path, total: int, progress: Progress | None) -> tuple[int, str | None]:
-    """Write every article, committing one segment per SEGMENT_TEXT_MB of text.
+def _build(store: Store, generation: Path, total: int,
+           progress: Progress | None) -> tuple[dict[str, int], dict[str, str]]:
+    """Write every article into its audience's sub-index; (documents per sub-index, one id of each).
 
     Whoosh sorts postings in memory up to `limitmb` and otherwise spills sorted runs to disk
     and merges them in Python at commit, which made a 100,000-article build 3x slower. Segments
     that fit in memory avoid the spill; they are not merged afterwards (a merge re-sorts every
     posting the same way), so a large index has a few segments, which searches handle well.
+    Both sub-indexes are written in one pass over the store; once their uncommitted text together
+    passes SEGMENT_TEXT_MB the larger one commits a segment, so memory stays what one index needed.
     """
-    ix = whoosh_index.create_in(str(generation), build_schema())
+    indexes: dict[str, Any] = {}
+    writers: dict[str, Any] = {}
     try:
-        # Separate files per segment (not one compound file): read through Python's C file objects,
-        # searches are ~30% faster than through Whoosh's compound sub-file wrapper.
-        writer = _open_writer(ix, limitmb=LIMIT_MB, compound=False)
-        count = 0
-        text_bytes = 0
-        sample: str | None = None
+        for name, path in subindex_dirs(generation).items():
+            path.mkdir()
+            indexes[name] = whoosh_index.create_in(str(path), build_schema())
+        counts = dict.fromkeys(indexes, 0)
+        pending = dict.fromkeys(indexes, 0)  # text bytes added since the sub-index's last commit
+        samples: dict[str, str] = {}
         try:
+            # Separate files per segment (not one compound file): read through Python's C file objects,
+            # searches are ~30% faster than through Whoosh's compound sub-file wrapper.
+            for name, ix in indexes.items():
+                writers[name] = _open_writer(ix, limitmb=LIMIT_MB, compound=False)
             for article in _iter_store(store):
                 doc = article_document(article)
-                writer.add_document(**doc)
-                sample = sample or doc["id"]
-                count += 1
-                text_bytes += len(article.text) + len(article.title) + 200
-                if text_bytes > SEGMENT_TEXT_MB * 1024 * 1024:
-                    writer.commit(mergetype=NO_MERGE)
-                    writer = _open_writer(ix, limitmb=LIMIT_MB, compound=False)
-                    text_bytes = 0
-                if progress and count % 200 == 0:
-                    progress(count, max(total, count))
+                name = subindex_for(doc["audience"])
+                writers[name].add_document(**doc)
+                samples.setdefault(name, doc["id"])
+                counts[name] += 1
+                pending[name] += len(article.text) + len(article.title) + 200
+                if sum(pending.values()) > SEGMENT_TEXT_MB * 1024 * 1024:
+                    fullest = max(pending, key=pending.__getitem__)
+                    writers[fullest].commit(mergetype=NO_MERGE)
+                    writers[fullest] = _open_writer(indexes[fullest], limitmb=LIMIT_MB, compound=False)
+                    pending[fullest] = 0
+                done = sum(counts.values())
+                if progress and done % 200 == 0:
+                    progress(done, max(total, done))
         except BaseException:
-            writer.cancel()
+            _cancel(writers.values())
             raise
         checkpoint("reindex:before-commit")  # crash tests: every document added, nothing committed
-        writer.commit(mergetype=NO_MERGE)
+        for writer in writers.values():
+            writer.commit(mergetype=NO_MERGE)
         if progress:
-            progress(count, max(total, count))
-        return count, sample
+            done = sum(counts.values())
+            progress(done, max(total, done))
+        return counts, samples
     finally:
-        ix.close()
+        for ix in indexes.values():
+            ix.close()
 
 
 def update(store: Store, index_root: Path) -> tuple[int, int]:
@@ -528,44 +656,97 @@ def _merge_small(writer: Any, segments: list[Any]) -> list[Any]:
 
 
 def _reindex_locked(store: Store, generation: Path, upsert: set[int], delete: set[int]) -> tuple[int, int]:
-    ix = _open(generation)
+    """Each id leaves every sub-index and is written again into its audience's one (when still stored).
+
+    Sub-indexes nothing changed in are not committed (no new commit: their readers keep their caches).
+    The public one commits first, so a crash between the commits never leaves a record that became
+    staff in the public index; the store sequence is not advanced, and the next update replays both.
+    """
+    indexes: dict[str, Any] = {}
+    writers: dict[str, Any] = {}
     try:
-        writer = _open_writer(ix, limitmb=LIMIT_MB)
         indexed = deleted = 0
+        changed: set[str] = set()
         try:
+            for name, path in subindex_dirs(generation).items():
+                indexes[name] = _open(path)
+                writers[name] = _open_writer(indexes[name], limitmb=LIMIT_MB)
             found: set[int] = set()
             live = sorted(set(upsert) - store.duplicate_ids(upsert))  # a duplicate's document is deleted below
             for article in _with_sources(store, live):
-                writer.update_document(**article_document(article))
+                doc = article_document(article)
+                home = subindex_for(doc["audience"])
+                for name, writer in writers.items():
+                    if name == home:
+                        writer.update_document(**doc)
+                        changed.add(name)
+                    elif writer.delete_by_term("id", doc["id"]):  # its audience changed
+                        changed.add(name)
                 found.add(int(article.id or 0))
                 indexed += 1
             for article_id in sorted(set(delete) | (set(upsert) - found)):
-                deleted += writer.delete_by_term("id", str(article_id))
+                for name, writer in writers.items():
+                    removed = writer.delete_by_term("id", str(article_id))
+                    if removed:
+                        changed.add(name)
+                        deleted += removed
         except BaseException:
-            writer.cancel()
+            _cancel(writers.values())
             raise
         checkpoint("update:before-commit")  # crash tests: changes written, not committed
-        writer.commit(mergetype=_merge_small)
-        docs = ix.doc_count()
+        try:
+            for name, writer in writers.items():  # SUBINDEXES order: public first
+                if name in changed:
+                    writer.commit(mergetype=_merge_small)
+                else:
+                    writer.cancel()
+        except BaseException:
+            _cancel(writers.values())
+            raise
+        counts = {name: ix.doc_count() for name, ix in indexes.items()}
     finally:
-        ix.close()
+        for ix in indexes.values():
+            ix.close()
     meta = read_meta(generation)
-    meta["docs"] = docs
+    meta["docs"] = sum(counts.values())
+    meta["subindexes"] = counts
     _write_meta(generation, meta)
     log.info("index updated: %d indexed, %d deleted in %s", indexed, deleted, generation.name)
     return indexed, deleted
 
 
 def indexed_hashes(index_root: Path) -> dict[int, str]:
-    """Article id -> content hash of every live document in the current generation (for `kb check`)."""
+    """Article id -> content hash of every live document in the current generation (for `kb check`).
+
+    Every sub-index is read. A document in the wrong sub-index for its audience, or in both, is
+    reported with an empty hash: `kb check` then counts it stale and `--repair` re-files it.
+    """
     generation = current_generation(Path(index_root))
     if generation is None:
         return {}
-    ix = _open(generation)
-    try:
-        with ix.reader() as reader:
-            ids = reader.column_reader("id", translate=True)
-            hashes = reader.column_reader("hash", translate=True)
-            return {int(ids[n]): hashes[n] for n in reader.all_doc_ids()}
-    finally:
-        ix.close()
+    out: dict[int, str] = {}
+    for name, path in subindex_dirs(generation).items():
+        ix = _open(path)
+        try:
+            with ix.reader() as reader:
+                if not reader.doc_count_all():
+                    continue  # an empty sub-index (no segments) has no columns
+                misplaced = _misplaced(reader, name)
+                ids = reader.column_reader("id", translate=True)
+                hashes = reader.column_reader("hash", translate=True)
+                for n in reader.all_doc_ids():
+                    article_id = int(ids[n])
+                    out[article_id] = "" if article_id in out or n in misplaced else hashes[n]
+        finally:
+            ix.close()
+    return out
+
+
+def _misplaced(reader: Any, name: str) -> set[int]:
+    """Live documents of sub-index `name` whose audience belongs in another sub-index."""
+    out: set[int] = set()
+    for raw in reader.lexicon("audience"):
+        audience = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        if subindex_for(audience) != name:
+            out.update(reader.postings("audience", audience).all_ids())
+    return out

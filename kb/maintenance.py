@@ -37,10 +37,12 @@ STORE_NAME = "kb.sqlite3"
 # -- check and repair ----------------------------------------------------------------------------
 
 def check(store: Store, index_root: Path, repair: bool = False) -> dict[str, Any]:
-    """Compare the store with the index: missing, orphaned and stale documents; `repair` fixes them.
+    """Read the index as searches do, then compare it with the store; `repair` fixes what differs.
 
-    Repair indexes exactly what differs through `kb.index` (the only writer); when nothing has
-    been indexed yet it builds the first generation. The caller holds the writer lock.
+    `damaged` lists what cannot be read in the generation CURRENT names (kb.indexcheck, thorough):
+    a damaged index counts as none. Repair rebuilds a missing or damaged index from the store and
+    otherwise indexes exactly what differs, through `kb.index` (the only writer). The caller holds
+    the writer lock.
     """
     from kb import index
 
@@ -50,33 +52,48 @@ def check(store: Store, index_root: Path, repair: bool = False) -> dict[str, Any
     groups = store.group_sources(primaries)
     duplicates = len(in_store) - len(primaries)
     in_store = {i: index.document_hash(in_store[i], groups.get(i, [])) for i in primaries if i in in_store}
-    generation = index.current_generation(index_root)
+    named = index.named_generation(index_root)
+    damaged = _damage(named)
+    generation = index.current_generation(index_root) if not damaged else None
     in_index = index.indexed_hashes(index_root) if generation is not None else {}
     missing = sorted(set(in_store) - set(in_index))
     orphaned = sorted(set(in_index) - set(in_store))
     stale = sorted(i for i in set(in_store) & set(in_index) if in_index[i] != in_store[i])
     result: dict[str, Any] = {
-        "generation": generation.name if generation else None,
+        "generation": named.name if named else None,
+        "damaged": damaged,
         "store_articles": len(in_store) + duplicates,
         "store_duplicates": duplicates,  # listed in their primary's document, none of their own
         "index_documents": len(in_index),
         "missing": missing,
         "orphaned": orphaned,
         "stale": stale,
-        "ok": not (missing or orphaned or stale) and (generation is not None or not in_store),
+        "ok": not (damaged or missing or orphaned or stale) and (generation is not None or not in_store),
         "repaired": False,
     }
     if repair and not result["ok"]:
         if generation is None:
-            index.rebuild(store, index_root)
+            index.rebuild(store, index_root, force=bool(damaged))  # a damaged index is not worth guarding
         else:
             index.reindex_ids(store, index_root, upsert=set(missing) | set(stale), delete=set(orphaned))
         after = check(store, index_root)
         result["repaired"] = after["ok"]
-        result["after"] = {k: after[k] for k in ("generation", "index_documents", "missing", "orphaned", "stale")}
+        result["after"] = {k: after[k] for k in ("generation", "damaged", "index_documents", "missing", "orphaned",
+                                                 "stale")}
         log.info("Index repaired: %d missing, %d orphaned, %d stale fixed.", len(missing), len(orphaned), len(stale),
                  extra={"missing": len(missing), "orphaned": len(orphaned), "stale": len(stale)})
     return result
+
+
+def _damage(named: Path | None) -> list[str]:
+    """What cannot be read in the generation CURRENT names, read thoroughly; empty when sound or absent."""
+    from kb.index import POINTER, generation_problems, is_legacy
+
+    if named is None or is_legacy(named):  # an older kb's layout is rebuilt, not damaged
+        return []
+    if not named.is_dir():
+        return [f"{POINTER} names {named.name}, which does not exist."]
+    return generation_problems(named, thorough=True)
 
 
 # -- stats ---------------------------------------------------------------------------------------
@@ -342,8 +359,10 @@ def health(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
             conn.close()
     except sqlite3.Error:
         checks["store"] = "unavailable"
-    generation = index.current_generation(paths["index"])
-    checks["index"] = generation.name if generation else "missing"
+    generation = index.current_generation(paths["index"])  # an unreadable generation counts as none
+    named = index.named_generation(paths["index"])
+    checks["index"] = generation.name if generation else (
+        "unreadable" if named is not None and not index.is_legacy(named) else "missing")
     writer = lock_status(paths["root"])
     checks["writer"] = {"command": writer.get("command"), "since": writer.get("started")} if writer else None
     return {"ok": checks["store"] == "ok" and generation is not None, **checks}

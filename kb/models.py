@@ -41,12 +41,17 @@ class Page:
 
 @dataclass
 class Section:
-    """A heading and the text under it; the anchor makes `url#anchor` deep links."""
+    """A heading and the text under it; the anchor makes `url#anchor` deep links.
+
+    `text` is what is indexed and searched; `html` is the same body as allow-listed markup (lists,
+    sub-headings, emphasis, quotes, tables, safe links; see kb.markup) for the article page, "" when unknown.
+    """
 
     heading: str
     anchor: str
     text: str
     level: int = 2
+    html: str = ""
 
 
 @dataclass
@@ -76,7 +81,7 @@ class Article:
 
     @property
     def content_hash(self) -> str:
-        """Hash of everything indexed, so unchanged content causes no writes."""
+        """Hash of everything indexed, so unchanged content causes no writes (section markup is not indexed)."""
         h = hashlib.sha256()
         for part in (
             self.title, self.text, self.canonical, self.description, self.author,

@@ -5,13 +5,23 @@ per request, borrows a Whoosh searcher from a small pool tied to that generation
 When CURRENT or the commit changes it opens the new state and lets the old one drain; it never
 calls `searcher.refresh()` (wrong results in every Whoosh fork, see DESIGN.md).
 
+Audiences are separate indexes, not a filter over one (see kb/index.py): each generation holds a
+public and a staff sub-index, and the searcher keeps one state per set of sub-indexes a request
+may read (`kb.index.subindexes_for`). An anonymous request opens the public sub-index alone, so
+its BM25 statistics, facet labels and counts, suggestions, "Did you mean" and its timing are
+exactly those of a kb that never held staff material. A staff request reads both through one
+Whoosh MultiReader over the leaf (segment) readers of the two, which gives one document
+numbering and combined statistics; everything below works per leaf reader with its docnum offset,
+as it does for a multi-segment index. The two states share nothing: each has its own caches.
+
 Per-request work is kept small: the matching document set is computed with set algebra over
 cached posting lists (Python sets run in C), facets are counted from per-document value tables
 built once per index state, and snippets come from one regular expression over the stored
 (compressed) body instead of re-analysing it. Posting lists are read a whole Whoosh block at a
 time (`_term_blocks`), ranking sums cached per-term BM25F arrays instead of walking Whoosh's
 matcher tree (`_score`, equal scores), phrases decode positions only where candidates are
-(`_phrase_matches`), and spelling corrections are cached per index state and audience.
+(`_phrase_matches`), and spelling corrections are cached per index state and audience and
+bounded per query (`MAX_CORRECTED_WORDS` words, `MAX_CORRECTION_CANDIDATES` candidates each).
 """
 
 from __future__ import annotations
@@ -31,25 +41,27 @@ from bisect import bisect_left
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import accumulate
+from itertools import accumulate, islice
 from pathlib import Path
 from pickle import loads  # noqa: S403 - Whoosh's own posting format; the index is trusted (DESIGN.md)
 from typing import Any, Callable, Iterable, Iterator
 
 from whoosh import formats
-from whoosh import index as whoosh_index
 from whoosh import query as wq
 from whoosh.codec.whoosh3 import LENGTHS_COLUMN
 from whoosh.filedb.filestore import FileStorage
 from whoosh.idsets import DocIdSet
-from whoosh.reading import TermNotFound
+from whoosh.reading import EmptyReader, MultiReader, TermNotFound
 from whoosh.scoring import BM25F
+from whoosh.searching import Searcher as WhooshSearcher
 from whoosh.support.levenshtein import distance
 from whoosh.util.numeric import byte_to_length, length_to_byte
 
 from kb import querylang
-from kb.errors import IndexUnavailable
-from kb.index import POINTER, current_generation, section_at, title_key
+from kb.errors import IndexDamaged, IndexUnavailable
+from kb.indexcheck import READ_ERRORS, problems as index_problems
+from kb.index import (POINTER, current_generation, is_legacy, named_generation, section_at, subindex_dirs,
+                      subindexes_for, title_key)
 from kb.models import Hit, Results
 from kb.querylang import Either, Group, Not, Node, Parsed, Phrase, Word
 
@@ -97,8 +109,15 @@ DEFAULT_AUDIENCES = ("public",)
 #: BM25F parameters: Whoosh's defaults, which `_score` reproduces exactly.
 BM25_B = 0.75
 BM25_K1 = 1.2
-SCORE_CACHE_BYTES = 24 * 1024 * 1024
-CORRECTION_CACHE = 4096  # "Did you mean" candidates per word and audience, per index state  # per-term score arrays kept per index state (12 bytes a posting)
+SCORE_CACHE_BYTES = 24 * 1024 * 1024  # per-term score arrays kept per index state (12 bytes a posting)
+CORRECTION_CACHE = 4096  # "Did you mean" candidates per word and audience, per index state
+#: Spelling look-ups per query: only the first this many words that need one get it (in query order,
+#: so the answer does not depend on what is cached). Each look-up walks the word list with a
+#: Levenshtein automaton (~15 ms at 3,000 articles, more with the vocabulary), so a query of 30
+#: unknown words used to cost 30 of them (~0.5 s) and held up every other request in the process.
+MAX_CORRECTED_WORDS = 3
+MAX_CORRECTION_CANDIDATES = 30  # index words within the edit distance examined per look-up
+MAX_CORRECTION_CHARS = 30  # longer "words" (pasted codes, URLs) get no look-up
 
 
 # -- vocabulary (optional: written by the analysis helper) --------------------------------------
@@ -170,6 +189,19 @@ def _vocab_terms() -> tuple[tuple[str, str], ...]:
     except Exception:  # noqa: BLE001
         return ()
     return tuple(sorted({(t.casefold(), t) for t in terms if t}))
+
+
+def _vocabulary_lookalikes(word: str, maxdist: int) -> list[tuple[str, int]]:
+    """(one-word vocabulary term, edit distance) near `word`, same first letter; MAX_CORRECTION_CANDIDATES at most."""
+    out: list[tuple[str, int]] = []
+    for key, _display in _vocab_terms():
+        if " " not in key and abs(len(key) - len(word)) <= maxdist and key[:1] == word[:1] and key != word:
+            d = distance(key, word, limit=maxdist + 1)
+            if d <= maxdist:
+                out.append((key, d))
+                if len(out) >= MAX_CORRECTION_CANDIDATES:
+                    break
+    return out
 
 
 # -- document sets -------------------------------------------------------------------------------
@@ -451,7 +483,7 @@ class _FacetTable:
         return [(self.values[vid], n) for n, vid in found]
 
 
-def _close_all(searchers: list[Any], pool: list[Any], ix: Any) -> None:
+def _close_all(searchers: list[Any], pool: list[Any], indexes: list[Any]) -> None:
     for searcher in searchers:
         try:
             searcher.close()
@@ -459,7 +491,38 @@ def _close_all(searchers: list[Any], pool: list[Any], ix: Any) -> None:
             log.debug("closing a searcher failed", exc_info=True)
     searchers.clear()
     pool.clear()
-    ix.close()
+    for ix in indexes:
+        ix.close()
+
+
+def _open_indexes(dirs: list[Path]) -> list[Any]:
+    """Open these sub-indexes read-only, all or none."""
+    opened: list[Any] = []
+    try:
+        for path in dirs:
+            # No mmap: Whoosh copies every mmapped compound segment into a private BytesIO per
+            # reader (~the whole index per pooled searcher); plain file reads share the OS cache.
+            opened.append(FileStorage(str(path), supports_mmap=False, readonly=True).open_index())
+    except BaseException:
+        for ix in opened:
+            ix.close()
+        raise
+    return opened
+
+
+def _combined_reader(readers: list[Any]) -> Any:
+    """One reader over several indexes: a MultiReader of all their segment readers, docnums in order.
+
+    Flat (segment readers, not readers of readers), so `leaf_readers()` gives every segment with
+    its offset, exactly as for one multi-segment index; empty indexes add nothing.
+    """
+    if len(readers) == 1:
+        return readers[0]
+    leaves = [leaf for reader in readers for leaf, _offset in reader.leaf_readers()
+              if not isinstance(leaf, EmptyReader)]
+    if not leaves:
+        return readers[0]
+    return leaves[0] if len(leaves) == 1 else MultiReader(leaves)
 
 
 class _Retired(Exception):
@@ -467,16 +530,16 @@ class _Retired(Exception):
 
 
 class _State:
-    """One generation at one commit: the Whoosh index, a pool of searchers and derived caches."""
+    """One generation's sub-indexes (`names`) at one commit each: a pool of searchers and derived caches."""
 
-    def __init__(self, generation: Path) -> None:
+    def __init__(self, generation: Path, names: tuple[str, ...]) -> None:
         self.generation = generation
-        # No mmap: Whoosh copies every mmapped compound segment into a private BytesIO per
-        # reader (~the whole index per pooled searcher); plain file reads share the OS cache.
-        self.ix = FileStorage(str(generation), supports_mmap=False, readonly=True).open_index()
-        self.toc = self.ix.latest_generation()
-        self.dir_mtime = _mtime(generation)
-        self.schema = self.ix.schema
+        self.names = names
+        self.dirs = list(subindex_dirs(generation, names).values())
+        self.indexes = _open_indexes(self.dirs)
+        self.toc = self.latest()
+        self.dir_mtime = self.stamp()
+        self.schema = self.indexes[0].schema
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         self._pool: list[Any] = []
@@ -484,11 +547,11 @@ class _State:
         self._count = 0  # searchers opened or being opened
         # Close the files even if nobody calls close() (an app dropped without teardown): the
         # finalizer holds the index and the searcher list, not this object.
-        self._finalizer = weakref.finalize(self, _close_all, self._open, self._pool, self.ix)
+        self._finalizer = weakref.finalize(self, _close_all, self._open, self._pool, self.indexes)
         self.in_use = 0
         self.retired = False
         self.closed = False
-        self.size = self.ix.doc_count_all()
+        self.size = sum(ix.doc_count_all() for ix in self.indexes)
         self._terms: OrderedDict[tuple[str, str], DocSet] = OrderedDict()
         self._df: dict[tuple[str, str], int] = {}
         self._analyze_lock = threading.Lock()
@@ -504,6 +567,26 @@ class _State:
         self._scores: OrderedDict[tuple[str, str], tuple[array, array]] = OrderedDict()
         self._score_bytes = 0
 
+    def latest(self) -> tuple[int, ...]:
+        """The newest commit (TOC generation) of each sub-index."""
+        return tuple(ix.latest_generation() for ix in self.indexes)
+
+    def stamp(self) -> tuple[int, ...]:
+        """Modification times of the sub-index directories: a commit changes its directory's."""
+        return tuple(_mtime(path) for path in self.dirs)
+
+    def _new_searcher(self) -> Any:
+        readers: list[Any] = []
+        try:
+            for ix in self.indexes:
+                readers.append(ix.reader())
+            reader = _combined_reader(readers)
+        except BaseException:
+            for opened in readers:
+                opened.close()
+            raise
+        return WhooshSearcher(reader, weighting=BM25F(B=BM25_B, K1=BM25_K1))
+
     # pool ----------------------------------------------------------------------------------
     def acquire(self) -> Any:
         """A searcher for this thread alone; at most POOL_SIZE exist (each holds file handles)."""
@@ -517,7 +600,7 @@ class _State:
                 return self._pool.pop()
             self._count += 1
         try:
-            searcher = self.ix.searcher(weighting=BM25F(B=BM25_B, K1=BM25_K1))
+            searcher = self._new_searcher()
         except BaseException:
             with self.cond:
                 self.in_use -= 1
@@ -698,15 +781,21 @@ class _State:
             return table
 
     def by_date(self, reader: Any) -> tuple[list[int], list[int]]:
-        """(published sort key per document, document numbers newest first), built once per state."""
+        """(published sort key per document, document numbers newest first), built once per state.
+
+        Read per segment: a segment without any dated document has no column, and Whoosh's
+        multi-segment column would then lend it a neighbour's values.
+        """
         with self.lock:
             if self._published is None:
                 values = [0] * self.size
-                if reader.has_column("published"):
-                    column = reader.column_reader("published", translate=False)
-                    for docnum in range(len(values)):
+                for seg, offset in reader.leaf_readers():
+                    if not seg.has_column("published"):
+                        continue
+                    column = seg.column_reader("published", translate=False)
+                    for docnum in range(min(seg.doc_count_all(), len(values) - offset)):
                         v = column[docnum]
-                        values[docnum] = int(v) if isinstance(v, int) and v > 0 else 0
+                        values[offset + docnum] = int(v) if isinstance(v, int) and v > 0 else 0
                 self._published = values
                 self._newest = sorted(range(len(values)), key=lambda d: (-values[d], d))
             return self._published, self._newest
@@ -726,6 +815,18 @@ class _State:
             if len(self._analyzed) > 4096:
                 self._analyzed.popitem(last=False)
         return tokens
+
+
+def _no_index(index_root: Path) -> IndexUnavailable:
+    """Why there is nothing to search: no index yet, or one of an older layout that must be rebuilt."""
+    named = named_generation(index_root)
+    if named is not None and named.is_dir() and is_legacy(named):
+        return IndexUnavailable(f"The search index in {index_root} was built by an older kb (one index for every "
+                                "audience) and must be rebuilt.", "Run `kb reindex` (or `kb update`) to rebuild it.")
+    if named is not None:  # CURRENT names a generation that is gone or does not read: kb.index logged why
+        return IndexDamaged(f"The search index in {index_root} cannot be read: generation {named.name} is damaged "
+                            "or missing (`kb check` says what is wrong).")
+    return IndexUnavailable(f"There is no search index in {index_root} yet.", "Run `kb reindex` to build it.")
 
 
 def _mtime(path: Path) -> int:
@@ -1274,8 +1375,9 @@ class Searcher:
     def __init__(self, index_root: Path) -> None:
         self.index_root = Path(index_root)
         self._lock = threading.Lock()
-        self._state: _State | None = None
-        self._pointer_stat: tuple[int, int, int] | None = None
+        #: one state per set of sub-indexes read (kb.index.subindexes_for): public alone, or all
+        self._states: dict[tuple[str, ...], _State] = {}
+        self._pointer_stats: dict[tuple[str, ...], tuple[int, int, int] | None] = {}
         self._closed = False
 
     # state management --------------------------------------------------------------------------
@@ -1286,55 +1388,76 @@ class Searcher:
             return None
         return (st.st_mtime_ns, st.st_ino, st.st_size)
 
-    def _current(self) -> _State:
+    def _current(self, scope: tuple[str, ...]) -> _State:
         pointer = self._pointer()
-        state = self._state
-        if state is not None and pointer == self._pointer_stat and _mtime(state.generation) == state.dir_mtime:
+        state = self._states.get(scope)
+        if state is not None and pointer == self._pointer_stats.get(scope) and state.stamp() == state.dir_mtime:
             return state
         with self._lock:
-            state = self._state
+            state = self._states.get(scope)
             generation = current_generation(self.index_root)
             if generation is None:
-                raise IndexUnavailable(f"There is no search index in {self.index_root} yet.",
-                                       "Run `kb reindex` to build it.")
+                raise _no_index(self.index_root)
             stale = (state is None or state.generation != generation
-                     or (_mtime(generation) != state.dir_mtime and state.ix.latest_generation() != state.toc))
+                     or (state.stamp() != state.dir_mtime and state.latest() != state.toc))
             if stale:
                 try:
-                    new = _State(generation)
+                    new = _State(generation, scope)
                 except Exception as exc:  # noqa: BLE001 - vanished mid-swap or unreadable
                     if state is not None and state.generation.is_dir():
                         log.warning("keeping the old index open: %s", exc)
                         return state
-                    raise IndexUnavailable(f"The search index in {generation} cannot be read ({exc}).",
-                                           "Run `kb reindex` to rebuild it.") from None
+                    raise IndexDamaged(f"The search index in {generation} cannot be read ({exc}).") from None
                 if state is not None:
                     state.retire()
-                self._state = state = new
-                log.info("search opened index generation %s (commit %s)", generation.name, new.toc)
+                self._states[scope] = state = new
+                log.info("search opened index generation %s %s (commit %s)", generation.name, "+".join(scope),
+                         new.toc)
             else:
-                state.dir_mtime = _mtime(generation)
-            self._pointer_stat = pointer
+                state.dir_mtime = state.stamp()
+            self._pointer_stats[scope] = pointer
             return state
 
     def close(self) -> None:
         with self._lock:
-            state, self._state = self._state, None
+            states = list(self._states.values())
+            self._states.clear()
             self._closed = True
-        if state is not None:
+        for state in states:
             state.retire()
 
-    def _with(self, fn: Callable[[_Request], Any]) -> Any:
+    def _with(self, fn: Callable[[_Request], Any], audiences: tuple[str, ...] = DEFAULT_AUDIENCES) -> Any:
+        """Run `fn` on a searcher of the sub-indexes `audiences` may read (the public one alone for patients)."""
+        scope = subindexes_for(audiences)
         while True:
-            state = self._current()
+            state = self._current(scope)
             try:
                 searcher = state.acquire()
             except _Retired:
                 continue
             try:
                 return fn(_Request(state, searcher))
+            except Exception as exc:
+                self._raise_if_damaged(state, exc)
+                raise
             finally:
                 state.release(searcher)
+
+    def _raise_if_damaged(self, state: _State, exc: Exception) -> None:
+        """A search failed: when its index no longer reads (damaged while open), say so (503), not 500."""
+        if isinstance(exc, IndexUnavailable):
+            return
+        damage = index_problems(state.dirs)  # quick, and cached until a file changes
+        if damage:
+            log.warning("a search failed on a damaged index (%s): %s", exc, "; ".join(damage[:3]))
+            with self._lock:
+                if self._states.get(state.names) is state:
+                    del self._states[state.names]
+            state.retire()
+            raise IndexDamaged(f"The search index in {state.generation} cannot be read: {damage[0]}") from None
+        if isinstance(exc, READ_ERRORS):  # damage where the quick check does not look: `kb check` reads it all
+            log.warning("a search read damaged data in %s (%r); run `kb check`", state.generation.name, exc)
+            raise IndexDamaged(f"Part of the search index in {state.generation} cannot be read ({exc}).") from None
 
     # search ------------------------------------------------------------------------------------
     def search(self, query: str, *, page: int = 1, per_page: int = 10, filters: dict[str, list[str]] | None = None,
@@ -1354,7 +1477,7 @@ class Searcher:
                             merged[name].append(value)
         audiences = tuple(audiences or DEFAULT_AUDIENCES)
         return self._with(lambda ctx: self._search(
-            ctx, parsed, text, page, per_page, merged, sort, audiences))
+            ctx, parsed, text, page, per_page, merged, sort, audiences), audiences)
 
     def _allowed(self, ctx: _Request, audiences: tuple[str, ...], filters: dict[str, list[str]]) -> DocSet:
         """The audience's documents narrowed by every filter (values of one filter are alternatives)."""
@@ -1504,19 +1627,9 @@ class Searcher:
     def _corrections(self, ctx: _Request, word: str, audience_docs: DocSet) -> list[str]:
         """Indexed or vocabulary words within a small edit distance that the audience can find."""
         maxdist = 1 if len(word) <= 5 else 2
-        candidates: dict[str, int] = {}
-        for prefix in (2, 1):
-            for term in ctx.reader.terms_within("spell", word, maxdist, prefix=prefix):
-                # Only visible words may stop the search: a staff-only look-alike must not hide a public one.
-                if term != word and self._visible_df(ctx, term, audience_docs):
-                    candidates.setdefault(term, distance(term, word, limit=maxdist + 1))
-            if candidates:
-                break
-        for key, display in _vocab_terms():
-            if " " not in key and abs(len(key) - len(word)) <= maxdist and key[:1] == word[:1] and key != word:
-                d = distance(key, word, limit=maxdist + 1)
-                if d <= maxdist:
-                    candidates.setdefault(key, d)
+        candidates = self._indexed_lookalikes(ctx, word, maxdist, audience_docs)
+        for key, d in _vocabulary_lookalikes(word, maxdist):
+            candidates.setdefault(key, d)
         ranked = []
         for term, dist in candidates.items():
             plain = ctx.analyze("spell", term)
@@ -1528,18 +1641,34 @@ class Searcher:
         ranked.sort()
         return [t for _, _, t in ranked[:SUGGESTION_LIMIT]]
 
+    def _indexed_lookalikes(self, ctx: _Request, word: str, maxdist: int, audience_docs: DocSet) -> dict[str, int]:
+        """Visible indexed words near `word` -> edit distance; at most MAX_CORRECTION_CANDIDATES examined per pass."""
+        candidates: dict[str, int] = {}
+        for prefix in (2, 1):
+            near = ctx.reader.terms_within("spell", word, maxdist, prefix=prefix)
+            for term in islice(near, MAX_CORRECTION_CANDIDATES):
+                # Only visible words may stop the search: a staff-only look-alike must not hide a public one.
+                if term != word and self._visible_df(ctx, term, audience_docs):
+                    candidates.setdefault(term, distance(term, word, limit=maxdist + 1))
+            if candidates:
+                break
+        return candidates
+
     def _suggestions(self, ctx: _Request, parsed: Parsed, text: str, audiences: tuple[str, ...],
                      total: int) -> list[str]:
         """"Did you mean" queries for words this audience's documents do not contain; never applied."""
         audience_docs = ctx.audience_docs(audiences)
         fixes: list[tuple[str, list[str]]] = []
+        looked_up = 0
         for word in parsed.words():
             for part in word.split():
+                if looked_up >= MAX_CORRECTED_WORDS:
+                    break  # bounded work per query, whatever is cached (see MAX_CORRECTED_WORDS)
                 tokens = ctx.analyze("spell", part)
                 if len(tokens) != 1:
                     continue
                 token = tokens[0]
-                if len(token) < 3 or not token.isalpha():
+                if not 3 <= len(token) <= MAX_CORRECTION_CHARS or not token.isalpha():
                     continue
                 df = self._visible_df(ctx, token, audience_docs, cap=RARE_DF + 1)
                 rare = df <= RARE_DF and total < 3
@@ -1547,6 +1676,7 @@ class Searcher:
                     continue
                 if _is_clinical(token):
                     continue  # a real clinical term: never offer a look-alike (melasma is not melanoma)
+                looked_up += 1
                 found = ctx.state.corrections(token, audiences,
                                               lambda t=token: self._corrections(ctx, t, audience_docs))
                 if df:  # rare but present: only a much commoner look-alike is worth offering
@@ -1580,8 +1710,8 @@ class Searcher:
         limit = max(1, min(50, int(limit or 8)))
         if not key:
             return []
-        return self._with(lambda ctx: self._suggest(ctx, key, limit,
-                                                                 tuple(audiences or DEFAULT_AUDIENCES)))
+        audiences = tuple(audiences or DEFAULT_AUDIENCES)
+        return self._with(lambda ctx: self._suggest(ctx, key, limit, audiences), audiences)
 
     def _suggest(self, ctx: _Request, key: str, limit: int, audiences: tuple[str, ...]) -> list[str]:
         audience_docs = ctx.audience_docs(audiences)

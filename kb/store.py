@@ -21,7 +21,7 @@ from kb.faults import checkpoint
 from kb.models import Article, Section
 from kb.neardup import MIN_OVERLAP, NEAR_BITS, bands, fingerprint, from_text, hamming, overlap, same_title, to_text
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -94,6 +94,7 @@ CREATE TABLE IF NOT EXISTS sections (
     anchor TEXT NOT NULL,
     level INTEGER NOT NULL,
     text TEXT NOT NULL,
+    html TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (article_id, position)
 );
 CREATE TABLE IF NOT EXISTS changes (
@@ -122,6 +123,7 @@ _ADDED_COLUMNS = (
     ("articles", "fingerprints", "TEXT NOT NULL DEFAULT ''"),
     ("articles", "simhash", "TEXT"),
     ("articles", "dup_of", "INTEGER"),
+    ("sections", "html", "TEXT NOT NULL DEFAULT ''"),  # version 4: safe markup of the section (kb.markup)
 )
 
 
@@ -255,11 +257,15 @@ class Store:
 
     # -- articles ------------------------------------------------------------
     def save_article(self, article: Article, source: str = "") -> tuple[int, str]:
-        """Store `article` by URL; returns (id, "new" | "updated" | "unchanged"). Unchanged writes nothing."""
+        """Store `article` by URL; returns (id, "new" | "updated" | "unchanged").
+
+        Unchanged content writes nothing but new section markup (not indexed; see `_refresh_markup`).
+        """
         digest = article.content_hash
         row = self.db.execute("SELECT id, content_hash FROM articles WHERE url = ?", (article.url,)).fetchone()
         if row and row["content_hash"] == digest:
             article.id = row["id"]
+            self._refresh_markup(row["id"], article.sections)
             return row["id"], "unchanged"
         values = {
             "url": article.url, "source": source, "canonical": article.canonical, "site": article.site,
@@ -290,14 +296,33 @@ class Store:
                 )
                 article_id = int(cur.lastrowid)
             self.db.executemany(
-                "INSERT INTO sections VALUES (?, ?, ?, ?, ?, ?)",
-                [(article_id, i, s.heading, s.anchor, s.level, s.text) for i, s in enumerate(article.sections)],
+                "INSERT INTO sections (article_id, position, heading, anchor, level, text, html) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(article_id, i, s.heading, s.anchor, s.level, s.text, s.html)
+                 for i, s in enumerate(article.sections)],
             )
             self._set_bands(article_id, simhash)
             self._log_changes(*self._settle([article_id], changed=True), now=now)
             checkpoint("store:in-transaction")  # crash tests: killed here, the article must roll back
         article.id = article_id
         return article_id, status
+
+    def _refresh_markup(self, article_id: int, sections: list[Section]) -> None:
+        """Store new section markup of an article whose indexed content is unchanged; logs no change.
+
+        Markup is not indexed, so it is not in the content hash: this is how rows stored before the html
+        column (or by an older sanitiser) get it on their next crawl. Empty markup never overwrites stored
+        markup, so a caller that builds sections without it cannot wipe it.
+        """
+        stored = [r[0] for r in self.db.execute(
+            "SELECT html FROM sections WHERE article_id = ? ORDER BY position", (article_id,))]
+        if len(stored) != len(sections):
+            return
+        updates = [(s.html, article_id, i) for i, (s, old) in enumerate(zip(sections, stored))
+                   if s.html and s.html != old]
+        if updates:
+            with self.transaction():
+                self.db.executemany("UPDATE sections SET html = ? WHERE article_id = ? AND position = ?", updates)
 
     def delete_article(self, article_id: int) -> bool:
         """Remove an article and log the deletion for incremental index updates.
@@ -323,9 +348,9 @@ class Store:
         refresh); stripping on read means the indexer, snippets, the web page and the API all see clean text.
         """
         sections = [
-            Section(heading=s["heading"], anchor=s["anchor"], text=s["text"], level=s["level"])
+            Section(heading=s["heading"], anchor=s["anchor"], text=s["text"], level=s["level"], html=s["html"])
             for s in self.db.execute(
-                "SELECT heading, anchor, level, text FROM sections WHERE article_id = ? ORDER BY position",
+                "SELECT heading, anchor, level, text, html FROM sections WHERE article_id = ? ORDER BY position",
                 (row["id"],),
             )
         ]

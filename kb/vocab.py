@@ -14,6 +14,7 @@ differently.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -23,10 +24,14 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from kb.analysis import ClinicalStemmer, MedicalTokenizer, build_analyzer, fold
+from kb.analysis import (ANALYSIS_VERSION, KEEP_AFTER, STOP_WORDS, ClinicalStemFilter, ClinicalStemmer,
+                         ClinicalStopFilter, MedicalAnalyzer, MedicalTokenizer, fold)
 from kb.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from whoosh.analysis import Analyzer
 
 log = logging.getLogger(__name__)
 
@@ -449,6 +454,49 @@ def vocabulary(path: Path | str | None = None) -> Vocabulary:
 
 # ---------------------------------------------------------------------- CLI helpers
 # `kb vocab list|check|test` (wired in kb/cli.py) prints these lines; `test` uses explain_lines.
+
+
+# --------------------------------------------------------------------------- the analysis bound to a vocabulary
+# kb.analysis holds the building blocks (tokenizer, stemmer, filters); the chains built from the shipped
+# vocabulary live here, so the dependency runs one way: vocab -> analysis.
+
+
+def build_analyzer(vocab: Vocabulary, *, stem: bool = True) -> "Analyzer":
+    """A fresh analyzer for ``vocab`` (tests and `kb vocab check` use other files)."""
+    items: list[Any] = [vocab.tokenizer, ClinicalStopFilter()]
+    if stem:
+        items.append(ClinicalStemFilter(vocab.stemmer, ignore=vocab.protected))
+    return MedicalAnalyzer(*items)
+
+
+@cache
+def text_analyzer() -> "Analyzer":
+    """Stemming analyzer for title, headings and body."""
+    return build_analyzer(vocabulary(), stem=True)
+
+
+@cache
+def plain_analyzer() -> "Analyzer":
+    """Unstemmed analyzer for the spelling field: fuzzy suggestions need real words."""
+    return build_analyzer(vocabulary(), stem=False)
+
+
+def join_forms(text: str) -> str:
+    """Join split forms in a raw query string before Whoosh's parser splits it on spaces."""
+    return vocabulary().tokenizer.join_forms(text)
+
+
+def fingerprint(vocab: Vocabulary | None = None) -> str:
+    """Identifies the analysis (code version + vocabulary content); store it with an index.
+
+    When it differs from the one recorded at build time, queries are still analyzed
+    the old way (the index carries its analyzers) until `kb reindex` runs.
+    """
+    vocab = vocab or vocabulary()
+    state = (ANALYSIS_VERSION, sorted(STOP_WORDS), sorted(KEEP_AFTER), vocab.tokenizer.forms,
+             vocab.stemmer.plurals, sorted(vocab.protected))
+    digest = hashlib.sha256(repr(state).encode()).hexdigest()
+    return f"{ANALYSIS_VERSION}-{vocab.version}-{digest[:12]}"
 
 
 def list_lines(vocab: Vocabulary, kind: str | None = None) -> list[str]:

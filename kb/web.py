@@ -3,7 +3,8 @@
 The web layer never touches Whoosh or the network: it parses and validates
 request parameters, asks `kb.search.Searcher` (one per process) or the SQLite
 `Store` (one per request), and renders autoescaped templates. The only trusted
-HTML is the search snippet (`Hit.snippet_html`), marked safe in one macro.
+HTML is the search snippet (`Hit.snippet_html`), marked safe in one macro, and
+article section markup (`BodyPart.body_html`), built only by kb.markup.clean().
 """
 
 from __future__ import annotations
@@ -29,17 +30,20 @@ from urllib.parse import urlencode, urlsplit
 from flask import (Blueprint, Flask, Response, abort, current_app, g, jsonify, redirect, render_template,
                    request, url_for)
 from flask.json.provider import DefaultJSONProvider
+import langcodes
 from jinja2 import BaseLoader, Environment, TemplateNotFound
 from jinja2.loaders import split_template_path
-from markupsafe import escape
+from markupsafe import Markup, escape
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.routing import IntegerConverter, Map
 
 from kb import __version__, auth, config
 from kb.config import data_paths
-from kb.errors import IndexUnavailable
-from kb.models import Article, Results
+from kb.errors import IndexDamaged, IndexUnavailable
+from kb.markup import clean as clean_markup
+from kb.models import Article, Results, Section
 from kb.store import Store
 
 if TYPE_CHECKING:
@@ -49,6 +53,11 @@ log = logging.getLogger(__name__)
 
 FILTERS: tuple[str, ...] = ("category", "tag", "site", "year")
 FILTER_LABELS = {"category": "Topic", "tag": "Tag", "site": "Source site", "year": "Year"}
+# Staff may narrow results to one audience; a reader who sees one audience never gets this choice.
+AUDIENCE_LABELS = {"public": "Public", "staff": "Staff only"}
+HOME_TOPICS = 8  # topics listed on the home page; the rest sit behind "More topics"
+HOME_MORE_TOPICS = 40
+HOME_TAGS = 12  # one row of the most used tags
 # Facet names the search layer may use, mapped to the filter parameter they narrow.
 FACET_FILTER = {"tag": "tag", "tags": "tag", "category": "category", "categories": "category",
                 "site": "site", "sites": "site", "year": "year", "years": "year"}
@@ -58,6 +67,8 @@ MAX_PAGE = 1000  # deep pages cost Whoosh page*per_page scored documents
 MAX_QUERY_LENGTH = 500
 MAX_FILTER_VALUES = 20
 MAX_SUGGEST = 20
+MAX_ARTICLE_ID = 2**63 - 1  # SQLite's largest INTEGER: a larger id in a URL is simply no article
+MAX_LANG_LENGTH = 64
 STATIC_MAX_AGE = timedelta(days=7)  # URLs carry a content hash (?v=), so a week is safe
 RESERVED_IDS = frozenset({"main", "q", "q-suggestions", "q-status", "results", "contents", "article-title"})
 
@@ -76,6 +87,9 @@ SECURITY_HEADERS = {
 
 INDEX_UNAVAILABLE_MESSAGE = "The search index is not available yet; it may be being built right now."
 INDEX_UNAVAILABLE_REMEDY = "Try again in a few minutes. Site maintainers: run `kb reindex` to build the index."
+INDEX_DAMAGED_MESSAGE = "The search index cannot be read right now."
+INDEX_DAMAGED_REMEDY = ("Try again in a few minutes. Site maintainers: run `kb reindex` to rebuild it from the store "
+                        "(`kb check` shows what is damaged).")
 ERROR_TEXT: dict[int, tuple[str, str]] = {
     400: ("The request had a parameter we could not use.", "Check the address, or start a new search."),
     404: ("There is no page at this address.", "Check the address for typos, or search from the home page."),
@@ -87,6 +101,13 @@ ERROR_TEXT: dict[int, tuple[str, str]] = {
 
 
 # -- pieces with no Flask state (tested directly) ---------------------------------------------------------------
+
+class ArticleIdConverter(IntegerConverter):
+    """Article ids in URLs: 0 to SQLite's largest INTEGER; a larger number is no article (404), not an overflow."""
+
+    def __init__(self, url_map: Map) -> None:
+        super().__init__(url_map, max=MAX_ARTICLE_ID)
+
 
 class BadParam(BadRequest):
     """A request parameter is out of range or malformed; the description says which and how to fix it."""
@@ -115,6 +136,28 @@ def http_url(url: str | None) -> str | None:
     except ValueError:
         return None
     return text if parts.scheme.lower() in ("http", "https") and parts.hostname else None
+
+
+def language_tag(value: str | None) -> str:
+    """A crawled language as a valid BCP 47 tag in its standard form (`en_us` -> `en-US`), else "".
+
+    Pages declare anything in `lang`; only a tag the IANA registry knows may reach an attribute or API client.
+    """
+    if not value or not isinstance(value, str) or len(value) > MAX_LANG_LENGTH:
+        return ""
+    text = value.strip()
+    try:
+        return langcodes.standardize_tag(text) if langcodes.tag_is_valid(text) else ""
+    except (langcodes.LanguageTagError, ValueError):
+        return ""
+
+
+def public_article(article: Article) -> dict[str, Any]:
+    """An article for API clients: crawled `canonical` and `lang` only when safe to use as a link and a tag."""
+    data = article.to_dict()
+    data["canonical"] = http_url(article.canonical) or ""
+    data["lang"] = language_tag(article.lang)
+    return data
 
 
 def host_name(url: str | None) -> str:
@@ -169,22 +212,58 @@ def paragraphs(text: str) -> list[list[str]]:
 
 
 @dataclass
+class BodyPart:
+    """Part of a section body: the stored markup, re-run through the allow-list, else escaped paragraphs."""
+
+    paragraphs: list[list[str]] = field(default_factory=list)
+    body_html: Markup | None = None  # only ever kb.markup.clean() output
+
+
+@dataclass
 class RenderedSection:
     heading: str
     id: str
     level: int
-    paragraphs: list[list[str]]
+    parts: list[BodyPart]
 
 
-def article_sections(article: Article) -> tuple[list[list[str]], list[RenderedSection]]:
-    """Lead paragraphs and sections of an article with unique ids equal to the anchors where possible.
+@dataclass
+class TocEntry:
+    section: RenderedSection
+    children: list[TocEntry] = field(default_factory=list)
+
+
+def body_part(section: Section, base_url: str, level: int) -> BodyPart:
+    """A section's body shown under a level-`level` heading; markup from the store is sanitised again."""
+    if section.html.strip():
+        markup = clean_markup(section.html, base_url, heading_level=level)
+        if markup:
+            return BodyPart(body_html=Markup(markup))
+    return BodyPart(paragraphs=paragraphs(section.text))
+
+
+def contents(sections: list[RenderedSection]) -> list[TocEntry]:
+    """The table of contents nested by level: a sub-heading is listed inside its heading's entry."""
+    top: list[TocEntry] = []
+    stack: list[TocEntry] = []
+    for section in sections:
+        while stack and stack[-1].section.level >= section.level:
+            stack.pop()
+        entry = TocEntry(section)
+        (stack[-1].children if stack else top).append(entry)
+        stack.append(entry)
+    return top
+
+
+def article_sections(article: Article) -> tuple[list[BodyPart], list[RenderedSection]]:
+    """Lead and sections of an article with unique ids equal to the anchors where possible.
 
     Anchors come from the crawled page, so they may repeat, be empty or clash
     with ids of our own page; those get a generated `section-N` id instead.
     """
     if not article.sections:
-        return paragraphs(article.text), []
-    lead: list[list[str]] = []
+        return [BodyPart(paragraphs=paragraphs(article.text))], []
+    lead: list[BodyPart] = []
     first = article.sections[0]
     cut = -1
     for probe in (first.heading, first.text[:80]):
@@ -193,7 +272,7 @@ def article_sections(article: Article) -> tuple[list[list[str]], list[RenderedSe
             if cut >= 0:
                 break
     if cut > 0:
-        lead = paragraphs(article.text[:cut])
+        lead = [BodyPart(paragraphs=paragraphs(article.text[:cut]))]
     used: set[str] = set()
     out: list[RenderedSection] = []
     seen_h2 = False
@@ -204,12 +283,12 @@ def article_sections(article: Article) -> tuple[list[list[str]], list[RenderedSe
             while anchor in used:
                 anchor += "-x"
         used.add(anchor)
-        level = 3 if section.level >= 3 and seen_h2 else 2
-        seen_h2 = seen_h2 or level == 2
         if not section.heading.strip():  # headless text joins whatever precedes it
-            (out[-1].paragraphs if out else lead).extend(paragraphs(section.text))
+            (out[-1].parts if out else lead).append(body_part(section, article.url, out[-1].level if out else 1))
             continue
-        out.append(RenderedSection(section.heading.strip(), anchor, level, paragraphs(section.text)))
+        level = 3 if section.level >= 3 and seen_h2 else 2  # a lead's headless text is no <h2>: h1 > h3 skips
+        seen_h2 = seen_h2 or level == 2
+        out.append(RenderedSection(section.heading.strip(), anchor, level, [body_part(section, article.url, level)]))
     return lead, out
 
 
@@ -222,15 +301,19 @@ class SearchParams:
     per_page: int = 10
     filters: dict[str, list[str]] = field(default_factory=dict)
     sort: str = "relevance"
+    audience: str = ""  # one audience a staff reader narrowed results to; "" is everything they may see
 
     def pairs(self, *, q: str | None = None, page: int | None = None, filters: dict[str, list[str]] | None = None,
-              sort: str | None = None) -> list[tuple[str, str]]:
+              sort: str | None = None, audience: str | None = None) -> list[tuple[str, str]]:
         q = self.q if q is None else q
         filters = self.filters if filters is None else filters
         sort = self.sort if sort is None else sort
+        audience = self.audience if audience is None else audience
         out: list[tuple[str, str]] = [("q", q)] if q else []
         for name in FILTERS:
             out += [(name, v) for v in filters.get(name, [])]
+        if audience:
+            out.append(("audience", audience))
         if sort != "relevance":
             out.append(("sort", sort))
         if page and page > 1:
@@ -268,6 +351,15 @@ class SearchParams:
 
     def toggle_filter(self, name: str, value: str) -> str:
         return self.without_filter(name, value) if self.has(name, value) else self.with_filter(name, value)
+
+    @property
+    def narrowed(self) -> bool:
+        """Whether any filter (audience included) narrows the results, for "search without filters" links."""
+        return bool(self.filters or self.audience)
+
+    def scope(self, allowed: tuple[str, ...]) -> tuple[str, ...]:
+        """The audiences to search: the chosen one when the reader may see it, else all they may see."""
+        return (self.audience,) if self.audience in allowed else allowed
 
 
 def _int_arg(args: MultiDict, name: str, default: int, minimum: int, maximum: int) -> int:
@@ -314,12 +406,32 @@ def parse_search_args(args: MultiDict, *, default_per_page: int = 10, allow_per_
     return SearchParams(q=q, page=page, per_page=per_page, filters=filters, sort=sort)
 
 
+def audience_choice(args: MultiDict, allowed: tuple[str, ...]) -> str:
+    """The one audience a reader who sees several narrowed results to, or "" for all they may see.
+
+    A reader with one audience (every anonymous visitor) has nothing to choose: the parameter is
+    ignored outright, so their page cannot depend on it (DESIGN: anonymous responses never vary
+    with staff material). Staff sending an unknown value get a 400 that names the choices.
+    """
+    if len(allowed) < 2:
+        return ""
+    value = " ".join((args.get("audience") or "").split()).lower()
+    if value and value not in allowed:
+        raise BadParam(f"Parameter audience must be one of {', '.join(allowed)}, not {value[:40]!r}.")
+    return value
+
+
 @dataclass
 class FacetItem:
     value: str
-    count: int
+    count: int | None  # None: not counted (the audience choice), so no number is shown
     selected: bool
     url: str
+    label: str = ""  # shown instead of the value when set
+
+    @property
+    def text(self) -> str:
+        return self.label or self.value
 
 
 @dataclass
@@ -348,6 +460,18 @@ def facet_groups(results: Results, params: SearchParams) -> list[FacetGroup]:
             if not any(item.value == value for item in group.items):
                 group.items.insert(0, FacetItem(value, 0, True, params.without_filter(name, value)))
     return [groups[name] for name in FILTERS if name in groups and groups[name].items]
+
+
+def audience_group(params: SearchParams, allowed: tuple[str, ...]) -> list[FacetGroup]:
+    """The audience choice as a facet group, only for readers who may see more than one audience."""
+    if len(allowed) < 2:
+        return []
+    items = []
+    for value in allowed:
+        selected = params.audience == value  # a selected choice links back to everything the reader may see
+        items.append(FacetItem(value, None, selected, params.url(audience="" if selected else value),
+                               AUDIENCE_LABELS.get(value, value)))
+    return [FacetGroup("audience", "Audience", items)]
 
 
 class HTMLSafeJSONProvider(DefaultJSONProvider):
@@ -537,7 +661,8 @@ def run_search(params: SearchParams) -> Results:
     """Ask the process-wide Searcher; a new query (page 1) goes to the query log for `kb report queries`."""
     started = time.perf_counter()
     results = get_searcher().search(params.q, page=params.page, per_page=params.per_page,
-                                    filters=params.filters or None, sort=params.sort, audiences=audiences())
+                                    filters=params.filters or None, sort=params.sort,
+                                    audiences=params.scope(audiences()))
     if params.q and params.page == 1:
         _log_search(params.q, results.total, (time.perf_counter() - started) * 1000)
     return results
@@ -621,6 +746,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["kb"] = kb_state
     atexit.register(_close_state, weakref.ref(kb_state))
 
+    app.url_map.converters["article_id"] = ArticleIdConverter
     app.register_blueprint(pages)
     app.register_blueprint(api)
     auth.init_app(app)  # sessions, CSRF, sign-in rate limit, /login and /logout
@@ -684,6 +810,8 @@ def _http_error(exc: HTTPException) -> Response | HTTPException:
 
 def _index_unavailable(exc: IndexUnavailable) -> Response:
     log.warning("search index unavailable: %s", exc)
+    if isinstance(exc, IndexDamaged):
+        return error_response(503, INDEX_DAMAGED_MESSAGE, INDEX_DAMAGED_REMEDY, {"Retry-After": "60"})
     return error_response(503, INDEX_UNAVAILABLE_MESSAGE, INDEX_UNAVAILABLE_REMEDY, {"Retry-After": "60"})
 
 
@@ -698,17 +826,47 @@ def _unexpected_error(exc: Exception) -> Response:
 pages = Blueprint("pages", __name__)
 
 
+@dataclass(frozen=True)
+class HomeFacts:
+    """What the home page counts for one set of audiences: articles, sites, topics and the most used tags."""
+
+    total: int
+    site_count: int
+    topics: list[tuple[str, int]]
+    tags: list[tuple[str, int]]
+
+
+HOME_FACTS_TTL = 60.0  # seconds; the store's change log already invalidates on every article write
+_home_facts: dict[tuple[str, tuple[str, ...]], tuple[int, float, HomeFacts]] = {}
+
+
+def home_facts(store: Store, allowed: tuple[str, ...]) -> HomeFacts:
+    """Counts for the home page, recounted only when the store changed (they scan every article: ~50 ms at 10,000).
+
+    Counted in SQL over `allowed` only, so no staff topic, tag or count reaches a patient; the cache is keyed
+    by the audiences for the same reason.
+    """
+    key = (str(state().paths["store"]), tuple(allowed))
+    seq, now = store.last_change(), time.monotonic()
+    cached = _home_facts.get(key)
+    if cached is not None and cached[0] == seq and now - cached[1] < HOME_FACTS_TTL:
+        return cached[2]
+    total = sum(store.count_articles(audience=a) for a in allowed)
+    sites = {row["site"] for row in store.counts_by("site", "audience") if row["audience"] in allowed}
+    facts = HomeFacts(total, len(sites),
+                      store.topic_counts("categories", allowed, limit=HOME_MORE_TOPICS) if total else [],
+                      store.topic_counts("tags", allowed, limit=HOME_TAGS) if total else [])
+    _home_facts[key] = (seq, now, facts)
+    return facts
+
+
 @pages.get("/")
 def index() -> str:
-    """Search box, browse by topic, and what this site is."""
-    store = get_store()
-    allowed = audiences()
-    total = sum(store.count_articles(audience=a) for a in allowed)
-    topics = store.topic_counts("categories", allowed, limit=40) if total else []
-    tags = store.topic_counts("tags", allowed, limit=40) if total else []
-    sites = [row for row in store.counts_by("site", "audience") if row["audience"] in allowed] if total else []
-    return render_template("index.html", q="", total=total, topics=topics, tags=tags,
-                           site_count=len({row["site"] for row in sites}), params=SearchParams())
+    """Search box, a short list of topics with the most used tags, and what this site is."""
+    facts = home_facts(get_store(), audiences())
+    return render_template("index.html", q="", total=facts.total, topics=facts.topics[:HOME_TOPICS],
+                           more_topics=facts.topics[HOME_TOPICS:], tags=facts.tags, site_count=facts.site_count,
+                           params=SearchParams())
 
 
 @pages.get("/search")
@@ -717,16 +875,26 @@ def search() -> Any:
     params = parse_search_args(request.args, default_per_page=int(current_app.config["PER_PAGE"]))
     if not params.q and not params.filters:
         return redirect(url_for("pages.index"))
+    params.audience = audience_choice(request.args, audiences())
     results = run_search(params)
     first = (results.page - 1) * results.per_page + 1
     faq_answer = None
     if results.page == 1 and params.q and results.hits and results.hits[0].kind == "faq":
         faq_answer = visible_article(results.hits[0].id)  # the best match is a question: answer it inline
+    facets = facet_groups(results, params)
     return render_template(
-        "search.html", q=params.q, params=params, results=results, facets=facet_groups(results, params),
-        window=page_window(results.page, results.pages), first=first, last=first + len(results.hits) - 1,
+        "search.html", q=params.q, params=params, results=results, window=page_window(results.page, results.pages),
+        facets=audience_group(params, audiences()) + facets if facets or params.audience else facets,
+        first=first, last=first + len(results.hits) - 1, audience_labels=AUDIENCE_LABELS,
         faq_answer=faq_answer, faq_paragraphs=paragraphs(faq_answer.text) if faq_answer else [],
+        can_browse=not results.total and _has_topics(),
     )
+
+
+def _has_topics() -> bool:
+    """Whether the home page lists any topic or tag for this reader (the no-results page links there only then)."""
+    facts = home_facts(get_store(), audiences())
+    return bool(facts.topics or facts.tags)
 
 
 @pages.get("/faq")
@@ -738,9 +906,12 @@ def faq() -> str:
     return render_template("faq.html", q="", topics=topics, params=SearchParams(), paragraphs=paragraphs)
 
 
-@pages.get("/article/<int:article_id>")
+@pages.get("/article/<article_id:article_id>")
 def article(article_id: int) -> str:
-    """One stored article as escaped text with section anchors and a link to the original."""
+    """One stored article with section anchors, a nested contents list and a link to the original.
+
+    Section bodies are the stored markup re-run through kb.markup's allow-list; rows without it are escaped text.
+    """
     found = visible_article(article_id)
     if found is None:
         abort(404)
@@ -748,7 +919,7 @@ def article(article_id: int) -> str:
     # The same text published elsewhere (near-duplicates), only where this reader may see it.
     copies = [c for c in get_store().copies(article_id, audiences()) if c["id"] != article_id]
     return render_template("article.html", q="", article=found, lead=lead, sections=sections,
-                           params=SearchParams(), copies=copies)
+                           toc=contents(sections), params=SearchParams(), copies=copies)
 
 
 @pages.get("/healthz")
@@ -760,8 +931,9 @@ def healthz() -> Response:
     if facts["ok"]:
         try:
             get_searcher().search("health", per_page=1, audiences=("public",))
-        except Exception:  # any failure to read the index means: do not send traffic here
-            log.warning("health check: the index could not be searched", exc_info=True)
+        except Exception as exc:  # any failure to read the index means: do not send traffic here
+            log.warning("health check: the index could not be searched: %s", exc,
+                        exc_info=not isinstance(exc, IndexUnavailable))
             facts = {**facts, "ok": False, "index": "unreadable"}
     response = jsonify(facts)
     response.status_code = 200 if facts["ok"] else 503
@@ -801,7 +973,7 @@ def suggest() -> Response:
     return jsonify(query=q, suggestions=list(suggestions))
 
 
-@api.get("/articles/<int:article_id>")
+@api.get("/articles/<article_id:article_id>")
 def api_article(article_id: int) -> Response:
     found = visible_article(article_id)
     if found is None:
@@ -809,7 +981,9 @@ def api_article(article_id: int) -> Response:
     copies = get_store().copies(article_id, audiences())
     if len(copies) > 1:  # near-duplicates: every copy, the group's primary first
         found.sources = [{"url": c["url"], "site": c["site"], "title": c["title"]} for c in copies]
-    return jsonify(found.to_dict())
+    for section in found.sections:  # clients may show it as HTML: the same allow-list as the article page
+        section.html = clean_markup(section.html, found.url)
+    return jsonify(public_article(found))
 
 
 @api.get("/openapi.json")
@@ -892,7 +1066,8 @@ def openapi_document() -> dict[str, Any]:
             "/api/articles/{id}": {"get": {
                 "operationId": "getArticle",
                 "summary": "One stored article with its sections",
-                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "parameters": [{"name": "id", "in": "path", "required": True,
+                                "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ARTICLE_ID}}],
                 "responses": {
                     "200": {"description": "The article",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Article"}}}},
@@ -936,15 +1111,20 @@ def openapi_document() -> dict[str, Any]:
                 "notice": {"type": "string"}}},
             "Section": {"type": "object", "properties": {
                 "heading": {"type": "string"}, "anchor": {"type": "string"}, "text": {"type": "string"},
-                "level": {"type": "integer"}}},
+                "level": {"type": "integer"},
+                "html": {"type": "string", "description": "The section body as sanitised HTML (p, ul, ol, li, "
+                         "h3-h6, strong, em, b, i, blockquote, table parts, br, and a with an absolute http(s) "
+                         "href and rel=\"nofollow noopener\"), or empty when only the text is known"}}},
             "Article": {"type": "object", "required": ["id", "url", "title", "text"], "properties": {
                 "id": {"type": "integer"}, "url": {"type": "string"}, "title": {"type": "string"},
                 "text": {"type": "string"},
                 "sections": {"type": "array", "items": {"$ref": "#/components/schemas/Section"}},
-                "canonical": {"type": "string"}, "description": {"type": "string"}, "author": {"type": "string"},
+                "canonical": {"type": "string", "description": "The page's canonical http(s) URL, or empty"},
+                "description": {"type": "string"}, "author": {"type": "string"},
                 "published": {"type": ["string", "null"]}, "modified": {"type": ["string", "null"]},
                 "categories": string_list, "tags": string_list, "site": {"type": "string"},
-                "audience": {"type": "string"}, "lang": {"type": "string"}, "kind": {"type": "string"},
+                "audience": {"type": "string"}, "kind": {"type": "string"},
+                "lang": {"type": "string", "description": "The page's BCP 47 language tag (en-GB), or empty"},
                 "disclaimer": {"type": "boolean", "description": "The source page carries a medical disclaimer"},
                 "sources": source_list}},
         }},

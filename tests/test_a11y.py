@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser import REPO, format_violations, run_axe, set_color_scheme, wait_for
+from tests.browser import REPO, format_violations, reset_viewport, run_axe, set_color_scheme, set_viewport, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -92,6 +92,69 @@ def test_open_suggestion_list_has_no_axe_violations(browser, kb_world, axe_js):
     assert box.get_dom_attribute("aria-activedescendant") == "q-suggestions-option-0"
     violations = run_axe(browser, axe_js)
     assert not violations, "axe-core violations with suggestions open:\n" + format_violations(violations)
+
+
+STAFF_NAME, STAFF_PASSWORD = "a11y-staff", "a11y staff password"
+
+
+def _sign_in_as_staff(browser: Any, world: Any) -> None:
+    """A real staff user in the world's store, signed in through the login form."""
+    from selenium.webdriver.common.by import By
+
+    from kb import users
+    from kb.config import data_paths
+    from kb.store import Store
+
+    with Store(data_paths(world.data_dir)["store"]) as store:
+        if users.get_user(store, STAFF_NAME) is None:
+            users.add_user(store, STAFF_NAME, STAFF_PASSWORD)
+    browser.get(world.url + "/login")
+    browser.find_element(By.ID, "username").send_keys(STAFF_NAME)
+    browser.find_element(By.ID, "password").send_keys(STAFF_PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "form.login-form button[type=submit]").click()
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "form.logout-form"), "the signed-in staff view")
+
+
+def _sign_out(browser: Any, world: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(world.url + "/")
+    buttons = browser.find_elements(By.CSS_SELECTOR, "form.logout-form button[type=submit]")
+    if buttons:
+        buttons[0].click()
+        wait_for(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, "form.logout-form"), "signing out")
+
+
+def test_staff_view_and_the_phone_filter_have_no_axe_violations(browser, kb_world, axe_js):
+    """States only some readers meet: the staff bar with its sign-out button and the audience filter, and the
+    Filter control opened on a phone; in both colour schemes."""
+    from selenium.webdriver.common.by import By
+
+    report: dict[str, list[dict[str, Any]]] = {}
+    _sign_in_as_staff(browser, kb_world)
+    try:
+        for scheme in ("light", "dark"):
+            set_color_scheme(browser, scheme)
+            for label, path in (("staff-home", "/"), ("staff-results", "/search?q=skin&audience=public"),
+                                ("staff-login", "/login"), ("staff-faq", "/faq")):
+                report[f"{label}, {scheme}"] = _check(browser, axe_js, kb_world.url + path, label)
+            assert browser.find_elements(By.CSS_SELECTOR, "form.logout-form button.button")
+            set_viewport(browser, 375, 740)
+            try:
+                browser.get(kb_world.url + "/search?q=skin&audience=public")
+                wait_for(browser, lambda d: d.execute_script("return document.readyState") == "complete", "results")
+                browser.find_element(By.CSS_SELECTOR, "#filters > summary").click()
+                assert browser.find_element(By.CSS_SELECTOR, ".facet-audience a.facet-link").is_displayed()
+                report[f"phone-filter-open, {scheme}"] = run_axe(browser, axe_js)
+            finally:
+                reset_viewport(browser)
+    finally:
+        set_color_scheme(browser, None)
+        _sign_out(browser, kb_world)
+    print("axe violations (staff, phone): " + ", ".join(f"{k}={len(v)}" for k, v in report.items()))
+    failures = {k: v for k, v in report.items() if v}
+    assert not failures, "axe-core found accessibility violations:\n" + "\n".join(
+        f"[{label}]\n{format_violations(v)}" for label, v in failures.items())
 
 
 def test_axe_really_runs_and_reports(browser, kb_world, axe_js):

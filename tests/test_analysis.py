@@ -11,8 +11,7 @@ from whoosh.lang import stemmer_for_language
 from whoosh.qparser import QueryParser
 
 from kb import analysis
-from kb.analysis import fingerprint, join_forms, plain_analyzer, text_analyzer
-from kb.vocab import Vocabulary, vocabulary
+from kb.vocab import Vocabulary, build_analyzer, fingerprint, join_forms, plain_analyzer, text_analyzer, vocabulary
 
 ANALYZERS = [pytest.param(text_analyzer, id="text"), pytest.param(plain_analyzer, id="plain")]
 
@@ -84,7 +83,7 @@ def test_british_spellings_map_to_american():
 
 def test_joining_is_driven_by_the_vocabulary_forms():
     vocab = Vocabulary({"version": "t", "forms": {"foobar": ["foo-bar", "foo bar"]}})
-    custom = analysis.build_analyzer(vocab, stem=False)
+    custom = build_analyzer(vocab, stem=False)
     assert words(custom, "Foo Bar and foo-bar") == ["foobar", "foobar"]
     assert words(plain_analyzer(), "Foo Bar") == ["foo", "bar"]
 
@@ -230,13 +229,14 @@ def test_fingerprint_names_version_and_changes_with_forms():
     assert fingerprint(one) != fingerprint(two)
 
 
-def test_vocabulary_is_reexported_for_the_contract():
-    from kb import vocab
+def test_analysis_does_not_depend_on_the_vocabulary_module():
+    """The building blocks stand alone; only kb.vocab binds them to the shipped vocabulary (no import cycle)."""
+    import ast
+    import inspect
 
-    assert analysis.vocabulary is vocab.vocabulary
-    assert analysis.Vocabulary is vocab.Vocabulary
-    with pytest.raises(AttributeError):
-        analysis.no_such_name  # noqa: B018
+    imports = {node.module for node in ast.walk(ast.parse(inspect.getsource(analysis)))
+               if isinstance(node, ast.ImportFrom)}
+    assert "kb.vocab" not in imports
 
 
 # ---------------------------------------------------------------- in-RAM Whoosh index

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 
 import pytest
@@ -108,6 +109,26 @@ def test_article_json(make_app, store):
     assert data == store.get_article(article_id).to_dict()
     assert data["title"] == SCRIPT_TITLE and [s["anchor"] for s in data["sections"]] == ["causes", "treatment"]
     assert "<script>" not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(("canonical", "lang", "clean_canonical", "clean_lang"), [
+    ("javascript:alert(1)", 'en" onload=alert(1)', "", ""),
+    ("data:text/html,<b>x</b>", "xx", "", ""),
+    ("//evil.example/x", "english", "", ""),
+    (" https://derm.example.org/acne ", "en_gb", "https://derm.example.org/acne", "en-GB"),
+    ("http://derm.example.org/a?b=1", "de-CH-1996", "http://derm.example.org/a?b=1", "de-CH-1996"),
+])
+def test_article_json_keeps_only_http_canonicals_and_valid_language_tags(make_app, store, canonical, lang,
+                                                                         clean_canonical, clean_lang):
+    article_id, _ = store.save_article(article(1, canonical=canonical, lang=lang))
+    data = get(make_app(FakeSearcher()), f"/api/articles/{article_id}").get_json()
+    assert (data["canonical"], data["lang"]) == (clean_canonical, clean_lang)
+
+
+@pytest.mark.parametrize("article_id", [2**63, 10**30])
+def test_article_ids_past_sqlite_integers_are_json_404(make_app, store, caplog, article_id):
+    error_of(get(make_app(FakeSearcher()), f"/api/articles/{article_id}"), 404)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_missing_and_staff_articles_are_json_404(make_app, store):

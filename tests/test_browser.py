@@ -20,7 +20,8 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
 
 import tests.browser
-from tests.browser import SCREENSHOTS, png_size, reset_viewport, screenshot, set_viewport, wait_for
+from tests.browser import (SCREENSHOTS, format_violations, png_size, reset_viewport, run_axe, screenshot,
+                           set_viewport, wait_for)
 
 pytestmark = pytest.mark.browser
 
@@ -315,6 +316,120 @@ def test_escape_closes_the_suggestions(browser, kb_world):
     wait_for(browser, lambda d: query_of(d.current_url).get("q") == ["ecz"], "a search for the typed text")
 
 
+# -- keyboard shortcut: "/" and Ctrl/Cmd-K -------------------------------------------------------------------------
+
+def chord(driver: Any, modifier: str, key: str) -> None:
+    """Press `key` while holding `modifier` (Keys.CONTROL, Keys.META, Keys.ALT)."""
+    ActionChains(driver).key_down(modifier).send_keys(key).key_up(modifier).perform()
+
+
+def focused_id(driver: Any) -> str | None:
+    return driver.execute_script("var a = document.activeElement; return a && a !== document.body ? a.id : null;")
+
+
+def blur(driver: Any) -> None:
+    driver.execute_script("document.activeElement && document.activeElement.blur();")
+    assert focused_id(driver) is None
+
+
+def test_slash_and_ctrl_k_focus_the_search_box(browser, kb_world):
+    load(browser, kb_world.url + "/search?q=skin")
+    url = browser.current_url
+    box = browser.find_element(By.ID, "q")
+    assert box.get_dom_attribute("aria-keyshortcuts") == "/ Control+K Meta+K"
+    blur(browser)
+    press(browser, "/")
+    assert focused_id(browser) == "q"
+    assert box.get_property("value") == "skin"  # the "/" moved focus and was not typed
+    selection = browser.execute_script("return [arguments[0].selectionStart, arguments[0].selectionEnd]", box)
+    assert selection == [0, 4]  # selected, so typing replaces the old query
+    press(browser, Keys.END, "a/b")  # typing in the box: "/" is just a character there
+    assert box.get_property("value") == "skina/b" and focused_id(browser) == "q"
+    for modifier in (Keys.CONTROL, Keys.META):
+        blur(browser)
+        chord(browser, modifier, "k")
+        assert focused_id(browser) == "q", f"{modifier!r}+K did not focus the search box"
+    for modifier in (Keys.CONTROL, Keys.ALT):  # other combinations are left to the browser and the page
+        blur(browser)
+        chord(browser, modifier, "/")
+        assert focused_id(browser) is None, f"{modifier!r}+/ focused the search box"
+    blur(browser)
+    press(browser, "k")
+    assert focused_id(browser) is None  # plain K is no shortcut
+    assert browser.current_url == url  # nothing navigated
+
+
+def test_shortcuts_leave_other_fields_alone_and_the_hint_shows(browser, kb_world):
+    load(browser, kb_world.url + "/login")
+    name = browser.find_element(By.ID, "username")
+    name.click()
+    press(browser, "a/b")
+    chord(browser, Keys.CONTROL, "k")
+    assert focused_id(browser) == "username" and name.get_property("value") == "a/b"
+    assert browser.find_element(By.ID, "q").get_property("value") == ""
+    load(browser, kb_world.url + "/")
+    hint = browser.find_element(By.CSS_SELECTOR, ".combo .shortcut-hint")
+    assert hint.get_dom_attribute("aria-hidden") == "true" and hint.text == "/"
+    assert hint.is_displayed()  # an empty, unfocused box shows the "/" key
+    press(browser, "/")
+    assert focused_id(browser) == "q" and not hint.is_displayed()
+
+
+# -- the Filter control: before the results on a phone, a side column on wide screens ---------------------------------
+
+def _open(element: Any) -> bool:
+    return element.get_property("open") is True
+
+
+def test_filter_control_on_a_phone_comes_before_the_results(browser, kb_world, axe_js):
+    set_viewport(browser, 375, 740)
+    try:
+        load(browser, kb_world.url + "/search?q=skin")
+        filters = browser.find_element(By.ID, "filters")
+        summary = filters.find_element(By.TAG_NAME, "summary")
+        first = browser.find_element(By.CSS_SELECTOR, "#results li.result")
+        assert not _open(filters) and " ".join(summary.text.split()) == "Filter"
+        bottom = summary.rect["y"] + summary.rect["height"]
+        assert bottom <= first.rect["y"] and bottom <= 740, "the Filter control is not above the first result"
+        links = filters.find_elements(By.CSS_SELECTOR, "a.facet-link")
+        assert links and not any(link.is_displayed() for link in links)  # collapsed: results come first
+        focus_by_tabbing(browser, "q")
+        press(browser, Keys.TAB, Keys.TAB)  # Search button, then the Filter control
+        assert browser.switch_to.active_element == summary
+        press(browser, Keys.ENTER)  # a keyboard opens it like a click
+        wait_for(browser, lambda d: _open(filters), "Enter on Filter to expand the facets")
+        rosacea = next(a for a in links if a.text.startswith("Rosacea"))
+        assert rosacea.is_displayed() and rosacea.rect["y"] < browser.find_element(
+            By.CSS_SELECTOR, "#results li.result").rect["y"]
+        inner, scroll = browser.execute_script("return [window.innerWidth, document.documentElement.scrollWidth]")
+        assert scroll <= inner
+        screenshot(browser, SCREENSHOTS / "results-filter-open-375.png")
+        violations = run_axe(browser, axe_js)
+        assert not violations, ("axe-core violations with the Filter open on a phone:\n"
+                                + format_violations(violations))
+        click_and_wait(browser, rosacea, "category=Rosacea")
+        filters = browser.find_element(By.ID, "filters")
+        assert not _open(filters)
+        assert " ".join(filters.find_element(By.TAG_NAME, "summary").text.split()) == "Filter (1 active)"
+    finally:
+        reset_viewport(browser)
+
+
+def test_filter_control_is_an_open_side_column_on_wide_screens(browser, kb_world):
+    load(browser, kb_world.url + "/search?q=skin")
+    filters = browser.find_element(By.ID, "filters")
+    results = browser.find_element(By.ID, "results")
+    wait_for(browser, lambda d: _open(filters), "kb.js to open the Filter control on a wide screen")
+    assert filters.rect["x"] >= results.rect["x"] + results.rect["width"]  # beside the results, not above
+    assert filters.find_element(By.CSS_SELECTOR, "a.facet-link").is_displayed()
+    set_viewport(browser, 375, 740)  # turning into a phone-sized window closes it again
+    try:
+        wait_for(browser, lambda d: not _open(filters), "the Filter control to close at 375px")
+    finally:
+        reset_viewport(browser)
+    wait_for(browser, lambda d: _open(filters), "the Filter control to reopen at full width")
+
+
 # -- without JavaScript -------------------------------------------------------------------------------------------
 
 def test_search_works_with_javascript_disabled(browser_nojs, kb_world):
@@ -328,6 +443,10 @@ def test_search_works_with_javascript_disabled(browser_nojs, kb_world):
     eczema = {a.title for a in kb_world.articles if "Eczema" in a.categories}
     assert eczema <= set(result_titles(driver))
     assert driver.find_element(By.ID, "q-suggestions").get_dom_attribute("hidden") is not None
+    filters = driver.find_element(By.ID, "filters")
+    assert filters.get_property("open") is False  # without kb.js the Filter control stays as the HTML says
+    filters.find_element(By.TAG_NAME, "summary").click()  # <details> opens without any script
+    assert filters.get_property("open") is True
     link = next(a for a in driver.find_elements(By.CSS_SELECTOR, "nav.facets a.facet-link")
                 if a.text.startswith("Eczema"))
     click_and_wait(driver, link, "category=Eczema")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import json
 import time
 from pathlib import Path
 
 import pytest
+from bs4 import BeautifulSoup, Comment
 
-from kb import boilerplate
+from kb import boilerplate, markup
 from kb.errors import SkipPage
 from kb.extract import (
     decode_html, detect_charset, extract, extract_faqs, has_disclaimer, meta_robots, normalise_date, slugify,
@@ -146,7 +148,8 @@ def test_plain_page_density_fallback() -> None:
         "Wet wraps can help at night during bad flares, but ask your nurse to show you how, so that the "
         "dressings are applied safely.",
     ])
-    assert art.sections == [Section(heading="", anchor="", text=art.text, level=0)]
+    markup_html = "".join(f"<p>{p}</p>" for p in art.text.split("\n\n"))  # div soup: its paragraphs only
+    assert art.sections == [Section(heading="", anchor="", text=art.text, level=0, html=markup_html)]
 
 
 def test_windows_1252_meta_charset() -> None:
@@ -526,3 +529,163 @@ def test_no_disclaimer_anywhere() -> None:
                    content_type="text/plain").disclaimer is False
     assert extract("Eczema notes.\n\nThis is not medical advice.", "https://x.example/n.txt",
                    content_type="text/plain").disclaimer is True
+
+
+# ------------------------------------------------------------------- section markup (faithful article pages)
+
+GUTENBERG_URL = "https://riverside-skin.example/blog/vbeam-rosacea/"
+ALLOWED_ATTRS = {"a": {"href", "rel"}, "td": {"colspan", "rowspan"}, "th": {"colspan", "rowspan"}}
+
+
+@pytest.fixture(scope="module")
+def gutenberg() -> Article:
+    return extract(page("wp_gutenberg.html"), GUTENBERG_URL)
+
+
+def _markup(html: str) -> BeautifulSoup:
+    return BeautifulSoup(f"<div id='root'>{html}</div>", "lxml")
+
+
+def _assert_safe(html: str) -> None:
+    """Only allow-listed elements and attributes, links only to http(s), no comments or active content."""
+    root = _markup(html).find(id="root")
+    for tag in root.find_all(True):
+        assert tag.name in markup.ALLOWED_TAGS, tag.name
+        assert set(tag.attrs) <= ALLOWED_ATTRS.get(tag.name, set()), (tag.name, tag.attrs)
+        if tag.name == "a":
+            assert tag["href"].startswith(("http://", "https://")) and tag["rel"] == ["nofollow", "noopener"]
+    assert not root.find_all(string=lambda s: isinstance(s, Comment))
+    lowered = html.lower()  # text may say "onerror" or "javascript:"; only escaped, never as markup
+    for needle in ("<script", "<style", "<iframe", "<img", "<svg", "<!--", "class=", "style="):
+        assert needle not in lowered, needle
+
+
+def test_gutenberg_post_sections_keep_lists_headings_emphasis_quote_and_table(gutenberg: Article) -> None:
+    lead, works, before, results = gutenberg.sections
+    assert [(s.heading, s.level) for s in gutenberg.sections] == [
+        ("", 0), ("How the VBeam works", 2), ("Before your session", 3), ("Results and aftercare", 2)]
+    assert lead.html == ("<p>The <strong>VBeam</strong> is a pulsed dye laser that targets the redness and visible "
+                         "vessels of rosacea. Most patients need <em>three to five</em> sessions, four weeks apart.</p>")
+    body = _markup(works.html)
+    assert [li.get_text() for li in body.select("ul > li")] == [
+        "Redness fades over two to six weeks.", "Visible vessels (telangiectasia) often go after one session.",
+        "Flushing becomes less frequent; see rosacea triggers."]
+    assert body.select_one("ul > li > strong").get_text() == "two to six weeks"
+    assert [h.get_text() for h in body.select("h5")] == ["Is it painful?"]  # a sub-heading, not a section
+    assert body.select_one("h5 + p br") is not None  # the line break inside the paragraph
+    link = body.select_one("li a")
+    assert link.attrs == {"href": "https://riverside-skin.example/conditions/rosacea/#triggers",
+                          "rel": ["nofollow", "noopener"]}  # made absolute; onclick and style gone
+    assert [li.get_text() for li in _markup(before.html).select("ol > li")] == [
+        "Avoid sun exposure and self-tan for four weeks.", "Stop retinoid creams three days before."]
+    end = _markup(results.html)
+    assert end.select_one("blockquote p").get_text().startswith("After three sessions my cheeks are calm")
+    assert [th.get_text() for th in end.select("table thead th")] == ["Session", "Typical downtime"]
+    assert [[td.get_text() for td in tr.select("td")] for tr in end.select("table tbody tr")] == [
+        ["First", "2–3 days of swelling"], ["Later", "A day of redness"]]
+    assert [a["href"] for a in end.select("a")] == ["https://www.aad.org/public/diseases/rosacea"]
+    assert "Ask our team" in end.get_text()  # the javascript: link is unwrapped: its text stays, the link goes
+
+
+def test_gutenberg_post_markup_drops_everything_dangerous(gutenberg: Article) -> None:
+    for section in gutenberg.sections:
+        _assert_safe(section.html)
+    everything = "".join(s.html for s in gutenberg.sections)
+    for gone in ("Injected by a script", "trackPageView", "wp--preset", "youtube", "vbeam.jpg", "VBeam handpiece",
+                 "Share this", "Twitter", "Proudly powered", "Book online"):
+        assert gone not in everything, gone
+    # markup written out as text in the source stays text: escaped, never an element
+    assert "&lt;img src=x onerror=alert(1)&gt;" in gutenberg.sections[-1].html
+
+
+def test_gutenberg_post_plain_text_keeps_items_and_headings_apart(gutenberg: Article) -> None:
+    text = gutenberg.text
+    assert "How the VBeam works\n\nThe VBeam emits yellow light" in text
+    assert "How the VBeam works The VBeam" not in text and "Is it painful? Each pulse" not in text
+    lines = gutenberg.sections[1].text.splitlines()
+    for item in ("Redness fades over two to six weeks.", "Visible vessels (telangiectasia) often go after one "
+                 "session.", "Flushing becomes less frequent; see rosacea triggers.", "Is it painful?"):
+        assert item in lines, item
+    assert gutenberg.sections[2].text == ("Avoid sun exposure and self-tan for four weeks.\n\n"
+                                          "Stop retinoid creams three days before.")
+
+
+@pytest.mark.parametrize("name,url", [
+    ("wp_gutenberg.html", GUTENBERG_URL), ("wp_post.html", POST_URL),
+    ("wp_page.html", "https://riverside-skin.example/services/patch-testing/"),
+    ("plain_page.html", "https://example.org/plain"),
+])
+def test_section_markup_carries_exactly_the_section_text(name: str, url: str) -> None:
+    """The markup is the plain text's own blocks: no furniture the text dropped, nothing of it lost."""
+    article = extract(page(name), url)
+    for section in article.sections:
+        _assert_safe(section.html)
+        assert markup.clean(section.html) == section.html  # what the page re-checks comes through unchanged
+        shown = "".join(_markup(section.html).get_text().split())
+        assert shown == "".join(section.text.replace(" | ", "").split()), section.heading
+
+
+def test_section_markup_of_a_jsonld_article_body() -> None:
+    body = "<p>Rosacea is a long-term skin condition. <em>Triggers</em> differ from person to person.</p>" * 6
+    html = f"""<html><head><title>Rosacea</title><script type="application/ld+json">
+    {{"@type": "Article", "headline": "Rosacea", "articleBody": {json.dumps(body + "<ul><li>Sun</li></ul>")}}}
+    </script></head><body><div id="app"></div></body></html>"""
+    [section] = extract(html, "https://clinic.example/rosacea").sections
+    assert section.html.startswith("<p>Rosacea is a long-term skin condition. <em>Triggers</em>")
+    assert section.html.endswith("<ul><li>Sun</li></ul>")
+
+
+def test_plain_text_pages_have_no_markup() -> None:
+    article = extract("Eczema notes.\n\nEmollients twice a day.", "https://x.example/n.txt", content_type="text/plain")
+    assert [s.html for s in article.sections] == [""]
+
+
+@pytest.mark.parametrize("href,expected", [
+    ("/conditions/acne/", "https://clinic.example/conditions/acne/"),
+    ("../acne/#types", "https://clinic.example/blog/acne/#types"),
+    ("https://www.aad.org/x", "https://www.aad.org/x"),
+    ("//cdn.example/x", "https://cdn.example/x"),
+    ("javascript:alert(1)", None), (" JaVaScRiPt:alert(1)", None), ("java\tscript:alert(1)", None),
+    ("java\nscript:alert(1)", None), ("data:text/html,<script>alert(1)</script>", None), ("vbscript:x", None),
+    ("mailto:desk@clinic.example", None), ("https://", None), ("https://x.example:99999/", None),
+    ("", None), ("https://x.example/\x00", None),
+])
+def test_safe_href(href: str, expected: str | None) -> None:
+    assert markup.safe_href(href, "https://clinic.example/blog/post/") == expected
+
+
+@pytest.mark.parametrize("fragment", [
+    '<img src=x onerror=alert(1)>', '<svg onload=alert(1)><p>t</p></svg>', '<math><mtext><p>t</p></mtext></math>',
+    '<a href="jav&#x09;ascript:alert(1)">t</a>', '<a href="&#106;avascript:alert(1)">t</a>',
+    '<p style="background:url(javascript:alert(1))" onmouseover="alert(1)">t</p>',
+    '<noscript><p title="</noscript><img src=x onerror=alert(1)>"></p></noscript>',
+    '<style><img src=x onerror=alert(1)></style>', '<iframe srcdoc="<script>alert(1)</script>"></iframe>',
+    '<form action="https://evil.example"><input autofocus onfocus=alert(1)><button>Go</button></form>',
+    '<details open ontoggle=alert(1)><summary>t</summary></details>', '<base href="https://evil.example/">',
+    '<meta http-equiv="refresh" content="0;url=javascript:alert(1)">', '<!--<img src=x onerror=alert(1)>-->',
+    '<table background="javascript:alert(1)"><tr><td colspan="2" onclick="x">t</td></tr></table>',
+    '<a href="https://ok.example/"><a href="https://inner.example/">nested</a></a>',
+    '<p>&lt;script&gt;alert(1)&lt;/script&gt;</p>', '<![CDATA[<img src=x onerror=alert(1)>]]>',
+    '<object data="x.swf"><embed src="x.swf"></object><template><script>alert(1)</script></template>',
+])
+def test_clean_refuses_hostile_markup(fragment: str) -> None:
+    out = markup.clean(fragment, "https://clinic.example/post/", heading_level=2)
+    _assert_safe(out)
+    assert markup.clean(out, "https://clinic.example/post/") == out  # stable: cleaning twice changes nothing
+
+
+def test_clean_shifts_sub_headings_under_the_section_heading() -> None:
+    fragment = "<h5>Is it painful?</h5><p>A snap.</p><h6>Numbing</h6><p>Rarely needed.</p><h5>Cost</h5>"
+    assert markup.clean(fragment, heading_level=2) == (
+        "<h3>Is it painful?</h3><p>A snap.</p><h4>Numbing</h4><p>Rarely needed.</p><h3>Cost</h3>")
+    assert markup.clean("<h2>Deep</h2>", heading_level=5) == "<h6>Deep</h6>"  # never beyond h6
+    assert markup.clean("<h5>Kept</h5>") == "<h5>Kept</h5>"
+
+
+def test_clean_gives_loose_text_a_paragraph_and_stray_list_text_an_item() -> None:
+    assert markup.clean("loose <b>bold</b><div>block</div>") == "<p>loose <b>bold</b></p><p>block</p>"
+    assert markup.clean("<ul>stray<li>item</li></ul>") == "<ul><li>stray</li><li>item</li></ul>"
+    assert markup.clean("<blockquote>Calm skin. <cite>A patient</cite></blockquote>") == (
+        "<blockquote><p>Calm skin. A patient</p></blockquote>")
+    assert markup.clean("<p>One<br><br>Two <b>bold </b>end<br></p>") == "<p>One</p><p>Two <b>bold </b>end</p>"
+    assert markup.clean("<li>One<br><br>Two</li>") == "<li>One<br><br>Two</li>"  # a list item stays one item

@@ -44,7 +44,8 @@ def test_rebuild_creates_generation_swaps_pointer_and_records_seq(store, tmp_pat
     assert index.read_meta(generation)["seq"] == store.last_change()
     assert index.read_meta(generation)["docs"] == 5
     assert calls[-1] == (5, 5)
-    ix = whoosh_index.open_dir(str(generation))
+    assert index.read_meta(generation)["subindexes"] == {"public": 5, "staff": 0}
+    ix = whoosh_index.open_dir(str(generation / "public"))
     try:
         assert ix.doc_count() == 5
     finally:
@@ -184,7 +185,7 @@ def test_whoosh_lock_error_becomes_lockheld(store, tmp_path, monkeypatch):
     root = tmp_path / "ix"
     index.rebuild(store, root)
     monkeypatch.setattr(index, "WRITER_TIMEOUT", 0.1)
-    ix = whoosh_index.open_dir(str(index.current_generation(root)))
+    ix = whoosh_index.open_dir(str(index.current_generation(root) / "public"))
     writer = ix.writer()
     try:
         store.save_article(article(7))
@@ -255,7 +256,7 @@ def test_full_build_writes_segments_and_updates_merge_only_small_ones(store, tmp
     ids = fill(store, 12)
     root = tmp_path / "ix"
     index.rebuild(store, root)
-    ix = whoosh_index.open_dir(str(index.current_generation(root)))
+    ix = whoosh_index.open_dir(str(index.current_generation(root) / "public"))
     try:
         built = len(ix._segments())
     finally:
@@ -265,7 +266,7 @@ def test_full_build_writes_segments_and_updates_merge_only_small_ones(store, tmp
     for n, article_id in enumerate(ids[:5]):
         store.save_article(article(n, text=f"Edited {n}."))
         index.update(store, root)  # each update adds a one-document segment
-    ix = whoosh_index.open_dir(str(index.current_generation(root)))
+    ix = whoosh_index.open_dir(str(index.current_generation(root) / "public"))
     try:
         sizes = [seg.doc_count_all() for seg in ix._segments()]
     finally:
@@ -343,3 +344,133 @@ def test_document_hash_covers_the_source_list(store, tmp_path):
                          {"url": "https://b.example/rosacea/", "site": "b.example", "title": ROSACEA}]
     doc = index.article_document(article_a)
     assert doc["hash"] != article_a.content_hash and json.loads(doc["sources"]) == article_a.sources
+
+
+# -- audiences in separate sub-indexes ----------------------------------------------------------------
+
+def sub_ids(root: Path, name: str) -> set[int]:
+    """Article ids of the live documents in one sub-index of the current generation, read with Whoosh."""
+    ix = whoosh_index.open_dir(str(index.subindex_dirs(index.current_generation(root))[name]))
+    try:
+        with ix.searcher() as searcher:
+            return {int(fields["id"]) for fields in searcher.all_stored_fields()}
+    finally:
+        ix.close()
+
+
+def test_each_audience_has_its_own_sub_index_and_none_is_indexed_twice(store, tmp_path):
+    public = fill(store, 4)
+    staff = [store.save_article(article(n, audience="staff"))[0] for n in range(10, 13)]
+    odd = store.save_article(article(20, audience="partners"))[0]  # unknown audiences count as staff
+    root = tmp_path / "ix"
+    assert index.rebuild(store, root) == 8
+    assert sub_ids(root, "public") == set(public)
+    assert sub_ids(root, "staff") == set(staff) | {odd}
+    assert index.read_meta(index.current_generation(root))["subindexes"] == {"public": 4, "staff": 4}
+    assert index.subindexes_for(("public",)) == ("public",)
+    assert index.subindexes_for(("public", "staff")) == index.subindexes_for(("staff",)) == ("public", "staff")
+    assert doc_ids(root) == set(public) | set(staff) | {odd}
+
+
+def test_a_full_build_cuts_segments_in_both_sub_indexes(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(index, "SEGMENT_TEXT_MB", 0.0005)  # ~500 bytes of uncommitted text in all
+    for n in range(16):
+        store.save_article(article(n, audience="staff" if n % 2 else "public"))
+    root = tmp_path / "ix"
+    assert index.rebuild(store, root) == 16
+    generation = index.current_generation(root)
+    for name in index.SUBINDEXES:
+        ix = whoosh_index.open_dir(str(generation / name))
+        try:
+            assert len(ix._segments()) >= 2 and ix.doc_count() == 8
+        finally:
+            ix.close()
+    assert index.indexed_hashes(root) == {
+        int(r["id"]): r["content_hash"] for r in store.db.execute("SELECT id, content_hash FROM articles")}
+
+
+def _toc(generation: Path, name: str) -> int:
+    ix = whoosh_index.open_dir(str(generation / name))
+    try:
+        return ix.latest_generation()
+    finally:
+        ix.close()
+
+
+def test_a_staff_only_update_does_not_commit_the_public_sub_index(store, tmp_path):
+    fill(store, 3)
+    root = tmp_path / "ix"
+    index.rebuild(store, root)
+    generation = index.current_generation(root)
+    public_toc, staff_toc = _toc(generation, "public"), _toc(generation, "staff")
+    store.save_article(article(30, audience="staff"))
+    assert index.update(store, root) == (1, 0)
+    assert _toc(generation, "public") == public_toc  # anonymous readers see no commit, keep their caches
+    assert _toc(generation, "staff") > staff_toc
+    assert index.read_meta(generation)["subindexes"] == {"public": 3, "staff": 1}
+
+
+def _legacy_generation(store, root: Path) -> Path:
+    """A generation as kb built it before SCHEMA_VERSION 3: one Whoosh index for every audience."""
+    generation = root / "gen-20200101T000000000000"
+    generation.mkdir(parents=True)
+    ix = whoosh_index.create_in(str(generation), index.build_schema())
+    with ix.writer() as writer:
+        for article_id in store.primary_ids():
+            writer.add_document(**index.article_document(store.get_article(article_id)))
+    ix.close()
+    (generation / index.META).write_text(json.dumps({"seq": store.last_change(), "schema": 2, "docs": 3}))
+    (root / index.POINTER).write_text(generation.name + "\n")
+    return generation
+
+
+def test_an_old_single_index_generation_is_rebuilt_by_update_with_a_log_line(store, tmp_path, caplog):
+    from kb.errors import IndexUnavailable
+
+    fill(store, 2)
+    store.save_article(article(9, audience="staff"))
+    root = tmp_path / "ix"
+    legacy = _legacy_generation(store, root)
+    assert index.current_generation(root) is None and index.is_legacy(legacy)
+    searcher = Searcher(root)
+    try:
+        with pytest.raises(IndexUnavailable) as excinfo:
+            searcher.search("sunscreen")
+        assert "older kb" in excinfo.value.message and "kb reindex" in excinfo.value.remedy
+        assert index.indexed_hashes(root) == {}  # `kb check` reports it missing, `--repair` rebuilds
+        with caplog.at_level("WARNING", logger="kb.index"):
+            assert index.update(store, root) == (3, 0)
+        assert any(legacy.name in r.getMessage() and "older kb" in r.getMessage() for r in caplog.records)
+        assert index.current_generation(root) not in (None, legacy)
+        assert searcher.search("sunscreen").total == 2  # the same searcher picks the new layout up
+        assert searcher.search("sunscreen", audiences=("public", "staff")).total == 3
+    finally:
+        searcher.close()
+
+
+def test_an_old_single_index_generation_is_replaced_by_reindex(store, tmp_path, caplog):
+    fill(store, 3)
+    root = tmp_path / "ix"
+    legacy = _legacy_generation(store, root)
+    with caplog.at_level("WARNING", logger="kb.index"):
+        assert index.rebuild(store, root) == 3
+    assert any("older kb" in r.getMessage() for r in caplog.records)
+    assert index.current_generation(root) != legacy and doc_ids(root) == set(store.primary_ids())
+
+
+def test_kb_check_sees_a_document_filed_in_the_wrong_sub_index_and_repair_moves_it(store, tmp_path):
+    from kb.maintenance import check
+
+    fill(store, 2)
+    staff_id = store.save_article(article(7, audience="staff"))[0]
+    root = tmp_path / "ix"
+    index.rebuild(store, root)
+    assert check(store, root)["ok"]
+    ix = whoosh_index.open_dir(str(index.current_generation(root) / "public"))
+    with ix.writer() as writer:  # a staff document in the public index, as a faulty writer might leave it
+        writer.add_document(**index.article_document(store.get_article(staff_id)))
+    ix.close()
+    report = check(store, root)
+    assert not report["ok"] and report["stale"] == [staff_id]
+    assert check(store, root, repair=True)["repaired"]
+    assert staff_id not in sub_ids(root, "public") and staff_id in sub_ids(root, "staff")

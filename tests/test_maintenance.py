@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import tarfile
 import threading
@@ -248,6 +249,42 @@ def test_check_finds_missing_orphaned_and_stale_then_repairs(store: Store, data_
     assert fixed["repaired"] and fixed["after"]["missing"] == fixed["after"]["stale"] == []
     again = check(store, index_root)
     assert again["ok"] and again["index_documents"] == store.count_articles()
+
+
+@pytest.mark.parametrize("pattern", ["*.pst", "*_stored.col"])
+def test_check_reads_the_index_as_searches_do_and_repair_rebuilds(store: Store, data_dir: Path, pattern: str) -> None:
+    """A file cut in half used to pass `kb check` (hashes come from a column) while searches crashed."""
+    from kb import index
+    from kb.search import Searcher
+
+    index_root = data_paths(data_dir)["index"]
+    _fill(store)
+    index.rebuild(store, index_root)
+    damaged = index.current_generation(index_root)
+    for path in damaged.rglob(pattern):
+        os.truncate(path, path.stat().st_size // 2)
+    found = check(store, index_root)
+    assert not found["ok"] and found["generation"] == damaged.name
+    assert found["damaged"] and all(p.startswith(("public/", "staff/")) for p in found["damaged"])
+    assert found["index_documents"] == 0  # a damaged index counts as none
+
+    fixed = check(store, index_root, repair=True)
+    assert fixed["repaired"] and fixed["after"]["damaged"] == [] and fixed["after"]["generation"] != damaged.name
+    searcher = Searcher(index_root)
+    try:
+        assert searcher.search("rosacea", audiences=("public",)).total >= 1
+    finally:
+        searcher.close()
+
+
+def test_health_counts_an_unreadable_index_as_none(store: Store, data_dir: Path) -> None:
+    from kb.index import current_generation, rebuild
+
+    _fill(store)
+    rebuild(store, data_paths(data_dir)["index"])
+    for toc in current_generation(data_paths(data_dir)["index"]).rglob("_MAIN_*.toc"):
+        toc.write_bytes(b"")
+    assert health(data_dir) == {"ok": False, "store": "ok", "index": "unreadable", "writer": None}
 
 
 def test_stats_report_the_index_generation(store: Store, data_dir: Path) -> None:

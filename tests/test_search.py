@@ -351,7 +351,7 @@ def test_searcher_pool_is_bounded_under_many_threads(built):
         try:
             for _ in range(15):
                 s.search("eczema")
-                seen.append(s._state._count)
+                seen.append(s._states[("public",)]._count)
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -410,16 +410,23 @@ def fast_built(tmp_path_factory):
     s.close()
 
 
-def _with_ctx(s: Searcher, fn):
-    return s._with(fn)
+def _with_ctx(s: Searcher, fn, audiences: tuple[str, ...] = ("public",)):
+    return s._with(fn, audiences)
 
 
-def test_block_reads_equal_whoosh_postings(fast_built):
+#: The public sub-index alone, and the MultiReader over the segments of both sub-indexes (staff).
+SCOPES = [("public",), ("public", "staff")]
+
+
+@pytest.mark.parametrize("audiences", SCOPES, ids="+".join)
+def test_block_reads_equal_whoosh_postings(fast_built, audiences):
     from kb import search as sm
 
     def check(ctx):
         reader = ctx.reader
         assert len(reader.leaf_readers()) > 2 and reader.has_deletions()
+        staff = sm.DocSet(ctx.term_docs("audience", "staff").mask)
+        assert bool(staff) == ("staff" in audiences)  # the staff scope really reads the staff sub-index
         live = ctx.state.live_mask(reader)
         checked = 0
         for fieldname in ("body", "title", "headings", "tagtext", "audience", "spell"):
@@ -431,12 +438,13 @@ def test_block_reads_equal_whoosh_postings(fast_built):
         assert checked > 50
         assert max(reader.doc_frequency("body", w) for w in _WORDS) > 300  # several 128-posting blocks
 
-    _with_ctx(fast_built, check)
+    _with_ctx(fast_built, check, audiences)
 
 
+@pytest.mark.parametrize("audiences", SCOPES, ids="+".join)
 @pytest.mark.parametrize("query", ["laser", "skin acne", "pulsed dye laser", "red face cream", '"dye laser"',
                                    "rosacea -laser", "skin OR nail", "What are the symptoms of rosacea?"])
-def test_own_bm25f_scores_equal_whoosh(fast_built, query):
+def test_own_bm25f_scores_equal_whoosh(fast_built, query, audiences):
     from kb import search as sm
 
     def check(ctx):
@@ -453,10 +461,11 @@ def test_own_bm25f_scores_equal_whoosh(fast_built, query):
         for d, x in theirs.items():
             assert ours[d] == pytest.approx(x, rel=1e-9, abs=1e-9)
 
-    _with_ctx(fast_built, check)
+    _with_ctx(fast_built, check, audiences)
 
 
-def test_phrase_matches_equal_whoosh_phrase(fast_built):
+@pytest.mark.parametrize("audiences", SCOPES, ids="+".join)
+def test_phrase_matches_equal_whoosh_phrase(fast_built, audiences):
     from whoosh import query as wq
 
     from kb import search as sm
@@ -471,7 +480,7 @@ def test_phrase_matches_equal_whoosh_phrase(fast_built):
             assert set(sm._phrase_matches(ctx, "body", words, some)) == set(sorted(expected)[::2])
         assert wq.Phrase("body", [ctx.analyze("body", w)[0] for w in ("dye", "laser")]).docs(ctx.searcher)
 
-    _with_ctx(fast_built, check)
+    _with_ctx(fast_built, check, audiences)
 
 
 def test_corrections_cache_is_per_audience(fast_built, built):
@@ -502,3 +511,69 @@ def test_portable_path_answers_like_the_block_reader(fast_built, tmp_path, monke
     finally:
         portable_searcher.close()
     assert all(fast) and portable == fast
+
+
+# -- bounded spelling work ---------------------------------------------------------------------------
+
+UNKNOWN = [f"qx{chr(97 + i % 26)}{chr(97 + i // 26)}vormp" for i in range(30)]  # in no document and in no dictionary
+
+
+@pytest.fixture
+def lookups(monkeypatch) -> list[str]:
+    """The words each spelling look-up (a walk of the word list) was made for, counted on the real path."""
+    from kb import search as sm
+
+    seen: list[str] = []
+    real = sm.Searcher._corrections
+
+    def counting(self, ctx, word, audience_docs):
+        seen.append(word)
+        return real(self, ctx, word, audience_docs)
+
+    monkeypatch.setattr(sm.Searcher, "_corrections", counting)
+    return seen
+
+
+def test_spelling_lookups_per_query_are_bounded_and_cached(built, lookups):
+    from kb import search as sm
+
+    s = Searcher(built[0] / "ix")
+    try:
+        assert s.search(" ".join(UNKNOWN)).total == 0
+        assert lookups == UNKNOWN[:sm.MAX_CORRECTED_WORDS]  # the first N unknown words, in query order
+        lookups.clear()
+        assert s.search(" ".join(UNKNOWN[:2])).total == 0
+        assert lookups == []  # both were looked up before: cached per index state
+        typo = s.search("rosacia " + " ".join(UNKNOWN[10:]))  # a normal typo still gets its "Did you mean"
+        assert typo.suggestions and typo.suggestions[0].startswith("rosacea ")
+        assert len(lookups) == sm.MAX_CORRECTED_WORDS
+        lookups.clear()
+        known = s.search("melasma melanoma redness eczama")  # known words take no look-up, nor are they fixed
+        assert known.suggestions == ["melasma melanoma redness eczema"] and lookups == ["eczama"]
+    finally:
+        s.close()
+
+
+def test_candidates_per_lookup_are_bounded(tmp_path, lookups, monkeypatch):
+    from kb import search as sm
+
+    # 60 indexed words within two edits of "plombq", all sharing its first two letters
+    words = [f"plomb{c}" for c in "abcdefghijklmnoprstuvwxyz"] + [f"plom{c}{d}" for c in "acdeg" for d in "abcdefg"]
+    with Store(tmp_path / "kb.sqlite3") as store:
+        store.save_article(Article(url="https://w.example/1", title="Word list", text=" ".join(words)))
+        index.rebuild(store, tmp_path / "ix")
+    visible: list[str] = []
+    real = sm.Searcher._visible_df
+
+    def counting(self, ctx, word, audience_docs, cap=50):
+        visible.append(word)
+        return real(self, ctx, word, audience_docs, cap)
+
+    monkeypatch.setattr(sm.Searcher, "_visible_df", counting)
+    s = Searcher(tmp_path / "ix")
+    try:
+        results = s.search("plombq")
+        assert lookups == ["plombq"] and results.suggestions  # still offers the nearest it examined
+        assert len(visible) <= 2 * sm.MAX_CORRECTION_CANDIDATES + 3  # not one check per look-alike (60+)
+    finally:
+        s.close()

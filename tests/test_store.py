@@ -371,3 +371,74 @@ def test_a_close_fingerprint_alone_does_not_merge_different_texts(store: Store, 
     other = store.save_article(_copy("b.example", reordered))[0]
     copy = store.save_article(_copy("c.example", ARTICLE))[0]
     assert _groups(store) == {first: None, other: None, copy: first}
+
+
+# -- section markup (schema 4): stored beside the text, never indexed, filled in for older rows ---------------
+
+MARKUP = "<p>Pore size is <strong>mostly genetic</strong>.</p>"
+
+
+def _with_markup(html: str = MARKUP, **kw) -> Article:
+    article = _article(**kw)
+    article.sections[0].html = html
+    return article
+
+
+def test_section_markup_is_stored_and_read(store: Store) -> None:
+    article_id, _ = store.save_article(_with_markup())
+    assert store.get_article(article_id).sections[0].html == MARKUP
+    assert store.save_article(_with_markup(text="Changed."))[1] == "updated"
+    assert store.get_article(article_id).sections[0].html == MARKUP
+
+
+def test_new_markup_for_unchanged_content_is_stored_without_a_change(store: Store) -> None:
+    """Markup is not indexed: a better sanitiser's output lands on the next crawl, no reindex needed."""
+    article_id, _ = store.save_article(_article())
+    seq = store.last_change()
+    assert store.save_article(_with_markup())[1] == "unchanged"
+    assert store.get_article(article_id).sections[0].html == MARKUP
+    assert store.last_change() == seq
+    assert store.save_article(_article())[1] == "unchanged"  # sections built without markup do not wipe it
+    assert store.get_article(article_id).sections[0].html == MARKUP
+
+
+def test_version_3_store_gains_the_markup_column_and_keeps_its_rows(tmp_path) -> None:
+    """A store written before section markup opens, keeps every row, reads "" markup and stores new markup."""
+    import sqlite3
+
+    path = tmp_path / "v3.sqlite3"
+    with Store(path) as s:
+        old_id, _ = s.save_article(_article())
+        hashes = s.read_hashes()
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE sections DROP COLUMN html")
+    db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    db.commit()
+    assert "html" not in {r[1] for r in db.execute("PRAGMA table_info(sections)")}
+    db.close()
+    with Store(path) as s:
+        assert s.get_meta("schema_version") == str(SCHEMA_VERSION) == "4"
+        old = s.get_article(old_id)
+        assert (old.text, old.sections[0].text, old.sections[0].html) == (_article().text, "Pore size is mostly "
+                                                                         "genetic.", "")
+        assert s.read_hashes() == hashes  # nothing to reindex
+        assert s.save_article(_with_markup())[1] == "unchanged"  # the next crawl fills the markup in
+        new_id, status = s.save_article(_with_markup(url="https://clinic.example/b/"))
+        assert status == "new"
+        assert [s.get_article(i).sections[0].html for i in (old_id, new_id)] == [MARKUP, MARKUP]
+
+
+def test_a_section_that_loses_boilerplate_is_read_without_its_markup(store: Store) -> None:
+    """Markup cannot drop one paragraph: the article page then shows the stripped plain text."""
+    ids = []
+    for n in range(4):
+        article = _site_page(n)
+        for section in article.sections:
+            section.html = "<p>" + "</p><p>".join(section.text.split("\n\n")) + "</p>"
+        ids.append(store.save_article(article)[0])
+    store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3)
+    read = store.get_article(ids[0])
+    raw = store.get_raw_article(ids[0])
+    assert CTA in raw.text and CTA not in read.text
+    assert [s.html for s in read.sections] == [""] and CTA not in read.sections[0].text
+    assert CTA in raw.sections[0].html

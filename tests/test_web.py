@@ -7,6 +7,7 @@ with kb.index.rebuild() from a filled Store and search it through the app.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import stat
@@ -250,10 +251,12 @@ def test_home_has_search_form_and_topics_from_store(make_app, store):
     assert form["action"] == "/search" and form["method"] == "get"
     assert page.select_one("label[for=q]") and page.select_one("input#q")["name"] == "q"
     links = {a.get_text(" ", strip=True): a["href"] for a in page.select(".browse a")}
-    assert links["Acne 2 articles"] == "/search?category=Acne"
-    assert links["Rosacea 1 articles"] == "/search?category=Rosacea"
-    assert links["<b>tag</b> 1 articles"] == "/search?tag=%3Cb%3Etag%3C%2Fb%3E"
+    assert links["Acne"] == "/search?category=Acne"
+    assert links["Rosacea"] == "/search?category=Rosacea"
+    assert links["<b>tag</b> 1 article"] == "/search?tag=%3Cb%3Etag%3C%2Fb%3E"
     assert not any("Staff" in text for text in links)
+    rows = [li.get_text(" ", strip=True) for li in page.select(".browse ul.topic-rows li")]
+    assert rows == ["Acne 2 articles", "Rosacea 1 article"]
     assert "2 articles from 1 site" in page.get_text(" ", strip=True)
 
 
@@ -359,7 +362,9 @@ def test_did_you_mean_and_no_results_help(make_app):
     assert [a.get_text() for a in links] == ["melasma", "melanoma treatment"]
     assert parse_qs(urlsplit(links[0]["href"]).query) == {"q": ["melasma"], "tag": ["laser"]}
     text = page.select_one(".no-results").get_text(" ", strip=True)
-    assert "Check the spelling" in text and "fewer" in text and "Browse topics" in text
+    assert "Try the suggested spelling: melasma or melanoma treatment" in text
+    assert "more general word" in text
+    assert "Browse topics" not in text  # the store is empty: the home page lists no topics to browse
     assert page.select_one('.no-results a[href="/search?q=melanomma"]')  # search again without filters
     assert not page.select("#results")
 
@@ -447,6 +452,22 @@ def test_unknown_and_staff_articles_are_404(make_app, store):
     assert get(staff_app, f"/article/{staff_id}").status_code == 200
 
 
+@pytest.mark.parametrize("article_id", [2**63, 2**63 + 1, 10**30])
+def test_article_ids_past_sqlite_integers_are_404_not_500(make_app, store, caplog, article_id):
+    app = make_app(FakeSearcher())
+    response = get(app, f"/article/{article_id}")
+    assert response.status_code == 404 and soup(response).h1.get_text() == "Page not found"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no traceback logged per request
+    assert get(app, f"/article/{2**63 - 1}").status_code == 404  # the largest id is still looked up
+
+
+def test_article_page_shows_no_crawled_canonical_or_lang(make_app, store):
+    """The HTML page never prints the crawled `canonical` or `lang` (the API cleans them, see test_api)."""
+    article_id, _ = store.save_article(article(1, canonical="javascript:alert(1)", lang='en" onload="alert(1)'))
+    body = get(make_app(FakeSearcher()), f"/article/{article_id}").get_data(as_text=True)
+    assert "javascript:" not in body and "onload" not in body
+
+
 # -- errors and headers ---------------------------------------------------------------------------------------------
 
 def test_index_unavailable_is_a_503_page_with_remedy(make_app):
@@ -519,7 +540,7 @@ def all_pages(make_app, store):
     results = make_results(total=40, hits=[make_hit(1), make_hit(2)], suggestions=["acne"],
                            facets={"category": [("Acne", 2)], "tag": [("retinoids", 1)]})
     app = make_app(FakeSearcher(results))
-    urls = ["/", "/search?q=acne&page=2", f"/article/{article_id}", "/missing", "/search?q=a&page=x"]
+    urls = ["/", "/search?q=acne&page=2", f"/article/{article_id}", "/missing", "/search?q=a&page=x", "/login", "/faq"]
     return {url: get(app, url) for url in urls}
 
 
@@ -559,7 +580,8 @@ def test_static_assets_implement_the_contract(make_app):
     app = make_app(FakeSearcher())
     script = get(app, "/static/kb.js").get_data(as_text=True)
     for needle in ('"combobox"', "aria-expanded", "aria-activedescendant", "aria-controls", '"option"',
-                   "ArrowDown", "ArrowUp", "Escape", "Enter", "data-suggest-url", "q-status"):
+                   "ArrowDown", "ArrowUp", "Escape", "Enter", "data-suggest-url", "q-status",
+                   "aria-keyshortcuts", "data-open-media"):
         assert needle in script
     assert "http://" not in script and "https://" not in script  # no CDN
     css = get(app, "/static/kb.css").get_data(as_text=True)
@@ -654,11 +676,25 @@ def test_healthz_is_503_when_the_index_cannot_be_read(make_app, store, data_dir)
     store.save_article(article(1))
     rebuild(store, data_paths(data_dir)["index"])
     generation = current_generation(data_paths(data_dir)["index"])
-    for segment in generation.iterdir():
-        if segment.suffix != ".toc" and segment.is_file():
+    for segment in generation.rglob("*"):  # every sub-index of the generation
+        if segment.suffix not in (".toc", ".json") and segment.is_file():
             segment.unlink()  # a damaged index (segments lost) must not be reported healthy
     response = get(make_app(), "/healthz")
     assert response.status_code == 503 and response.get_json()["index"] == "unreadable"
+
+
+def test_healthz_is_json_503_when_the_table_of_contents_is_emptied(make_app, store, data_dir):
+    """Whoosh cannot even open such an index: /healthz used to answer a 500 HTML page."""
+    from kb.config import data_paths
+    from kb.index import current_generation, rebuild
+
+    store.save_article(article(1))
+    rebuild(store, data_paths(data_dir)["index"])
+    for toc in current_generation(data_paths(data_dir)["index"]).rglob("_MAIN_*.toc"):
+        toc.write_bytes(b"")
+    response = get(make_app(), "/healthz")
+    assert response.status_code == 503 and response.is_json
+    assert response.get_json()["ok"] is False and response.get_json()["index"] == "unreadable"
 
 
 def test_new_searches_are_query_logged(make_app, store):

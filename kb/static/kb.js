@@ -1,4 +1,5 @@
-/* kb.js: suggest-as-you-type for the search box, as progressive enhancement.
+/* kb.js: suggest-as-you-type for the search box, the "/" and Ctrl/Cmd-K shortcut to reach it, and the
+ * Filter control opened on wide screens, all as progressive enhancement.
  *
  * Implements the ARIA 1.2 combobox pattern (list autocomplete, manual selection):
  * the input gets role="combobox", aria-expanded, aria-controls and
@@ -236,8 +237,107 @@
     });
   }
 
+  /* Keyboard shortcut (the DocSearch habit): "/" or Ctrl-K (Cmd-K on a Mac) focuses the search box from
+   * anywhere. "/" never fires while typing in a field, nor with Ctrl, Alt or Meta held (Shift is allowed:
+   * some layouts need it for "/"). Both are left alone inside other fields, whose editing keys they are;
+   * in the search box itself Ctrl/Cmd-K selects what was typed. aria-keyshortcuts tells screen readers. */
+  var SHORTCUTS = "/ Control+K Meta+K";
+
+  function isEditable(element) {
+    if (!element || !element.tagName) {
+      return false;
+    }
+    var tag = element.tagName;
+    return element.isContentEditable || tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT";
+  }
+
+  function shortcutOf(event) {
+    if (event.defaultPrevented || event.isComposing) {
+      return "";
+    }
+    if (event.key === "/" && !event.ctrlKey && !event.altKey && !event.metaKey) {
+      return "slash";
+    }
+    if ((event.key === "k" || event.key === "K") && event.ctrlKey !== event.metaKey &&
+        !event.altKey && !event.shiftKey) {
+      return "k";
+    }
+    return "";
+  }
+
+  function addHint(input) {
+    var combo = input.parentNode;
+    if (!combo || !combo.classList || !combo.classList.contains("combo")) {
+      return;
+    }
+    var hint = document.createElement("span");
+    var key = document.createElement("kbd");
+    hint.className = "shortcut-hint";
+    hint.setAttribute("aria-hidden", "true");  /* aria-keyshortcuts already says it, once */
+    key.textContent = "/";
+    hint.appendChild(key);
+    combo.appendChild(hint);
+    combo.classList.add("combo-shortcut");
+    function update() {
+      hint.hidden = document.activeElement === input || input.value !== "";
+    }
+    input.addEventListener("focus", update);
+    input.addEventListener("blur", update);
+    input.addEventListener("input", update);
+    update();
+  }
+
+  function setupShortcut(input) {
+    input.setAttribute("aria-keyshortcuts", SHORTCUTS);
+    addHint(input);
+    document.addEventListener("keydown", function (event) {
+      var which = shortcutOf(event);
+      if (!which) {
+        return;
+      }
+      if (event.target === input) {
+        if (which === "k") {
+          event.preventDefault();
+          input.select();
+        }
+        return;
+      }
+      if (isEditable(event.target)) {
+        return;
+      }
+      event.preventDefault();
+      input.focus();
+      input.select();
+    });
+  }
+
+  /* The results' Filter control is a <details>, closed in the HTML so phones see the results first. Where
+   * its data-open-media query matches (wide screens, where it is a side column) it is opened, and it
+   * follows the query when the window is resized or a phone is turned. */
+  function setupFilters(details) {
+    var query = details.getAttribute("data-open-media");
+    if (!query || !window.matchMedia) {
+      return;
+    }
+    var media = window.matchMedia(query);
+    function sync() {
+      details.open = media.matches;
+    }
+    sync();
+    if (media.addEventListener) {
+      media.addEventListener("change", sync);
+    } else if (media.addListener) {
+      media.addListener(sync);
+    }
+  }
+
   var input = document.getElementById("q");
   if (input) {
     setup(input);
+    setupShortcut(input);
+  }
+  var filters = document.getElementById("filters");
+  if (filters) {
+    setupFilters(filters);
   }
 }());
