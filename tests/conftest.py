@@ -1,17 +1,27 @@
 """Fixtures that build the whole world: settings in tmp_path, a store, the app, a CLI runner.
 
 Fixture modules owned by one area register themselves in `pytest_plugins`.
+
+Database backends: a test that takes the `backend` fixture runs twice, as `[sqlite]` and `[postgresql]`.
+`backend.name` says which; `backend.url` is None for SQLite (use `data_dir`/`store` as today) and, for
+PostgreSQL, the URL of a fresh empty database owned by the unprivileged `kb` role on the primary, with
+`backend.replica_urls` the same database on the streaming replica (tests/pgcluster.py: `pg_cluster`,
+`pg_database`). When the PostgreSQL store and searcher exist, build them from `backend` here (one fixture, e.g.
+`backend_store`) so every suite that wants both backends only swaps `store` for it. Only the `[postgresql]`
+parameter needs the cluster: without PostgreSQL it skips with "PostgreSQL not available: <reason>", and with
+`CI` or `KB_REQUIRE_POSTGRES=1` it fails instead. `-m "not postgresql"` deselects it.
 """
 
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-pytest_plugins: list[str] = ["tests.fixture_site", "tests.browser"]
+pytest_plugins: list[str] = ["tests.fixture_site", "tests.browser", "tests.pgcluster"]
 
 
 @pytest.fixture
@@ -50,3 +60,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Which storage backend a `backend`-parametrised test runs on, and where its database is."""
+
+    name: str  # "sqlite" or "postgresql"
+    url: str | None = None  # the test's own PostgreSQL database on the primary; None for SQLite
+    replica_urls: tuple[str, ...] = ()  # the same database on each streaming replica
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """Run a test on both backends; only the postgresql parameter asks for (and may skip on) the cluster."""
+    if request.param == "sqlite":
+        return Backend("sqlite")
+    database = request.getfixturevalue("pg_database")
+    return Backend("postgresql", database.url, tuple(database.replica_urls))
