@@ -2,20 +2,18 @@
 
 A terminal gets concise messages and a live progress line; anything else (a pipe, the journal,
 a cron mail) gets one JSON object per line ({"ts", "level", "logger", "msg", extra fields}) so
-logs can be filtered without parsing prose. `run_unattended` is the cron policy shared by the
-scripts in scripts/: silent on success, one clear stderr message and a distinct exit code on failure.
+logs can be filtered without parsing prose. kb.unattended builds the cron policy of scripts/ on top.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Any, Sequence, TextIO
+from typing import Any, Iterator, TextIO
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +65,7 @@ class HumanFormatter(logging.Formatter):
         return message
 
 
-_pinned = False  # set by run_unattended: its stream and level outlive the CLI's own setup_logging call
+_pinned = False  # set through pinned(): an outer setup outlives the CLI's own setup_logging call
 
 
 def setup_logging(verbose: bool | int = False, *, stream: TextIO | None = None, json_lines: bool | None = None) -> None:
@@ -166,71 +164,12 @@ def progress(total: int | None = None, **options: Any) -> Progress:
     return Progress(total, **options)
 
 
-def run_unattended(command: Sequence[str], argv: Sequence[str] | None = None) -> int:
-    """Run `kb <command> ...` for cron/systemd and return its exit code.
-
-    Silent on success: the command's stdout is logged at INFO (shown with -v), not printed, so cron
-    sends no mail. On failure: one log record on stderr (a JSON line when not on a terminal) that
-    carries the CLI's message and remedy, and the error's own exit code (75 for LockHeld).
-    Global options (--data-dir DIR, -v) may appear anywhere in `argv`; they are moved before the command.
-    """
+@contextlib.contextmanager
+def pinned() -> Iterator[None]:
+    """Keep the current logging set-up while a CLI command runs inside (its own setup_logging is skipped)."""
     global _pinned
-    import click
-
-    from kb.errors import KBError
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    front: list[str] = []
-    rest: list[str] = []
-    i = 0
-    while i < len(args):
-        if args[i] == "--data-dir" and i + 1 < len(args):
-            front += args[i:i + 2]
-            i += 1
-        elif args[i].startswith("--data-dir=") or args[i] in ("-v", "--verbose"):
-            front.append(args[i])
-        else:
-            rest.append(args[i])
-        i += 1
-    name = " ".join(command)
-    setup_logging("-v" in front or "--verbose" in front)
     _pinned = True
-    out, err = io.StringIO(), io.StringIO()
-    code, message, remedy = 0, "", ""
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            result = _cli_main([*front, *command, *rest])
-        code = result if isinstance(result, int) else 0
-    except KBError as exc:
-        code, message, remedy = exc.exit_code, exc.message, exc.remedy
-    except click.exceptions.Exit as exc:
-        code = exc.exit_code
-    except click.ClickException as exc:
-        code, message = exc.exit_code, exc.format_message()
-    except click.exceptions.Abort:
-        code, message = 130, "interrupted"
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        message = exc.code if isinstance(exc.code, str) else ""
-    except Exception as exc:  # a bug: one record, the traceback inside it
-        log.error("kb %s failed unexpectedly: %s", name, exc, exc_info=True, extra={"exit_code": 1})
-        return 1
+        yield
     finally:
         _pinned = False
-    for line in out.getvalue().splitlines():
-        if line.strip():
-            log.info("%s", line, extra={"command": name})
-    said = " ".join(line.strip() for line in err.getvalue().splitlines() if line.strip())
-    if code:
-        text = message or said.removeprefix("Error: ") or f"exit status {code}"
-        log.error("kb %s failed: %s", name, text, extra={"exit_code": code} | ({"remedy": remedy} if remedy else {}))
-    elif said:
-        log.warning("%s", said, extra={"command": name})
-    return code
-
-
-def _cli_main(args: list[str]) -> Any:
-    """The `kb` click group run without click's own exit handling (imported late: the CLI imports us)."""
-    from kb.cli import cli
-
-    return cli.main(args, prog_name="kb", standalone_mode=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # also runs from a checkout without installing
 
-from kb.logs import run_unattended  # noqa: E402
+from kb.unattended import run_unattended  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(run_unattended(["crawl"]))
