@@ -31,9 +31,9 @@ class Context:
         self.verbose = verbose
 
     def store(self):
-        from kb.store import Store
+        from kb.store import open_store
 
-        return Store(self.paths["store"])
+        return open_store(self.paths["store"])
 
 
 pass_ctx = click.make_pass_decorator(Context)

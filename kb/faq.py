@@ -2,13 +2,12 @@
 
 FAQ records are ordinary articles in the store, made by the pipeline from FAQ pages
 (`kb.extract.extract_faqs`), one per question, carrying the audience of their page. Listing
-them reads the store directly with the audience inside the SQL, like every other read the
-web layer makes, so a staff question never reaches the public list.
+them asks the store with the reader's audiences, which it applies inside its query like every
+other read the web layer makes, so a staff question never reaches the public list.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -68,20 +67,12 @@ def guess_topic(question: str, categories: list[str]) -> str | None:
 def faq_topics(store: Store, audiences: tuple[str, ...], *, limit: int = MAX_ENTRIES) -> list[FaqTopic]:
     """Visible FAQ entries by topic: their page's first category, else a visible category the question
     names ("laser" files under "Lasers & Light"), else "Other questions"; topics A–Z, that one last."""
-    marks = ", ".join("?" * len(audiences)) or "NULL"
-    rows = store.db.execute(
-        f"SELECT id, url, title, text, categories, site, audience FROM articles "
-        f"WHERE kind = 'faq' AND audience IN ({marks}) ORDER BY title COLLATE NOCASE, id LIMIT ?",
-        (*audiences, limit),
-    ).fetchall()
+    rows = store.faq_entries(audiences, limit=limit)
     known = [name for name, _ in store.topic_counts("categories", audiences, limit=200)] if rows else []
     topics: dict[str, FaqTopic] = {}
     used: set[str] = set()
     for row in rows:
-        try:
-            categories = [c for c in json.loads(row["categories"] or "[]") if isinstance(c, str) and c.strip()]
-        except ValueError:
-            categories = []
+        categories = [c for c in row["categories"] if isinstance(c, str) and c.strip()]
         name = categories[0].strip() if categories else (guess_topic(row["title"], known) or OTHER_TOPIC)
         key = name.casefold()
         topic = topics.get(key)
@@ -97,6 +88,4 @@ def faq_topics(store: Store, audiences: tuple[str, ...], *, limit: int = MAX_ENT
 
 
 def faq_count(store: Store, audiences: tuple[str, ...]) -> int:
-    marks = ", ".join("?" * len(audiences)) or "NULL"
-    return store.db.execute(f"SELECT count(*) FROM articles WHERE kind = 'faq' AND audience IN ({marks})",
-                            tuple(audiences)).fetchone()[0]
+    return store.faq_count(audiences)

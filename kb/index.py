@@ -1,21 +1,12 @@
-"""Whoosh index: schema, full rebuild into a new generation, atomic swap, incremental update.
+"""Whoosh index writer: full rebuild into a new generation, atomic swap, incremental update.
 
-The only module that writes the index. Layout under `index_root`:
-
-    CURRENT                  name of the generation readers use (replaced atomically)
-    WRITELOCK                one writer at a time across rebuild and update
-    gen-<UTC timestamp>/     one generation: kb-meta.json (store seq, doc counts) and one directory
-        public/              per sub-index (SUBINDEXES), each a complete Whoosh index
-        staff/
-
-Audiences are physically separate: `public/` holds the public documents only and `staff/` every
-other document (an unknown audience counts as staff), so the two are disjoint and no document is
-indexed twice. An anonymous reader opens `public/` alone, so its BM25 statistics, facet values,
-word lists for suggestions and corrections, and its timing cannot depend on staff material;
-staff readers search both through one Whoosh MultiReader (see kb/search.py). Which sub-indexes an
-audience opens is decided here, once: `subindex_for`, `subindexes_for`, `subindex_dirs`.
-Generations of the older single-index layout (SCHEMA_VERSION 2) are not read: the next `kb update`
-or `kb reindex` rebuilds them, saying so in the log.
+The only module that writes the index. The fields, the document mapping and the layout of
+generations and sub-indexes under `index_root` are kb.schema's, shared with the reader (kb.search);
+whether a generation reads as searches read it is kb.search.check's (`current_generation`).
+Each document goes to its audience's sub-index (`subindex_for`): `public/` holds the public
+documents only and `staff/` every other one, so the two are disjoint and no document is indexed
+twice. Generations of the older single-index layout (SCHEMA_VERSION 2) are not read: the next
+`kb update` or `kb reindex` rebuilds them, saying so in the log.
 
 A rebuild never touches the generation readers are using: it builds a new directory from the
 store, verifies it, then flips CURRENT with write-temp + fsync + os.replace + fsync(dir), so a
@@ -30,24 +21,17 @@ only merge their own small segments (see `_merge_small`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import time
-import zlib
-from bisect import bisect_right
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from whoosh import formats
 from whoosh import index as whoosh_index
-from whoosh.fields import DATETIME, ID, KEYWORD, STORED, TEXT, Schema
 from whoosh.filedb.filestore import FileStorage
 from whoosh.index import LockError
 from whoosh.query import Term
@@ -55,23 +39,18 @@ from whoosh.reading import SegmentReader
 from whoosh.util.filelock import FileLock, try_for
 from whoosh.writing import NO_MERGE
 
-from kb.indexcheck import problems as index_problems
-from kb.vocab import plain_analyzer, text_analyzer
 from kb.errors import KBError, LockHeld
 from kb.faults import checkpoint
 from kb.models import Article
+from kb.schema import (META, POINTER, SCHEMA_VERSION, article_document, build_schema, is_legacy, named_generation,
+                       read_meta, subindex_dirs, subindex_for)
+from kb.search.check import current_generation, generation_problems
 from kb.store import Store
 
 log = logging.getLogger(__name__)
 
-#: Bump when the schema or the document mapping changes: `update()` then rebuilds instead of mixing.
-SCHEMA_VERSION = 3  # 2: one document per near-duplicate group; 3: separate public and staff sub-indexes
-POINTER = "CURRENT"
 WRITE_LOCK = "WRITELOCK"
-META = "kb-meta.json"
 GEN_PREFIX = "gen-"
-#: Words of the body indexed again as the "lead": pages state their subject up front.
-LEAD_WORDS = 15
 #: Old generations younger than this survive a swap, so searchers still reading them finish.
 GRACE_SECONDS = 600.0
 WRITER_TIMEOUT = 5.0
@@ -81,233 +60,9 @@ LIMIT_MB = 768
 SEGMENT_TEXT_MB = 27
 SMALL_SEGMENT_DOCS = 2000  # updates merge segments smaller than this ...
 MERGE_SMALL_COUNT = 4  # ... once there are this many
-COMPRESS_LEVEL = 1  # level 6 is ~10% smaller but costs 7% of the build time
 
 Progress = Callable[[int, int], None]
 
-
-# -- layout: one generation, one sub-index per audience group -----------------------------------
-
-PUBLIC_INDEX = "public"
-STAFF_INDEX = "staff"
-#: The sub-index directories of every generation, public first (the order of commits and of docnums).
-SUBINDEXES: tuple[str, ...] = (PUBLIC_INDEX, STAFF_INDEX)
-
-
-def subindex_for(audience: str | None) -> str:
-    """The sub-index a document of `audience` lives in: only "public" is public (when in doubt, staff)."""
-    return PUBLIC_INDEX if (audience or "public") == "public" else STAFF_INDEX
-
-
-def subindexes_for(audiences: Iterable[str]) -> tuple[str, ...]:
-    """The sub-indexes a reader allowed `audiences` opens: the public one alone unless it may see more."""
-    wanted = {subindex_for(a) for a in audiences} | {PUBLIC_INDEX}
-    return tuple(name for name in SUBINDEXES if name in wanted)
-
-
-def subindex_dirs(generation: Path, names: Iterable[str] = SUBINDEXES) -> dict[str, Path]:
-    """Sub-index name -> its Whoosh index directory inside `generation`, in SUBINDEXES order."""
-    wanted = set(names)
-    return {name: Path(generation) / name for name in SUBINDEXES if name in wanted}
-
-
-def is_complete(generation: Path) -> bool:
-    """Whether every sub-index of `generation` holds a Whoosh index (the current layout)."""
-    return all(_holds_index(path) for path in subindex_dirs(generation).values())
-
-
-def is_legacy(generation: Path) -> bool:
-    """Whether `generation` is one index for every audience, as kb built before SCHEMA_VERSION 3."""
-    return _holds_index(generation) and not is_complete(generation)
-
-
-def _holds_index(path: Path) -> bool:
-    """Whether `path` holds a Whoosh index whose table of contents reads (a damaged one does not)."""
-    try:
-        return whoosh_index.exists_in(str(path))
-    except Exception:  # an unreadable table of contents: generation_problems() says what is wrong
-        return False
-
-
-def generation_problems(generation: Path, *, thorough: bool = False) -> list[str]:
-    """What cannot be read in the sub-indexes of `generation`, as searches read them (kb.indexcheck)."""
-    return index_problems(subindex_dirs(generation).values(), thorough=thorough)
-
-
-def _spell_field() -> TEXT:
-    """Unstemmed words for "Did you mean": presence only (no frequencies, no lengths), it is never scored.
-
-    About a third of all postings are spelling postings, so dropping what scoring needs
-    speeds the build up by ~10%.
-    """
-    spell = TEXT(analyzer=plain_analyzer(), phrase=False)
-    spell.format = formats.Existence()
-    spell.scorable = False
-    return spell
-
-
-def build_schema() -> Schema:
-    """The fields of one article; stored fields are kept small (body compressed, no duplicates)."""
-    text = text_analyzer()
-    return Schema(
-        id=ID(unique=True, stored=True, sortable=True),
-        url=ID(stored=True),
-        title=TEXT(analyzer=text, stored=True),
-        title_key=ID(),  # whole normalised title: exact-title ranking and title autocomplete
-        headings=TEXT(analyzer=text),
-        tagtext=TEXT(analyzer=text),  # tags and categories as words, so query words can rank them
-        tags=KEYWORD(commas=True, scorable=True, stored=True),  # exact values for filters and facets
-        categories=KEYWORD(commas=True, stored=True),
-        lead=TEXT(analyzer=text),
-        body=TEXT(analyzer=text),
-        spell=_spell_field(),
-        site=ID(stored=True),
-        audience=ID(stored=True),
-        kind=ID(stored=True),
-        published=DATETIME(sortable=True),
-        pubdate=STORED(),  # the published string as the store has it
-        year=ID(),
-        sections=STORED(),  # compact JSON [[anchor, heading, start offset in body], ...]
-        body_z=STORED(),  # zlib-compressed body for snippets; 3-4x smaller than the text
-        hash=ID(sortable=True),  # content hash: `kb check` compares it with the store
-        sources=STORED(),  # JSON [{"url", "site", "title"}, ...] of a near-duplicate group, primary first
-    )
-
-
-# -- document mapping ---------------------------------------------------------------------------
-
-_SPACE = re.compile(r"\s+")
-_NON_WORD = re.compile(r"[\W_]+")
-
-
-def title_key(text: str) -> str:
-    """Normalised whole title (lower case, punctuation folded to single spaces) for exact matching."""
-    return _NON_WORD.sub(" ", text.casefold()).strip()
-
-
-def _clean_values(values: Iterable[str]) -> list[str]:
-    """Facet values without the comma separator and blank entries, first spelling of each kept."""
-    out: dict[str, str] = {}
-    for value in values:
-        value = _SPACE.sub(" ", str(value).replace(",", " ")).strip()
-        if value and value.casefold() not in out:
-            out[value.casefold()] = value
-    return list(out.values())
-
-
-def _parse_date(value: str | None) -> datetime | None:
-    """ISO date or datetime (any offset) as naive UTC, or None when it cannot be read."""
-    if not value:
-        return None
-    text = value.strip().replace("Z", "+00:00")
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        match = re.match(r"(\d{4})-(\d{2})-(\d{2})", text)
-        if not match:
-            return None
-        try:
-            parsed = datetime(int(match[1]), int(match[2]), int(match[3]))
-        except ValueError:
-            return None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
-    return parsed
-
-
-def section_offsets(article: Article) -> list[list[Any]]:
-    """[anchor, heading, start] per section, start being where its text begins in `article.text`.
-
-    Found by searching each section's opening text after the previous one, so a hit's snippet
-    position maps back to the section it came from for a `url#anchor` deep link.
-    """
-    body = article.text
-    out: list[list[Any]] = []
-    pos = 0
-    for section in article.sections:
-        start = -1
-        for probe in (section.text.strip()[:60], section.heading.strip()):
-            if probe:
-                start = body.find(probe, pos)
-                if start >= 0:
-                    break
-        if start < 0:
-            start = pos
-        out.append([section.anchor or "", section.heading or "", start])
-        pos = start
-    return out
-
-
-def section_at(sections: list[list[Any]], offset: int) -> tuple[str, str]:
-    """(anchor, heading) of the section containing character `offset` of the body."""
-    if not sections:
-        return "", ""
-    starts = [s[2] for s in sections]
-    i = bisect_right(starts, offset) - 1
-    if i < 0:
-        return "", ""
-    return sections[i][0], sections[i][1]
-
-
-def _spell_text(*parts: str) -> str:
-    """Each distinct word once: the spelling field needs vocabulary, not frequencies."""
-    return " ".join(dict.fromkeys(" ".join(parts).split()))
-
-
-def lead_text(article: Article) -> str:
-    return " ".join(filter(None, [article.description, " ".join(article.text.split()[:LEAD_WORDS])]))
-
-
-def document_hash(content_hash: str, sources: list[dict[str, str]]) -> str:
-    """The article's content hash, extended by its copies' links when it heads a near-duplicate group.
-
-    So `kb check` also sees a document whose list of sources is out of date.
-    """
-    if not sources:
-        return content_hash
-    listed = json.dumps(sources, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(f"{content_hash}\x00{listed}".encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def article_document(article: Article) -> dict[str, Any]:
-    """The Whoosh document for one stored article (the store assigned `article.id`)."""
-    if article.id is None:
-        raise ValueError("article has no id: save it in the store first")
-    headings = "\n".join(s.heading for s in article.sections if s.heading)
-    tags = _clean_values(article.tags)
-    categories = _clean_values(article.categories)
-    published = _parse_date(article.published)
-    doc: dict[str, Any] = {
-        "id": str(article.id),
-        "url": article.url,
-        "title": article.title,
-        "title_key": title_key(article.title),
-        "headings": headings,
-        "tagtext": " ".join(tags + categories),
-        "tags": ",".join(tags),
-        "categories": ",".join(categories),
-        "lead": lead_text(article),
-        "body": article.text,
-        "spell": _spell_text(article.title, headings, article.text),
-        "site": article.site or "",
-        "audience": article.audience or "public",
-        "kind": article.kind or "article",
-        "pubdate": article.published or "",
-        "sections": json.dumps(section_offsets(article), separators=(",", ":"), ensure_ascii=False),
-        "body_z": zlib.compress(article.text.encode("utf-8", "surrogatepass"), COMPRESS_LEVEL),
-        "hash": document_hash(article.content_hash, article.sources),
-    }
-    if article.sources:
-        doc["sources"] = json.dumps(article.sources, separators=(",", ":"), ensure_ascii=False)
-    if published is not None:
-        doc["published"] = published
-        doc["year"] = str(published.year)
-    if not doc["title_key"]:
-        del doc["title_key"]
-    return doc
-
-
-# -- generations ---------------------------------------------------------------------------------
 
 def _fsync_dir(path: Path) -> None:
     try:
@@ -332,54 +87,12 @@ def _write_atomic(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
-def named_generation(index_root: Path) -> Path | None:
-    """The directory CURRENT safely names, whether or not it holds a usable index."""
-    root = Path(index_root)
-    try:
-        name = (root / POINTER).read_text("utf-8").strip()
-    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
-        return None
-    if not name or "/" in name or "\\" in name or name in {".", ".."}:
-        return None
-    return root / name
-
-
-def current_generation(index_root: Path) -> Path | None:
-    """The generation directory CURRENT points at, or None when no usable index exists.
-
-    A generation that cannot be read as searches read it counts as none, with a warning: searches
-    answer "unavailable" and the next update or rebuild replaces it (DESIGN: never a traceback).
-    """
-    path = named_generation(index_root)
-    if path is None or not path.is_dir() or is_legacy(path):
-        return None  # an older single-index generation counts as none: see `_note_legacy`
-    damage = generation_problems(path)
-    if damage:
-        _warn_damaged(str(path), tuple(damage))
-        return None
-    return path
-
-
-@lru_cache(maxsize=64)
-def _warn_damaged(generation: str, damage: tuple[str, ...]) -> None:
-    """Log a damaged generation once per distinct damage, not on every health probe or search."""
-    log.warning("index generation %s cannot be read and counts as no index: %s; `kb reindex` rebuilds it",
-                Path(generation).name, "; ".join(damage[:3]))
-
-
 def _note_legacy(root: Path) -> None:
     """Say why an index that exists is rebuilt: it has the layout of an older kb."""
     named = named_generation(root)
     if named is not None and named.is_dir() and is_legacy(named):
         log.warning("index generation %s is one index for every audience (built by an older kb): "
                     "rebuilding it as separate public and staff indexes", named.name)
-
-
-def read_meta(generation: Path) -> dict[str, Any]:
-    try:
-        return json.loads((Path(generation) / META).read_text("utf-8"))
-    except (FileNotFoundError, ValueError):
-        return {}
 
 
 def _write_meta(generation: Path, meta: dict[str, Any]) -> None:

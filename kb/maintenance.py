@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import shutil
-import sqlite3
 import tarfile
 import tempfile
 from datetime import datetime, timezone
@@ -25,7 +24,8 @@ from kb import __version__
 from kb.config import data_paths
 from kb.errors import KBError
 from kb.lock import lock_status, writer_lock
-from kb.store import Store
+from kb.store import Store, open_store
+from kb.store.sqlite_files import backup_file, integrity, readable, restore_file
 
 log = logging.getLogger(__name__)
 
@@ -39,22 +39,24 @@ STORE_NAME = "kb.sqlite3"
 def check(store: Store, index_root: Path, repair: bool = False) -> dict[str, Any]:
     """Read the index as searches do, then compare it with the store; `repair` fixes what differs.
 
-    `damaged` lists what cannot be read in the generation CURRENT names (kb.indexcheck, thorough):
+    `damaged` lists what cannot be read in the generation CURRENT names (kb.search.check, thorough):
     a damaged index counts as none. Repair rebuilds a missing or damaged index from the store and
     otherwise indexes exactly what differs, through `kb.index` (the only writer). The caller holds
     the writer lock.
     """
     from kb import index
+    from kb.schema import document_hash, named_generation
+    from kb.search.check import current_generation
 
     in_store = store.read_hashes()  # as read, boilerplate stripped: the hash the indexer stored
     # One document per near-duplicate group: the primary, its hash covering the copies it lists.
     primaries = store.primary_ids()
     groups = store.group_sources(primaries)
     duplicates = len(in_store) - len(primaries)
-    in_store = {i: index.document_hash(in_store[i], groups.get(i, [])) for i in primaries if i in in_store}
-    named = index.named_generation(index_root)
+    in_store = {i: document_hash(in_store[i], groups.get(i, [])) for i in primaries if i in in_store}
+    named = named_generation(index_root)
     damaged = _damage(named)
-    generation = index.current_generation(index_root) if not damaged else None
+    generation = current_generation(index_root) if not damaged else None
     in_index = index.indexed_hashes(index_root) if generation is not None else {}
     missing = sorted(set(in_store) - set(in_index))
     orphaned = sorted(set(in_index) - set(in_store))
@@ -87,7 +89,8 @@ def check(store: Store, index_root: Path, repair: bool = False) -> dict[str, Any
 
 def _damage(named: Path | None) -> list[str]:
     """What cannot be read in the generation CURRENT names, read thoroughly; empty when sound or absent."""
-    from kb.index import POINTER, generation_problems, is_legacy
+    from kb.schema import POINTER, is_legacy
+    from kb.search.check import generation_problems
 
     if named is None or is_legacy(named):  # an older kb's layout is rebuilt, not damaged
         return []
@@ -111,21 +114,19 @@ def _mtime(path: Path) -> str:
 
 def stats(store: Store, index_root: Path) -> dict[str, Any]:
     """What an operator asks first: how much is stored, when it was crawled and indexed, how big it is."""
-    from kb import index
+    from kb.schema import read_meta
+    from kb.search.check import current_generation
 
     by = store.counts_by("site", "audience")
     sites: dict[str, dict[str, int]] = {}
     for row in by:
         sites.setdefault(row["site"], {})[row["audience"]] = row["articles"]
     crawls = store.recent_crawls(1)
-    generation = index.current_generation(index_root)
-    meta = index.read_meta(generation) if generation else {}
+    generation = current_generation(index_root)
+    meta = read_meta(generation) if generation else {}
     upserts, deletes, _ = store.changes_since(int(meta.get("seq", 0))) if generation else (set(), set(), 0)
     store_files = [store.path, store.path.with_name(store.path.name + "-wal")]
-    try:
-        queries = store.db.execute("SELECT count(*) FROM query_log").fetchone()[0]
-    except sqlite3.OperationalError:
-        queries = 0
+    queries = store.count_queries()
     return {
         "articles": sum(row["articles"] for row in by),
         "by_audience": {a: sum(s.get(a, 0) for s in sites.values()) for a in sorted({r["audience"] for r in by})},
@@ -156,22 +157,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _integrity(db_path: Path) -> str:
-    """PRAGMA integrity_check of a database file opened read-only and unmodified ("ok" when sound)."""
-    try:
-        conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
-    except sqlite3.Error as exc:
-        return str(exc)
-    try:
-        result = "; ".join(row[0] for row in conn.execute("PRAGMA integrity_check"))
-        conn.execute("SELECT count(*) FROM articles").fetchone()
-        return result
-    except sqlite3.Error as exc:
-        return str(exc)
-    finally:
-        conn.close()
-
-
 def _config_files(root: Path) -> list[Path]:
     """Hand-written files worth keeping: sources.toml, kb.toml, vocabulary overrides."""
     return sorted(p for p in root.glob("*.toml") if p.is_file())
@@ -196,17 +181,8 @@ def backup(data_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *, ar
     partial = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=dest))
     try:
         copy = partial / STORE_NAME
-        source = sqlite3.connect(paths["store"], timeout=30)
-        target = sqlite3.connect(copy)
-        try:
-            source.backup(target)  # one step: a consistent snapshot even while others write (WAL)
-            target.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
-            articles = target.execute("SELECT count(*) FROM articles").fetchone()[0]
-            schema = target.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        finally:
-            target.close()
-            source.close()
-        verdict = _integrity(copy)
+        articles, schema = backup_file(paths["store"], copy)
+        verdict = integrity(copy)
         if verdict != "ok":
             raise KBError(f"The backup copy failed its integrity check: {verdict}",
                           "Run `kb check` on the store and try again; nothing was written.")
@@ -216,7 +192,7 @@ def backup(data_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *, ar
             "format": BACKUP_FORMAT,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "kb_version": __version__,
-            "schema_version": schema[0] if schema else None,
+            "schema_version": schema,
             "articles": articles,
             "files": {p.name: _sha256(p) for p in sorted(partial.iterdir())},
         }
@@ -253,7 +229,7 @@ def _verified(folder: Path) -> dict[str, Any]:
         if Path(name).name != name or not path.is_file() or _sha256(path) != digest:
             raise KBError(f"The backup {folder} is damaged: {name} is missing or differs from its checksum.",
                           "Use another backup.")
-    verdict = _integrity(folder / STORE_NAME)
+    verdict = integrity(folder / STORE_NAME)
     if verdict != "ok":
         raise KBError(f"The backed-up store fails its integrity check: {verdict}", "Use another backup.")
     return manifest
@@ -296,13 +272,13 @@ def restore(src: str | os.PathLike[str], data_dir: str | os.PathLike[str], force
                               "Pass --force to replace it (a safety backup is taken first), "
                               "or restore into an empty --data-dir.")
             safety = backup(paths["root"], paths["root"] / "backups") if existing else None
-            _restore_store(folder / STORE_NAME, paths["store"], existing)
+            restore_file(folder / STORE_NAME, paths["store"], existing)
             for name in manifest["files"]:
                 if name not in (STORE_NAME, MANIFEST):
                     shutil.copy2(folder / name, paths["root"] / name)
             articles = 0
             if reindex:
-                with Store(paths["store"]) as store:
+                with open_store(paths["store"]) as store:
                     articles = _rebuild(store, paths["index"])
     log.info("Restored %s into %s.", src, paths["root"], extra={"backup": str(src), "safety_backup": str(safety)})
     return {
@@ -314,22 +290,6 @@ def restore(src: str | os.PathLike[str], data_dir: str | os.PathLike[str], force
         "reindexed": reindex,
         "indexed": articles,
     }
-
-
-def _restore_store(copy: Path, target: Path, existing: bool) -> None:
-    """Put the verified copy in place: atomic rename when new, SQLite backup API over a live store."""
-    if not existing:
-        partial = target.with_name(target.name + ".restoring")
-        shutil.copy2(copy, partial)
-        os.replace(partial, target)
-        return
-    source = sqlite3.connect(f"{copy.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
-    live = sqlite3.connect(target, timeout=30)
-    try:
-        source.backup(live)
-    finally:
-        live.close()
-        source.close()
 
 
 def _rebuild(store: Store, index_root: Path) -> int:
@@ -346,23 +306,15 @@ def health(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
     Safe to expose publicly: no paths, PIDs or host names. `ok` False means searches fail (serve 503).
     """
-    from kb import index
+    from kb.schema import is_legacy, named_generation
+    from kb.search.check import current_generation
 
     paths = data_paths(data_dir)
-    checks: dict[str, Any] = {}
-    try:
-        conn = sqlite3.connect(f"{paths['store'].resolve().as_uri()}?mode=ro", uri=True, timeout=2)
-        try:
-            conn.execute("SELECT 1 FROM articles LIMIT 1").fetchall()
-            checks["store"] = "ok"
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        checks["store"] = "unavailable"
-    generation = index.current_generation(paths["index"])  # an unreadable generation counts as none
-    named = index.named_generation(paths["index"])
+    checks: dict[str, Any] = {"store": "ok" if readable(paths["store"]) else "unavailable"}
+    generation = current_generation(paths["index"])  # an unreadable generation counts as none
+    named = named_generation(paths["index"])
     checks["index"] = generation.name if generation else (
-        "unreadable" if named is not None and not index.is_legacy(named) else "missing")
+        "unreadable" if named is not None and not is_legacy(named) else "missing")
     writer = lock_status(paths["root"])
     checks["writer"] = {"command": writer.get("command"), "since": writer.get("started")} if writer else None
     return {"ok": checks["store"] == "ok" and generation is not None, **checks}

@@ -1,4 +1,4 @@
-"""A privacy-minded log of searches, kept in the SQLite store, to learn what readers fail to find.
+"""A privacy-minded log of searches, kept in the store, to learn what readers fail to find.
 
 What is recorded: time (to the second), the query text (normalised, with e-mail addresses and
 long digit runs such as phone, record or birth-date numbers masked, and terminal escape sequences
@@ -12,31 +12,21 @@ staff queries always keep their text).
 from __future__ import annotations
 
 import logging
+import queue
 import re
-import sqlite3
+import threading
 from collections import Counter
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from kb.config import DEFAULTS
-from kb.store import Store
+from kb.store import Store, StoreError, open_store
 
 log = logging.getLogger(__name__)
 
 MAX_QUERY_CHARS = 200
 _BUSY_MS = 250  # a search must not wait long behind a crawl's write just to be logged
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS query_log (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at TEXT NOT NULL,
-    query TEXT,
-    results INTEGER NOT NULL,
-    elapsed_ms REAL NOT NULL,
-    audience TEXT NOT NULL DEFAULT 'public'
-);
-CREATE INDEX IF NOT EXISTS query_log_at ON query_log(at);
-"""
 
 # Terminal escape sequences, whole: an OSC string (ESC ] ... ended by BEL or ESC \, or its 8-bit form) carries a
 # hyperlink target or window title, a CSI (ESC [ params final) moves the cursor or colours; ESC + one character
@@ -56,13 +46,6 @@ _STOPWORDS = frozenset(
     "and are can for from has have how not off the this that what when where which who why with you your "
     "does did get got its was were will".split()
 )
-
-
-def ensure_schema(db: sqlite3.Connection) -> None:
-    """Create the query_log table; the store's own schema does not know about it."""
-    for statement in SCHEMA.split(";\n"):
-        if statement.strip():
-            db.execute(statement)
 
 
 def _utc(moment: datetime | None = None) -> str:
@@ -103,32 +86,13 @@ def log_query(store: Store, query: str, results_count: int, elapsed_ms: float, a
         text = None
     moment = now or datetime.now(timezone.utc)
     cutoff = _utc(moment - timedelta(days=float(settings.get("QUERY_LOG_DAYS", 90))))
-    row = (_utc(moment), text, int(results_count), round(float(elapsed_ms), 1), audience)
-    db = store.db
-    busy = db.execute("PRAGMA busy_timeout").fetchone()[0]
     try:
-        db.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
-        try:
-            _insert(store, row, cutoff)
-        except sqlite3.OperationalError as exc:
-            if "no such table" not in str(exc):
-                raise
-            ensure_schema(db)
-            _insert(store, row, cutoff)
-    except sqlite3.Error as exc:
+        store.add_query(text, int(results_count), round(float(elapsed_ms), 1), audience, at=_utc(moment),
+                        prune_before=cutoff, wait=_BUSY_MS / 1000)
+    except StoreError as exc:
         log.warning("Query not logged: %s", exc)
         return False
-    finally:
-        db.execute(f"PRAGMA busy_timeout = {int(busy)}")
     return True
-
-
-def _insert(store: Store, row: tuple, cutoff: str) -> None:
-    """Insert, and prune only when the oldest row (one index probe) is past retention."""
-    with store.transaction() as db:
-        if db.execute("SELECT 1 FROM query_log WHERE at < ? LIMIT 1", (cutoff,)).fetchone():
-            db.execute("DELETE FROM query_log WHERE at < ?", (cutoff,))
-        db.execute("INSERT INTO query_log (at, query, results, elapsed_ms, audience) VALUES (?, ?, ?, ?, ?)", row)
 
 
 def terms(query: str) -> list[str]:
@@ -151,23 +115,16 @@ def report(store: Store, days: int = 30, *, known: Callable[[str], bool] | None 
     it does not know are the lay terms worth adding to the vocabulary file (with a source).
     """
     since = _utc((now or datetime.now(timezone.utc)) - timedelta(days=days))
-    try:
-        rows = store.db.execute(
-            "SELECT lower(query) AS q, results, elapsed_ms, audience FROM query_log WHERE at >= ?", (since,)
-        ).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" not in str(exc):
-            raise
-        rows = []
+    rows = store.queries_since(since)
     top: Counter[str] = Counter()
     zero: Counter[str] = Counter()
     results_sum: Counter[str] = Counter()
     by_audience: Counter[str] = Counter()
     for row in rows:
         by_audience[row["audience"]] += 1
-        if row["q"] is None:
+        if row["query"] is None:
             continue
-        query = " ".join(printable(row["q"]).split())  # rows logged before control characters were removed
+        query = " ".join(printable(row["query"]).split())  # rows logged before control characters were removed
         top[query] += 1
         results_sum[query] += row["results"]
         if row["results"] == 0:
@@ -187,7 +144,7 @@ def report(store: Store, days: int = 30, *, known: Callable[[str], bool] | None 
         "since": since,
         "searches": len(rows),
         "zero_result_searches": sum(1 for row in rows if row["results"] == 0),
-        "without_text": sum(1 for row in rows if row["q"] is None),
+        "without_text": sum(1 for row in rows if row["query"] is None),
         "by_audience": dict(by_audience),
         "elapsed_ms": {"p50": _percentile(elapsed, 0.5), "p95": _percentile(elapsed, 0.95)},
         "top": [{"query": q, "count": c, "avg_results": round(results_sum[q] / c, 1)}
@@ -195,3 +152,58 @@ def report(store: Store, days: int = 30, *, known: Callable[[str], bool] | None 
         "zero_results": [{"query": q, "count": c} for q, c in zero.most_common(limit)],
         "vocabulary_candidates": sorted(candidates.values(), key=lambda e: (-e["count"], e["term"]))[:limit],
     }
+
+
+class QueryLogWriter:
+    """Writes query-log rows over one long-lived store connection, owned by its own thread.
+
+    Opening the store per search cost more than the search on a quiet server: closing the last connection to
+    a WAL database checkpoints it (17 ms measured, against 0.05 ms for the insert on an open connection).
+    SQLite connections belong to the thread that made them, so one daemon thread keeps the process's store. Callers wait for their row at most `wait` seconds, so a crawl
+    holding the write lock never holds up a reader's results for long (log_query() itself gives up after
+    its busy timeout, dropping that one row).
+    """
+
+    def __init__(self, store_path: Path, settings: Mapping[str, Any], wait: float = 0.5) -> None:
+        self.store_path = store_path
+        self.settings = settings
+        self.wait = wait
+        self._jobs: queue.SimpleQueue[tuple[tuple[Any, ...], threading.Event] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def log(self, query: str, total: int, elapsed_ms: float, audience: str) -> None:
+        done = threading.Event()
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="kb-query-log", daemon=True)
+                self._thread.start()
+            self._jobs.put(((query, total, elapsed_ms, audience), done))
+        done.wait(self.wait)
+
+    def _run(self) -> None:
+        store: Store | None = None
+        try:
+            while (job := self._jobs.get()) is not None:
+                args, done = job
+                try:
+                    if store is None:
+                        store = open_store(self.store_path)
+                    log_query(store, *args, settings=self.settings)
+                except Exception:  # a broken log must not cost the reader their results
+                    log.warning("search not recorded in the query log", exc_info=True)
+                finally:
+                    done.set()
+        finally:
+            if store is not None:
+                store.close()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued, then close the connection (in its own thread)."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+            if thread is not None and thread.is_alive():
+                self._jobs.put(None)
+        if thread is not None:
+            thread.join(timeout)
+

@@ -131,7 +131,7 @@ def gunicorn_options(settings: Mapping[str, Any], *, host: str, port: int, worke
         "timeout": WORKER_TIMEOUT,
         "keepalive": KEEPALIVE_SECONDS,
         "proc_name": "kb",
-        # X-Forwarded-* are trusted through PROXY_HOPS (kb.auth) only, not from any local client.
+        # X-Forwarded-* are trusted through PROXY_HOPS (kb.web.auth) only, not from any local client.
         "forwarded_allow_ips": "",
         # Another kb serve (or any gunicorn) of this user must not share a control socket in ~/.gunicorn.
         "control_socket_disable": True,

@@ -1,4 +1,4 @@
-"""Staff users, their sign-in sessions, API tokens and the audit log, kept in the SQLite store.
+"""Staff users, their sign-in sessions, API tokens and the audit log, kept in the store.
 
 Passwords are hashed with werkzeug's scrypt (memory-hard); a stored hash made with another
 method or cost is replaced on the next successful sign-in. An unknown user name is checked
@@ -8,7 +8,8 @@ stored, so a copy of the database lets nobody sign in. The audit log records who
 and which token was used where (path only, never a query string, a password or a token).
 
 Sign-in attempts are counted per client address in the store, not in a worker's memory, so the
-limit holds across every worker process of `kb serve` and across restarts.
+limit holds across every worker process of `kb serve` and across restarts. The store keeps the rows
+(and writes each account change with its audit row in one transaction); this module decides what they mean.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import ipaddress
 import logging
 import re
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -27,7 +27,7 @@ from typing import Any
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from kb.errors import KBError
-from kb.store import Store
+from kb.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -39,52 +39,6 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 TOKEN_PREFIX = "kb_"
 SESSION_HOURS = 12.0
 AUDIT_KEEP_DAYS = 365
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL UNIQUE COLLATE NOCASE,
-    password_hash TEXT NOT NULL,
-    role TEXT NOT NULL DEFAULT 'staff',
-    created_at TEXT NOT NULL,
-    password_changed_at TEXT NOT NULL,
-    last_login_at TEXT
-);
-CREATE TABLE IF NOT EXISTS user_sessions (
-    sid_hash TEXT PRIMARY KEY,
-    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    created_at TEXT NOT NULL,
-    expires_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS user_sessions_user ON user_sessions(user_id);
-CREATE TABLE IF NOT EXISTS api_tokens (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    name TEXT NOT NULL DEFAULT '',
-    token_hash TEXT NOT NULL UNIQUE,
-    hint TEXT NOT NULL DEFAULT '',
-    created_at TEXT NOT NULL,
-    last_used_at TEXT,
-    revoked_at TEXT
-);
-CREATE TABLE IF NOT EXISTS audit_log (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at TEXT NOT NULL,
-    event TEXT NOT NULL,
-    user TEXT NOT NULL DEFAULT '',
-    detail TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log(at);
-CREATE TABLE IF NOT EXISTS login_attempts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    address TEXT NOT NULL,
-    at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS login_attempts_address ON login_attempts(address, at);
-CREATE INDEX IF NOT EXISTS login_attempts_at ON login_attempts(at);
-"""
-TABLES = ("users", "user_sessions", "api_tokens", "audit_log", "login_attempts")
-
 
 class UserError(KBError):
     """A user or token command cannot be done as asked (unknown name, weak password, ...)."""
@@ -134,23 +88,7 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def ensure_schema(db: sqlite3.Connection) -> None:
-    """Create the tables on first use; a read-only check afterwards, so readers take no write lock."""
-    names = {r[0] for r in db.execute(
-        f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ({', '.join('?' * len(TABLES))})", TABLES)}
-    if len(names) == len(TABLES):
-        return  # a store made before a table existed gets it here (CREATE ... IF NOT EXISTS)
-    for statement in SCHEMA.split(";\n"):
-        if statement.strip():
-            db.execute(statement)
-
-
-def _db(store: Store) -> sqlite3.Connection:
-    ensure_schema(store.db)
-    return store.db
-
-
-def _user(row: sqlite3.Row) -> User:
+def _user(row: dict[str, Any]) -> User:
     return User(id=row["id"], name=row["name"], role=row["role"], created_at=row["created_at"],
                 last_login_at=row["last_login_at"], password_changed_at=row["password_changed_at"])
 
@@ -203,12 +141,12 @@ def check_password(password: str) -> str:
 # -- users ------------------------------------------------------------------------------------------------------
 
 def get_user(store: Store, name: str) -> User | None:
-    row = _db(store).execute("SELECT * FROM users WHERE name = ?", ((name or "").strip(),)).fetchone()
+    row = store.get_user((name or "").strip())
     return _user(row) if row else None
 
 
 def list_users(store: Store) -> list[User]:
-    return [_user(r) for r in _db(store).execute("SELECT * FROM users ORDER BY name COLLATE NOCASE")]
+    return [_user(r) for r in store.list_users()]
 
 
 def add_user(store: Store, name: str, password: str, role: str = "staff") -> User:
@@ -217,45 +155,34 @@ def add_user(store: Store, name: str, password: str, role: str = "staff") -> Use
     check_password(password)
     if role != "staff":
         raise UserError(f"Unknown role {role!r}.", "The only role is staff.")
-    db = _db(store)
-    now = _iso(_now())
-    with store.transaction():
-        if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
-            raise UserError(f"There is already a user called {name!r}.",
-                            "Pick another name, or change the password with `kb user passwd`.")
-        db.execute("INSERT INTO users (name, password_hash, role, created_at, password_changed_at) "
-                   "VALUES (?, ?, ?, ?, ?)", (name, hash_password(password), role, now, now))
-        audit(store, "user_added", name)
-    user = get_user(store, name)
-    assert user is not None
-    return user
+    row = None
+    if store.get_user(name) is None:  # hash only for a free name (the store checks again as it adds)
+        row = store.add_user(name, hash_password(password), role, at=_iso(_now()))
+    if row is None:
+        raise UserError(f"There is already a user called {name!r}.",
+                        "Pick another name, or change the password with `kb user passwd`.")
+    _audited(store, "user_added", name)
+    return _user(row)
 
 
 def remove_user(store: Store, name: str) -> None:
     """Delete a user with their sessions and tokens (they stop working at once)."""
-    db = _db(store)
-    with store.transaction():
-        row = db.execute("SELECT id, name FROM users WHERE name = ?", ((name or "").strip(),)).fetchone()
-        if row is None:
-            raise UserError(f"There is no user called {name!r}.", "See `kb user list`.")
-        db.execute("DELETE FROM user_sessions WHERE user_id = ?", (row["id"],))
-        db.execute("DELETE FROM api_tokens WHERE user_id = ?", (row["id"],))
-        db.execute("DELETE FROM users WHERE id = ?", (row["id"],))
-        audit(store, "user_removed", row["name"])
+    removed = store.remove_user((name or "").strip(), at=_iso(_now()))
+    if removed is None:
+        raise UserError(f"There is no user called {name!r}.", "See `kb user list`.")
+    _audited(store, "user_removed", removed)
 
 
 def set_password(store: Store, name: str, password: str) -> None:
     """Change a password; the user's open sessions end (their API tokens stay valid)."""
     check_password(password)
-    db = _db(store)
-    with store.transaction():
-        row = db.execute("SELECT id, name FROM users WHERE name = ?", ((name or "").strip(),)).fetchone()
-        if row is None:
-            raise UserError(f"There is no user called {name!r}.", "See `kb user list`.")
-        db.execute("UPDATE users SET password_hash = ?, password_changed_at = ? WHERE id = ?",
-                   (hash_password(password), _iso(_now()), row["id"]))
-        db.execute("DELETE FROM user_sessions WHERE user_id = ?", (row["id"],))
-        audit(store, "password_changed", row["name"])
+    wanted = (name or "").strip()
+    changed = None
+    if store.get_user(wanted) is not None:  # hash only for a user that exists
+        changed = store.change_password(wanted, hash_password(password), at=_iso(_now()))
+    if changed is None:
+        raise UserError(f"There is no user called {name!r}.", "See `kb user list`.")
+    _audited(store, "password_changed", changed)
 
 
 def authenticate(store: Store, name: str, password: str) -> User | None:
@@ -263,10 +190,9 @@ def authenticate(store: Store, name: str, password: str) -> User | None:
 
     A hash made with an older method is replaced by a PASSWORD_METHOD hash after a successful check.
     """
-    db = _db(store)
     row = None
     if isinstance(name, str) and NAME_PATTERN.fullmatch(name.strip()):
-        row = db.execute("SELECT * FROM users WHERE name = ?", (name.strip(),)).fetchone()
+        row = store.get_user(name.strip())
     password = password if isinstance(password, str) else ""
     if len(password) > MAX_PASSWORD:
         password = password[:MAX_PASSWORD + 1]  # still hashed, still wrong: same time as any wrong guess
@@ -279,7 +205,7 @@ def authenticate(store: Store, name: str, password: str) -> User | None:
     if not ok or row is None:
         return None
     if needs_rehash(stored):
-        db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (hash_password(password), row["id"]))
+        store.replace_password_hash(row["id"], hash_password(password))
         log.info("upgraded the password hash of %r to %s", row["name"], PASSWORD_METHOD)
     return _user(row)
 
@@ -290,12 +216,7 @@ def start_session(store: Store, user: User, hours: float = SESSION_HOURS) -> str
     """A new random session id for `user` (kept as SHA-256); records the sign-in."""
     sid = secrets.token_urlsafe(32)
     now = _now()
-    db = _db(store)
-    with store.transaction():
-        db.execute("DELETE FROM user_sessions WHERE expires_at < ?", (_iso(now),))
-        db.execute("INSERT INTO user_sessions VALUES (?, ?, ?, ?)",
-                   (_sha256(sid), user.id, _iso(now), _iso(now + timedelta(hours=hours))))
-        db.execute("UPDATE users SET last_login_at = ? WHERE id = ?", (_iso(now), user.id))
+    store.start_session(user.id, _sha256(sid), at=_iso(now), expires_at=_iso(now + timedelta(hours=hours)))
     return sid
 
 
@@ -303,15 +224,13 @@ def session_user(store: Store, sid: str) -> User | None:
     """The user of a live session id, or None (unknown, expired, ended or user removed)."""
     if not isinstance(sid, str) or not sid or len(sid) > 200:
         return None
-    row = _db(store).execute(
-        "SELECT u.* FROM user_sessions AS s JOIN users AS u ON u.id = s.user_id "
-        "WHERE s.sid_hash = ? AND s.expires_at > ?", (_sha256(sid), _iso(_now()))).fetchone()
+    row = store.session_user(_sha256(sid), at=_iso(_now()))
     return _user(row) if row else None
 
 
 def end_session(store: Store, sid: str) -> None:
     if isinstance(sid, str) and sid:
-        _db(store).execute("DELETE FROM user_sessions WHERE sid_hash = ?", (_sha256(sid),))
+        store.end_session(_sha256(sid))
 
 
 # -- sign-in attempts (the brute-force limit) ---------------------------------------------------------------------
@@ -335,32 +254,19 @@ def begin_login_attempt(store: Store, address: str | None, *, limit: int, window
     """Count one sign-in attempt for `address`: its id, or None when `limit` attempts in the last `window`
     seconds are used up. Check and count are one write transaction, so concurrent attempts on several
     workers cannot all slip under the limit; end_login_attempt() gives a successful one back."""
-    key = client_key(address)
     now = time.time() if now is None else now
-    db = _db(store)
-    if _attempts(db, key, now - window) >= limit:  # a refused flood takes no write lock
-        return None
-    with store.transaction():
-        db.execute("DELETE FROM login_attempts WHERE at <= ?", (now - window,))
-        if _attempts(db, key, now - window) >= limit:
-            return None
-        return int(db.execute("INSERT INTO login_attempts (address, at) VALUES (?, ?)", (key, now)).lastrowid)
+    return store.begin_login_attempt(client_key(address), at=now, since=now - window, limit=limit)
 
 
 def end_login_attempt(store: Store, attempt: int | None) -> None:
     """A successful sign-in does not use up its address's budget."""
     if attempt is not None:
-        _db(store).execute("DELETE FROM login_attempts WHERE id = ?", (attempt,))
-
-
-def _attempts(db: sqlite3.Connection, key: str, since: float) -> int:
-    row = db.execute("SELECT count(*) FROM login_attempts WHERE address = ? AND at > ?", (key, since)).fetchone()
-    return int(row[0])
+        store.end_login_attempt(attempt)
 
 
 # -- API tokens -------------------------------------------------------------------------------------------------
 
-def _token(row: sqlite3.Row) -> ApiToken:
+def _token(row: dict[str, Any]) -> ApiToken:
     return ApiToken(id=row["id"], user=row["user_name"], name=row["name"], hint=row["hint"],
                     created_at=row["created_at"], last_used_at=row["last_used_at"], revoked_at=row["revoked_at"])
 
@@ -372,36 +278,25 @@ def create_token(store: Store, user_name: str, name: str = "") -> tuple[ApiToken
         raise UserError(f"There is no user called {user_name!r}.", "Create the user first with `kb user add`.")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     name = " ".join((name or "").split())[:100]
-    db = _db(store)
-    with store.transaction():
-        cur = db.execute("INSERT INTO api_tokens (user_id, name, token_hash, hint, created_at) VALUES (?, ?, ?, ?, ?)",
-                         (user.id, name, _sha256(secret), secret[:len(TOKEN_PREFIX) + 4], _iso(_now())))
-        token_id = int(cur.lastrowid)
-        audit(store, "token_created", user.name, f"token {token_id}" + (f" ({name})" if name else ""))
+    token_id = store.create_token(user.id, user.name, name, _sha256(secret), secret[:len(TOKEN_PREFIX) + 4],
+                                  at=_iso(_now()))
+    _audited(store, "token_created", user.name, f"token {token_id}" + (f" ({name})" if name else ""))
     token = next(t for t in list_tokens(store) if t.id == token_id)
     return token, secret
 
 
 def list_tokens(store: Store, user_name: str | None = None) -> list[ApiToken]:
-    sql = ("SELECT t.*, u.name AS user_name FROM api_tokens AS t JOIN users AS u ON u.id = t.user_id")
-    args: tuple[Any, ...] = ()
-    if user_name is not None:
-        sql, args = sql + " WHERE u.name = ?", (user_name,)
-    return [_token(r) for r in _db(store).execute(sql + " ORDER BY t.id", args)]
+    return [_token(r) for r in store.list_tokens(user_name)]
 
 
 def revoke_token(store: Store, token_id: int) -> ApiToken:
     """Revoke a token by id; it stops working at once. UserError when there is no such active token."""
-    db = _db(store)
-    with store.transaction():
-        row = db.execute("SELECT t.*, u.name AS user_name FROM api_tokens AS t JOIN users AS u ON u.id = t.user_id "
-                         "WHERE t.id = ?", (token_id,)).fetchone()
-        if row is None:
-            raise UserError(f"There is no API token {token_id}.", "See `kb token list`.")
-        if row["revoked_at"]:
-            raise UserError(f"API token {token_id} is already revoked.")
-        db.execute("UPDATE api_tokens SET revoked_at = ? WHERE id = ?", (_iso(_now()), token_id))
-        audit(store, "token_revoked", row["user_name"], f"token {token_id}")
+    before = store.revoke_token(token_id, at=_iso(_now()))
+    if before is None:
+        raise UserError(f"There is no API token {token_id}.", "See `kb token list`.")
+    if before["revoked_at"]:
+        raise UserError(f"API token {token_id} is already revoked.")
+    _audited(store, "token_revoked", before["user_name"], f"token {token_id}")
     return next(t for t in list_tokens(store) if t.id == token_id)
 
 
@@ -409,18 +304,16 @@ def token_user(store: Store, secret: str, *, path: str = "") -> User | None:
     """The user an active token belongs to, or None; a use is recorded (time and path, no query)."""
     if not isinstance(secret, str) or not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
         return None
-    db = _db(store)
-    row = db.execute(
-        "SELECT u.*, t.id AS token_id FROM api_tokens AS t JOIN users AS u ON u.id = t.user_id "
-        "WHERE t.token_hash = ? AND t.revoked_at IS NULL", (_sha256(secret),)).fetchone()
+    row = store.token_user(_sha256(secret))
     if row is None:
         return None
+    detail = f"token {row['token_id']} {path[:200]}".strip()
     try:
-        with store.transaction():
-            db.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", (_iso(_now()), row["token_id"]))
-            audit(store, "token_used", row["name"], f"token {row['token_id']} {path[:200]}".strip())
-    except sqlite3.OperationalError:  # a busy store must not turn a valid request away
+        store.record_token_use(row["token_id"], row["name"], at=_iso(_now()), detail=detail)
+    except StoreError:  # a busy store must not turn a valid request away
         log.warning("token use of %r not recorded (store busy)", row["name"])
+    else:
+        _audited(store, "token_used", row["name"], detail)
     return _user(row)
 
 
@@ -428,15 +321,16 @@ def token_user(store: Store, secret: str, *, path: str = "") -> User | None:
 
 def audit(store: Store, event: str, user: str = "", detail: str = "") -> None:
     """Record a security event (sign-in, failure, token use, user change) in the store and the log."""
-    db = _db(store)
-    now = _now()
-    db.execute("INSERT INTO audit_log (at, event, user, detail) VALUES (?, ?, ?, ?)",
-               (_iso(now), event, user[:64], detail[:300]))
+    store.add_audit(event, user, detail, at=_iso(_now()))
+    _audited(store, event, user, detail)
+
+
+def _audited(store: Store, event: str, user: str, detail: str = "") -> None:
+    """After an event reached the audit log: the log line, and now and then pruning past AUDIT_KEEP_DAYS."""
     if secrets.randbelow(200) == 0:  # prune now and then rather than on every write
-        db.execute("DELETE FROM audit_log WHERE at < ?", (_iso(now - timedelta(days=AUDIT_KEEP_DAYS)),))
+        store.prune_audit(_iso(_now() - timedelta(days=AUDIT_KEEP_DAYS)))
     log.info("audit: %s %s %s", event, user, detail)
 
 
 def recent_audit(store: Store, limit: int = 50) -> list[dict[str, Any]]:
-    return [dict(r) for r in _db(store).execute(
-        "SELECT at, event, user, detail FROM audit_log ORDER BY id DESC LIMIT ?", (limit,))]
+    return store.recent_audit(limit)

@@ -299,10 +299,10 @@ def build_data_dir(data_dir: Path, articles: list[Article]) -> list[Article]:
     """Store `articles` (assigning their ids) and build the Whoosh index, as `kb crawl` + `kb reindex` would."""
     from kb import index
     from kb.config import data_paths
-    from kb.store import Store
+    from kb.store import open_store
 
     paths = data_paths(data_dir)
-    with Store(paths["store"]) as store:
+    with open_store(paths["store"]) as store:
         for article in articles:
             store.save_article(article, source="test")
         count = index.rebuild(store, paths["index"])

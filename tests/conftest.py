@@ -43,9 +43,9 @@ def settings(data_dir: Path) -> dict:
 @pytest.fixture
 def store(data_dir: Path):
     from kb.config import data_paths
-    from kb.store import Store
+    from kb.store import open_store
 
-    with Store(data_paths(data_dir)["store"]) as s:
+    with open_store(data_paths(data_dir)["store"]) as s:
         yield s
 
 

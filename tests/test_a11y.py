@@ -103,9 +103,9 @@ def _sign_in_as_staff(browser: Any, world: Any) -> None:
 
     from kb import users
     from kb.config import data_paths
-    from kb.store import Store
+    from kb.store import open_store
 
-    with Store(data_paths(world.data_dir)["store"]) as store:
+    with open_store(data_paths(world.data_dir)["store"]) as store:
         if users.get_user(store, STAFF_NAME) is None:
             users.add_user(store, STAFF_NAME, STAFF_PASSWORD)
     browser.get(world.url + "/login")

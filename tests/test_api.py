@@ -10,8 +10,8 @@ import pytest
 
 from kb.errors import IndexUnavailable
 from kb.models import Results
-from tests.test_web import (SCRIPT_TITLE, FakeSearcher, article, get, make_app, make_hit,  # noqa: F401 (fixtures)
-                            make_results, real_app)
+from tests.fakes import FakeSearcher, make_hit, make_results
+from tests.test_web import SCRIPT_TITLE, article, get, make_app, real_app  # noqa: F401 (fixtures)
 
 
 def error_of(response, status: int) -> str:

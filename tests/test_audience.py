@@ -22,7 +22,7 @@ from bs4 import BeautifulSoup
 from kb import index, users
 from kb.config import data_paths
 from kb.models import Article, Section
-from kb.store import Store
+from kb.store import open_store
 from kb.web import create_app
 
 CANARY = "zephyrquix"
@@ -72,7 +72,7 @@ def staff_articles() -> list[Article]:
 def build(root: Path, staff: bool) -> dict[str, Any]:
     root.mkdir(parents=True)
     paths = data_paths(root)
-    with Store(paths["store"]) as store:
+    with open_store(paths["store"]) as store:
         public_ids = [store.save_article(a)[0] for a in public_articles()]
         staff_ids = [store.save_article(a)[0] for a in staff_articles()] if staff else []
         users.add_user(store, "alice", PASSWORD)

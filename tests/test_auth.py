@@ -1,4 +1,4 @@
-"""kb.auth through the app: sign-in and sign-out, CSRF, session rotation, cookie flags, brute-force limit,
+"""kb.web.auth through the app: sign-in and sign-out, CSRF, session rotation, cookie flags, brute-force limit,
 no user enumeration (message or timing), Bearer tokens, staff_required, caching headers and the audit log."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from bs4 import BeautifulSoup
 from werkzeug.security import generate_password_hash
 
 from kb import users
-from kb.auth import current_audiences, safe_next, staff_required
+from kb.web.auth import current_audiences, safe_next, staff_required
 from kb.config import data_paths
 from kb.errors import ConfigError
-from kb.store import Store
+from kb.store import Store, open_store
 from kb.web import create_app
-from tests.test_web import FakeSearcher
+from tests.fakes import FakeSearcher
 
 PASSWORD = "correct horse battery"
 
@@ -361,5 +361,5 @@ def test_sign_ins_failures_and_token_use_are_audited_without_secrets(make_app, a
     text = " ".join(f"{r['user']} {r['detail']}" for r in rows)
     assert PASSWORD not in text and "wrong password" not in text and secret not in text
     assert "/api/search" in rows[-1]["detail"] and "patient" not in text
-    with Store(data_paths(store.path.parent)["store"]) as other:
+    with open_store(data_paths(store.path.parent)["store"]) as other:
         assert users.recent_audit(other, 1)[0]["event"] == "token_used"

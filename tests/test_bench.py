@@ -14,7 +14,8 @@ import pytest
 
 from kb.bench import corpus
 from kb.bench.load import percentile, run_load, search_path
-from kb.bench.perf import bench, bench_command, bench_line, fts5_match
+from kb.bench.baselines import fts5_query
+from kb.bench.perf import baseline_query, bench, bench_command, bench_line
 from kb.errors import KBError
 
 LINE = re.compile(
@@ -101,6 +102,10 @@ def test_missing_eval_dir_is_a_clear_error(tmp_path: Path, runner, monkeypatch) 
     assert not (tmp_path / "out.json").exists()
 
 
+def fts5_match(item: dict) -> str:
+    return fts5_query(baseline_query(item))
+
+
 def test_fts5_queries_mean_what_the_plain_engines_do() -> None:
     assert fts5_match({"type": "two_terms", "q": "psoriasis treatment"}) == '"psoriasis" "treatment"'
     assert fts5_match({"type": "phrase", "q": '"skin cancer"'}) == '"skin cancer"'
@@ -108,6 +113,8 @@ def test_fts5_queries_mean_what_the_plain_engines_do() -> None:
     assert (fts5_match({"type": "tag_filter", "q": "genetic", "filters": {"tag": ["skin-cancer"]}})
             == '("genetic") AND tags:"skin-cancer"')
     assert fts5_match({"type": "single", "q": "?!"}) == ""
+    question = baseline_query({"type": "question", "q": "What is acne ?"})
+    assert question.syntax and not question.match_all and question.drop_stop_words and question.tag is None
 
 
 def test_percentile_and_request_paths() -> None:

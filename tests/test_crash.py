@@ -24,7 +24,7 @@ from kb.config import data_paths
 from kb.demo import copy_demo_site, running_demo_site
 from kb.lock import lock_status
 from kb.search import Searcher
-from kb.store import Store
+from kb.store import open_store
 from kb.web import create_app
 from tests.test_downtime import KB, ARTICLES, fill_store, kb_env, kb_run, make_article
 
@@ -72,7 +72,7 @@ def search_snapshot(root: Path) -> dict[str, tuple[int, list[str]]]:
 
 def store_snapshot(data_dir: Path) -> dict[str, str]:
     """URL -> content hash of every stored article."""
-    with Store(data_paths(data_dir)["store"]) as store:
+    with open_store(data_paths(data_dir)["store"]) as store:
         return {r["url"]: r["content_hash"] for r in store.db.execute("SELECT url, content_hash FROM articles")}
 
 
@@ -86,7 +86,7 @@ def assert_store_sound(data_dir: Path) -> dict[str, str]:
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
     finally:
         conn.close()
-    with Store(path) as store:
+    with open_store(path) as store:
         stored = {r["id"]: r["content_hash"] for r in store.db.execute("SELECT id, content_hash FROM articles")}
         for article in store.iter_articles():
             assert article.content_hash == stored[article.id], f"article {article.id} ({article.url}) is half-written"
@@ -115,7 +115,7 @@ def assert_lock_free(data_dir: Path) -> None:
 def assert_consistent(data_dir: Path) -> None:
     """End state of a clean run: index documents == stored articles, and `kb check` agrees (exit 0)."""
     root = data_paths(data_dir)["index"]
-    with Store(data_paths(data_dir)["store"]) as store:
+    with open_store(data_paths(data_dir)["store"]) as store:
         in_store = {int(r["id"]): r["content_hash"] for r in store.db.execute("SELECT id, content_hash FROM articles")}
     assert index.indexed_hashes(root) == in_store
     assert index.read_meta(index.current_generation(root))["docs"] == len(in_store)
@@ -206,7 +206,7 @@ def test_kill_during_update(indexed: Path, tmp_path: Path) -> None:
     data_dir = indexed
     root = data_paths(data_dir)["index"]
     rng = random.Random(5)
-    with Store(data_paths(data_dir)["store"]) as store:
+    with open_store(data_paths(data_dir)["store"]) as store:
         store.save_article(make_article(ARTICLES, rng, extra="zyxolith"), source="clinic.example")
         store.save_article(make_article(3, rng, extra="edited zyxolith"), source="clinic.example")
         store.delete_article(store.article_ids()["https://clinic.example/articles/4"])
@@ -231,7 +231,7 @@ def test_kill_during_update(indexed: Path, tmp_path: Path) -> None:
     assert_consistent(data_dir)
     # the incrementally repaired index answers exactly like a full rebuild of the same store
     fresh = tmp_path / "fresh-index"
-    with Store(data_paths(data_dir)["store"]) as store:
+    with open_store(data_paths(data_dir)["store"]) as store:
         index.rebuild(store, fresh)
     after = search_snapshot(root)
     assert_same_answers(after, search_snapshot(fresh))

@@ -23,7 +23,9 @@ from kb.cli import cli
 from kb.config import data_paths
 from kb.errors import KBError
 from kb.models import Article, Section
-from kb.store import Store
+from kb.schema import PUBLIC_INDEX
+from kb.search.check import current_generation, generation_problems
+from kb.store import open_store
 from kb.web import create_app
 
 TOPICS = ("acne", "rosacea", "eczema", "melasma", "psoriasis")
@@ -43,7 +45,7 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data directory whose index has a full build's segment and an update's compound (.seg) segment."""
     data_dir = tmp_path_factory.mktemp("pristine") / "data"
     paths = data_paths(data_dir)
-    with Store(paths["store"]) as store:
+    with open_store(paths["store"]) as store:
         for n in range(PUBLIC):
             store.save_article(_article(n))
         for n in range(STAFF):
@@ -51,7 +53,7 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
         assert index.rebuild(store, paths["index"]) == PUBLIC + STAFF
         store.save_article(_article(0, extra="Updated in place."))  # same URL: one document replaced
         assert index.update(store, paths["index"]) == (1, 0)
-    public = index.current_generation(paths["index"]) / index.PUBLIC_INDEX
+    public = current_generation(paths["index"]) / PUBLIC_INDEX
     assert list(public.glob("*.seg")) and list(public.glob("*.trm")), "both segment layouts are present"
     return data_dir
 
@@ -91,7 +93,7 @@ KINDS = list(DAMAGE)
 
 def damage(data_dir: Path, kind: str) -> Path:
     """Damage the live generation of `data_dir` in place; returns that generation."""
-    generation = index.current_generation(data_paths(data_dir)["index"])
+    generation = current_generation(data_paths(data_dir)["index"])
     assert generation is not None
     DAMAGE[kind](generation)
     return generation
@@ -109,22 +111,22 @@ def kb(runner, data_dir: Path, *args: str):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_quick_and_thorough_checks_name_the_damage(kb_dir: Path, kind: str) -> None:
-    generation = index.current_generation(data_paths(kb_dir)["index"])
-    assert index.generation_problems(generation) == []
-    assert index.generation_problems(generation, thorough=True) == []
+    generation = current_generation(data_paths(kb_dir)["index"])
+    assert generation_problems(generation) == []
+    assert generation_problems(generation, thorough=True) == []
     damage(kb_dir, kind)
-    quick = index.generation_problems(generation)
+    quick = generation_problems(generation)
     assert quick and all(("public" in p or "staff" in p) and p.endswith(".") for p in quick)
-    assert index.generation_problems(generation, thorough=True)
-    assert index.current_generation(data_paths(kb_dir)["index"]) is None  # damaged counts as none
+    assert generation_problems(generation, thorough=True)
+    assert current_generation(data_paths(kb_dir)["index"]) is None  # damaged counts as none
 
 
 def test_only_the_thorough_check_sees_a_halved_length_column(kb_dir: Path) -> None:
     """Whoosh reads a short length file as zeros: searches run, ranking is off, `kb check` must say so."""
-    generation = index.current_generation(data_paths(kb_dir)["index"])
+    generation = current_generation(data_paths(kb_dir)["index"])
     _halve(_one(generation / "public", "*_body_len.col"))
-    assert index.generation_problems(generation) == []
-    problems = index.generation_problems(generation, thorough=True)
+    assert generation_problems(generation) == []
+    problems = generation_problems(generation, thorough=True)
     assert any("lengths of field 'body'" in p for p in problems), problems
 
 
@@ -152,9 +154,9 @@ def test_reindex_replaces_a_damaged_index(runner, kb_dir: Path, kind: str) -> No
     broken = damage(kb_dir, kind)
     done = kb(runner, kb_dir, "reindex")
     assert done.exit_code == 0 and f"{PUBLIC + STAFF} articles indexed" in done.output
-    live = index.current_generation(root)
+    live = current_generation(root)
     assert live is not None and live != broken and live.is_dir()
-    assert index.generation_problems(live, thorough=True) == []
+    assert generation_problems(live, thorough=True) == []
     assert kb(runner, kb_dir, "search", "rosacea").exit_code == 0
 
 
@@ -165,7 +167,7 @@ def test_reindex_force_and_update_also_rebuild(runner, kb_dir: Path) -> None:
     damage(kb_dir, "half trm")
     updated = kb(runner, kb_dir, "update")  # an unreadable index counts as none: update builds one
     assert updated.exit_code == 0 and f"index: {PUBLIC + STAFF} indexed" in updated.output
-    assert index.current_generation(root) is not None
+    assert current_generation(root) is not None
 
 
 def test_a_real_kb_process_with_an_emptied_toc(kb_dir: Path) -> None:
@@ -193,7 +195,7 @@ def test_a_real_kb_process_with_an_emptied_toc(kb_dir: Path) -> None:
 def test_rebuild_refuses_a_new_index_that_does_not_read_back(kb_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A build whose files are cut short (a full disk) is never swapped in; the live index stays."""
     root = data_paths(kb_dir)["index"]
-    live = index.current_generation(root)
+    live = current_generation(root)
     build = index._build
 
     def build_then_lose_half(store, generation, total, progress):
@@ -202,9 +204,9 @@ def test_rebuild_refuses_a_new_index_that_does_not_read_back(kb_dir: Path, monke
         return built
 
     monkeypatch.setattr(index, "_build", build_then_lose_half)
-    with Store(data_paths(kb_dir)["store"]) as store, pytest.raises(KBError, match="cannot be read back"):
+    with open_store(data_paths(kb_dir)["store"]) as store, pytest.raises(KBError, match="cannot be read back"):
         index.rebuild(store, root)
-    assert index.current_generation(root) == live
+    assert current_generation(root) == live
     assert sorted(p.name for p in root.glob("gen-*")) == [live.name]  # the broken build was removed
 
 
@@ -245,7 +247,7 @@ def test_web_answers_503_while_damaged_and_recovers_after_reindex(app_on, kb_dir
     app = app_on()
     with app.test_client() as client:
         _assert_unavailable(client, kb_dir)
-        with Store(data_paths(kb_dir)["store"]) as store:
+        with open_store(data_paths(kb_dir)["store"]) as store:
             index.rebuild(store, data_paths(kb_dir)["index"])
         assert client.get("/healthz").status_code == 200  # the same process picks the new index up
         assert client.get("/api/search?q=rosacea+sunscreen").get_json()["total"] > 0
@@ -271,7 +273,7 @@ def test_garbage_inside_a_file_is_503_for_the_searches_that_meet_it(app_on, kb_d
     for fraction in (0.1, 0.3, 0.5, 0.9):
         shutil.rmtree(kb_dir)
         shutil.copytree(pristine, kb_dir)
-        generation = index.current_generation(data_paths(kb_dir)["index"])
+        generation = current_generation(data_paths(kb_dir)["index"])
         stored = _one(generation / "public", "*_stored.col")
         with open(stored, "r+b") as fh:
             fh.seek(int(stored.stat().st_size * fraction))
@@ -281,6 +283,6 @@ def test_garbage_inside_a_file_is_503_for_the_searches_that_meet_it(app_on, kb_d
             for topic in TOPICS:  # every document is a hit of one topic: all stored fields are read
                 statuses.add(client.get(f"/api/search?q={topic}&per_page=50").status_code)
         assert statuses <= {200, 503} and 503 in statuses, (fraction, statuses)
-        assert index.generation_problems(generation, thorough=True), fraction
-        unseen_by_quick_check += not index.generation_problems(generation)
+        assert generation_problems(generation, thorough=True), fraction
+        unseen_by_quick_check += not generation_problems(generation)
     assert unseen_by_quick_check, "at least one case must be beyond the quick check, or this tests nothing new"

@@ -24,7 +24,7 @@ import pytest
 from kb import index
 from kb.config import data_paths
 from kb.models import Article, Section
-from kb.store import Store
+from kb.store import open_store
 
 #: `python -m kb.cli` has no __main__ guard, so subprocesses call the click group directly.
 KB = [sys.executable, "-c", "from kb.cli import cli; cli()"]
@@ -71,7 +71,7 @@ def make_article(n: int, rng: random.Random, *, extra: str = "") -> Article:
 
 def fill_store(data_dir: Path, count: int = ARTICLES, seed: int = 7) -> None:
     rng = random.Random(seed)
-    with Store(data_paths(data_dir)["store"]) as store:
+    with open_store(data_paths(data_dir)["store"]) as store:
         with store.transaction():
             for n in range(count):
                 store.save_article(make_article(n, rng), source="clinic.example")
@@ -211,13 +211,13 @@ def test_searches_never_fail_while_reindex_and_update_run(tmp_path: Path) -> Non
         write("reindex")
         # change the store under the running server: one new article, one edited, one removed
         rng = random.Random(99)
-        with Store(data_paths(data_dir)["store"]) as store:
+        with open_store(data_paths(data_dir)["store"]) as store:
             store.save_article(make_article(ARTICLES, rng, extra="zyxolith"), source="clinic.example")
             store.save_article(make_article(1, rng, extra="edited"), source="clinic.example")
             store.delete_article(store.article_ids()["https://clinic.example/articles/2"])
         write("update")
         write("reindex")
-        with Store(data_paths(data_dir)["store"]) as store:
+        with open_store(data_paths(data_dir)["store"]) as store:
             store.save_article(make_article(ARTICLES + 1, rng, extra="quorvane"), source="clinic.example")
         write("reindex")
         # the grace period (index.GRACE_SECONDS) elapses for every generation but the newest ...
@@ -246,7 +246,7 @@ def test_searches_never_fail_while_reindex_and_update_run(tmp_path: Path) -> Non
         generations = sorted(p.name for p in root.glob("gen-*"))
         assert len(generations) == 2 and live.name in generations and newest.name in generations
         assert not first.exists()
-        with Store(data_paths(data_dir)["store"]) as store:
+        with open_store(data_paths(data_dir)["store"]) as store:
             assert index.read_meta(live)["docs"] == store.count_articles() == ARTICLES + 1
     finally:
         if load is not None:
@@ -263,7 +263,7 @@ def test_cli_reindex_refuses_a_big_loss_and_force_passes(tmp_path: Path) -> None
     root = data_paths(data_dir)["index"]
     assert kb_run(data_dir, "reindex").returncode == 0
     before = index.current_generation(root)
-    with Store(data_paths(data_dir)["store"]) as store:
+    with open_store(data_paths(data_dir)["store"]) as store:
         for url, article_id in sorted(store.article_ids().items())[:10]:  # a quarter of the articles
             store.delete_article(article_id)
     refused = kb_run(data_dir, "reindex")

@@ -54,7 +54,7 @@ def test_cli_search_prints_title_source_and_snippet(crawled: Path, runner, site)
 
 
 def test_api_search_finds_the_vbeam_page_first(crawled: Path, site) -> None:
-    from kb import create_app
+    from kb.web import create_app
 
     client = create_app({"DATA_DIR": str(crawled), "TESTING": True}).test_client()
     response = client.get("/api/search?q=VBeam")
@@ -66,7 +66,7 @@ def test_api_search_finds_the_vbeam_page_first(crawled: Path, site) -> None:
 
 
 def test_html_results_show_source_links_and_escape_crawled_titles(crawled: Path, site) -> None:
-    from kb import create_app
+    from kb.web import create_app
 
     client = create_app({"DATA_DIR": str(crawled), "TESTING": True}).test_client()
     page = client.get("/search?q=sebaceous").get_data(as_text=True)
@@ -140,7 +140,7 @@ def test_syndicated_article_is_one_result_listing_both_sources(two_sites, runner
     assert [s["url"] for s in hit["sources"]] == [url_a, url_b]
     assert [s["site"] for s in hit["sources"]] == [urlsplit(url_a).netloc, urlsplit(url_b).netloc]
 
-    from kb import create_app
+    from kb.web import create_app
 
     app = create_app({"DATA_DIR": str(data_dir), "TESTING": True})
     try:

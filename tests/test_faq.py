@@ -103,7 +103,7 @@ def test_only_faq_pages_become_questions() -> None:
 
 def faq_urls(store: Store, site: FixtureSite) -> dict[str, tuple[int, str]]:
     return {r["url"][len(site.url):]: (r["id"], r["audience"])
-            for r in store.db.execute("SELECT id, url, audience FROM articles WHERE kind = 'faq'")}
+            for r in store.faq_entries(("public", "staff"), limit=1000)}
 
 
 def test_crawl_stores_faq_entries_with_their_pages_audience_and_keeps_them_in_step(

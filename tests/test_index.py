@@ -10,10 +10,11 @@ import pytest
 from whoosh import index as whoosh_index
 from whoosh.util.filelock import FileLock
 
-from kb import index
+from kb import index, schema
 from kb.errors import KBError, LockHeld
 from kb.models import Article, Section
 from kb.search import Searcher
+from kb.search.check import current_generation
 
 
 def article(n: int, **kw) -> Article:
@@ -38,13 +39,13 @@ def test_rebuild_creates_generation_swaps_pointer_and_records_seq(store, tmp_pat
     root = tmp_path / "ix"
     calls: list[tuple[int, int]] = []
     assert index.rebuild(store, root, progress=lambda done, total: calls.append((done, total))) == 5
-    generation = index.current_generation(root)
+    generation = current_generation(root)
     assert generation is not None and generation.name.startswith("gen-")
     assert (root / "CURRENT").read_text().strip() == generation.name
-    assert index.read_meta(generation)["seq"] == store.last_change()
-    assert index.read_meta(generation)["docs"] == 5
+    assert schema.read_meta(generation)["seq"] == store.last_change()
+    assert schema.read_meta(generation)["docs"] == 5
     assert calls[-1] == (5, 5)
-    assert index.read_meta(generation)["subindexes"] == {"public": 5, "staff": 0}
+    assert schema.read_meta(generation)["subindexes"] == {"public": 5, "staff": 0}
     ix = whoosh_index.open_dir(str(generation / "public"))
     try:
         assert ix.doc_count() == 5
@@ -56,11 +57,11 @@ def test_second_rebuild_keeps_previous_generation_and_removes_older(store, tmp_p
     fill(store, 3)
     root = tmp_path / "ix"
     index.rebuild(store, root, grace=0)
-    first = index.current_generation(root)
+    first = current_generation(root)
     index.rebuild(store, root, grace=0)
-    second = index.current_generation(root)
+    second = current_generation(root)
     index.rebuild(store, root, grace=0)
-    third = index.current_generation(root)
+    third = current_generation(root)
     assert len({first, second, third}) == 3
     assert not first.exists()  # older than the previous one: removed
     assert second.exists() and third.exists()  # current and previous kept for lingering readers
@@ -79,16 +80,16 @@ def test_loss_guard_refuses_swap_and_force_overrides(store, tmp_path):
     ids = fill(store, 10)
     root = tmp_path / "ix"
     index.rebuild(store, root)
-    before = index.current_generation(root)
+    before = current_generation(root)
     for article_id in ids[:5]:
         store.delete_article(article_id)
     with pytest.raises(KBError) as excinfo:
         index.rebuild(store, root)
     assert "--force" in excinfo.value.remedy
-    assert index.current_generation(root) == before
+    assert current_generation(root) == before
     assert len(list(root.glob("gen-*"))) == 1  # the refused build was removed
     assert index.rebuild(store, root, force=True) == 5
-    assert index.current_generation(root) != before
+    assert current_generation(root) != before
 
 
 def test_small_loss_within_max_loss_is_accepted(store, tmp_path):
@@ -103,7 +104,7 @@ def test_update_without_index_builds_first_generation(store, tmp_path):
     fill(store, 4)
     root = tmp_path / "ix"
     assert index.update(store, root) == (4, 0)
-    assert index.current_generation(root) is not None
+    assert current_generation(root) is not None
     assert index.update(store, root) == (0, 0)
 
 
@@ -111,15 +112,15 @@ def test_update_applies_changes_and_equals_full_rebuild(store, tmp_path):
     ids = fill(store, 8)
     root = tmp_path / "ix"
     index.rebuild(store, root)
-    generation = index.current_generation(root)
+    generation = current_generation(root)
     store.save_article(article(2, text="Changed body: retinoids and melasma now."))  # update
     store.delete_article(ids[5])
     store.delete_article(ids[6])
     store.save_article(article(50, title="New article on melasma"))  # add
     indexed, deleted = index.update(store, root)
     assert (indexed, deleted) == (2, 2)
-    assert index.current_generation(root) == generation  # updated in place, no swap
-    assert index.read_meta(generation)["seq"] == store.last_change()
+    assert current_generation(root) == generation  # updated in place, no swap
+    assert schema.read_meta(generation)["seq"] == store.last_change()
     fresh = tmp_path / "fresh"
     index.rebuild(store, fresh)
     assert index.indexed_hashes(root) == index.indexed_hashes(fresh)
@@ -155,10 +156,10 @@ def test_update_rebuilds_when_schema_version_changes(store, tmp_path, monkeypatc
     fill(store, 3)
     root = tmp_path / "ix"
     index.rebuild(store, root)
-    old = index.current_generation(root)
+    old = current_generation(root)
     monkeypatch.setattr(index, "SCHEMA_VERSION", index.SCHEMA_VERSION + 1)
     assert index.update(store, root) == (3, 0)
-    assert index.current_generation(root) != old
+    assert current_generation(root) != old
 
 
 def test_writer_lock_held_raises_lockheld(store, tmp_path, monkeypatch):
@@ -185,7 +186,7 @@ def test_whoosh_lock_error_becomes_lockheld(store, tmp_path, monkeypatch):
     root = tmp_path / "ix"
     index.rebuild(store, root)
     monkeypatch.setattr(index, "WRITER_TIMEOUT", 0.1)
-    ix = whoosh_index.open_dir(str(index.current_generation(root) / "public"))
+    ix = whoosh_index.open_dir(str(current_generation(root) / "public"))
     writer = ix.writer()
     try:
         store.save_article(article(7))
@@ -198,15 +199,15 @@ def test_whoosh_lock_error_becomes_lockheld(store, tmp_path, monkeypatch):
 
 def test_current_generation_rejects_missing_or_unsafe_pointers(tmp_path):
     root = tmp_path / "ix"
-    assert index.current_generation(root) is None
+    assert current_generation(root) is None
     root.mkdir()
     (root / "CURRENT").write_text("../elsewhere\n")
-    assert index.current_generation(root) is None
+    assert current_generation(root) is None
     (root / "CURRENT").write_text("gen-missing\n")
-    assert index.current_generation(root) is None
+    assert current_generation(root) is None
     (root / "gen-empty").mkdir()
     (root / "CURRENT").write_text("gen-empty\n")
-    assert index.current_generation(root) is None  # a directory without a Whoosh index
+    assert current_generation(root) is None  # a directory without a Whoosh index
 
 
 def test_article_document_maps_fields_and_section_offsets():
@@ -216,23 +217,52 @@ def test_article_document_maps_fields_and_section_offsets():
                           Section("Causes", "causes", "Causes: unknown triggers.")],
                 tags=["Redness", "redness", "a,b", " "], categories=["Conditions"], published="2021-06-05T10:00:00+02:00",
                 description="About rosacea.")
-    doc = index.article_document(a)
+    doc = schema.article_document(a)
     assert doc["id"] == "7" and doc["title_key"] == "rosacea causes care"
     assert doc["tags"] == "Redness,a b"  # duplicates (any case) and separators removed
     assert doc["year"] == "2021" and doc["published"].tzinfo is None and doc["published"].hour == 8
     assert doc["lead"].startswith("About rosacea. Intro words here.")
-    sections = index.section_offsets(a)
+    sections = schema.section_offsets(a)
     assert sections == [["treatment", "Treatment", text.index("Treatment:")], ["causes", "Causes", text.index("Causes:")]]
-    assert index.section_at(sections, text.index("metronidazole")) == ("treatment", "Treatment")
-    assert index.section_at(sections, 0) == ("", "")
-    assert index.section_at(sections, len(text) - 1) == ("causes", "Causes")
+    assert schema.section_at(sections, text.index("metronidazole")) == ("treatment", "Treatment")
+    assert schema.section_at(sections, 0) == ("", "")
+    assert schema.section_at(sections, len(text) - 1) == ("causes", "Causes")
     with pytest.raises(ValueError):
-        index.article_document(Article(url="u", title="t", text="x"))
+        schema.article_document(Article(url="u", title="t", text="x"))
 
 
 def test_unparseable_dates_are_left_out():
-    doc = index.article_document(Article(id=1, url="u", title="t", text="x", published="sometime in May"))
+    doc = schema.article_document(Article(id=1, url="u", title="t", text="x", published="sometime in May"))
     assert "published" not in doc and "year" not in doc and doc["pubdate"] == "sometime in May"
+
+
+def test_stored_fields_written_by_the_index_decode_back_into_the_article(store, tmp_path):
+    """kb.schema encodes stored fields for the writer and decodes them for the reader: one round trip on disk."""
+    text = "Intro. Treatment: apply cream nightly. Causes: heat and sun. Caf\u00e9 \U0001f600 stays."
+    a = Article(url="https://a.example/x", title="Rosacea care", text=text, site="a.example", audience="staff",
+                kind="faq", sections=[Section("Treatment", "treatment", "Treatment: apply cream nightly."),
+                                      Section("Causes", "causes", "Causes: heat and sun.")],
+                tags=["Redness", "a,b"], categories=["Conditions", "Care"], published="2021-06-05")
+    article_id = store.save_article(a)[0]
+    root = tmp_path / "ix"
+    index.rebuild(store, root)
+    ix = whoosh_index.open_dir(str(schema.subindex_dirs(current_generation(root))["staff"]))
+    try:
+        with ix.searcher() as searcher:
+            [stored] = list(searcher.all_stored_fields())
+    finally:
+        ix.close()
+    assert schema.stored_body(stored) == text
+    assert schema.stored_sections(stored) == schema.section_offsets(a)
+    hit = schema.stored_hit(stored, score=1.5, snippet_html="<mark>x</mark>", anchor="causes", section="Causes")
+    assert (hit.id, hit.url, hit.title, hit.site, hit.audience, hit.kind, hit.published) == (
+        article_id, a.url, a.title, a.site, "staff", "faq", "2021-06-05")
+    assert hit.tags == ["Redness", "a b"] and hit.categories == ["Conditions", "Care"] and hit.sources == []
+    assert (hit.score, hit.snippet_html, hit.anchor, hit.section) == (1.5, "<mark>x</mark>", "causes", "Causes")
+    a.id, a.sources = article_id, [{"url": "https://a.example/x", "site": "a.example", "title": "X"},
+                                   {"url": "https://b.example/x", "site": "b.example", "title": "X"}]
+    grouped = schema.stored_hit(schema.article_document(a), score=0, snippet_html="", anchor="", section="")
+    assert grouped.sources == a.sources
 
 
 def test_pointer_swap_is_atomic_replace(store, tmp_path, monkeypatch):
@@ -256,7 +286,7 @@ def test_full_build_writes_segments_and_updates_merge_only_small_ones(store, tmp
     ids = fill(store, 12)
     root = tmp_path / "ix"
     index.rebuild(store, root)
-    ix = whoosh_index.open_dir(str(index.current_generation(root) / "public"))
+    ix = whoosh_index.open_dir(str(current_generation(root) / "public"))
     try:
         built = len(ix._segments())
     finally:
@@ -266,7 +296,7 @@ def test_full_build_writes_segments_and_updates_merge_only_small_ones(store, tmp
     for n, article_id in enumerate(ids[:5]):
         store.save_article(article(n, text=f"Edited {n}."))
         index.update(store, root)  # each update adds a one-document segment
-    ix = whoosh_index.open_dir(str(index.current_generation(root) / "public"))
+    ix = whoosh_index.open_dir(str(current_generation(root) / "public"))
     try:
         sizes = [seg.doc_count_all() for seg in ix._segments()]
     finally:
@@ -339,10 +369,10 @@ def test_update_follows_groups_and_equals_a_full_rebuild(store, tmp_path):
 def test_document_hash_covers_the_source_list(store, tmp_path):
     a = _copy(store, "a.example")
     article_a = store.get_article(a)
-    assert index.article_document(article_a)["hash"] == article_a.content_hash
+    assert schema.article_document(article_a)["hash"] == article_a.content_hash
     article_a.sources = [{"url": "https://a.example/rosacea/", "site": "a.example", "title": ROSACEA},
                          {"url": "https://b.example/rosacea/", "site": "b.example", "title": ROSACEA}]
-    doc = index.article_document(article_a)
+    doc = schema.article_document(article_a)
     assert doc["hash"] != article_a.content_hash and json.loads(doc["sources"]) == article_a.sources
 
 
@@ -350,7 +380,7 @@ def test_document_hash_covers_the_source_list(store, tmp_path):
 
 def sub_ids(root: Path, name: str) -> set[int]:
     """Article ids of the live documents in one sub-index of the current generation, read with Whoosh."""
-    ix = whoosh_index.open_dir(str(index.subindex_dirs(index.current_generation(root))[name]))
+    ix = whoosh_index.open_dir(str(schema.subindex_dirs(current_generation(root))[name]))
     try:
         with ix.searcher() as searcher:
             return {int(fields["id"]) for fields in searcher.all_stored_fields()}
@@ -366,9 +396,9 @@ def test_each_audience_has_its_own_sub_index_and_none_is_indexed_twice(store, tm
     assert index.rebuild(store, root) == 8
     assert sub_ids(root, "public") == set(public)
     assert sub_ids(root, "staff") == set(staff) | {odd}
-    assert index.read_meta(index.current_generation(root))["subindexes"] == {"public": 4, "staff": 4}
-    assert index.subindexes_for(("public",)) == ("public",)
-    assert index.subindexes_for(("public", "staff")) == index.subindexes_for(("staff",)) == ("public", "staff")
+    assert schema.read_meta(current_generation(root))["subindexes"] == {"public": 4, "staff": 4}
+    assert schema.subindexes_for(("public",)) == ("public",)
+    assert schema.subindexes_for(("public", "staff")) == schema.subindexes_for(("staff",)) == ("public", "staff")
     assert doc_ids(root) == set(public) | set(staff) | {odd}
 
 
@@ -378,8 +408,8 @@ def test_a_full_build_cuts_segments_in_both_sub_indexes(store, tmp_path, monkeyp
         store.save_article(article(n, audience="staff" if n % 2 else "public"))
     root = tmp_path / "ix"
     assert index.rebuild(store, root) == 16
-    generation = index.current_generation(root)
-    for name in index.SUBINDEXES:
+    generation = current_generation(root)
+    for name in schema.SUBINDEXES:
         ix = whoosh_index.open_dir(str(generation / name))
         try:
             assert len(ix._segments()) >= 2 and ix.doc_count() == 8
@@ -401,26 +431,26 @@ def test_a_staff_only_update_does_not_commit_the_public_sub_index(store, tmp_pat
     fill(store, 3)
     root = tmp_path / "ix"
     index.rebuild(store, root)
-    generation = index.current_generation(root)
+    generation = current_generation(root)
     public_toc, staff_toc = _toc(generation, "public"), _toc(generation, "staff")
     store.save_article(article(30, audience="staff"))
     assert index.update(store, root) == (1, 0)
     assert _toc(generation, "public") == public_toc  # anonymous readers see no commit, keep their caches
     assert _toc(generation, "staff") > staff_toc
-    assert index.read_meta(generation)["subindexes"] == {"public": 3, "staff": 1}
+    assert schema.read_meta(generation)["subindexes"] == {"public": 3, "staff": 1}
 
 
 def _legacy_generation(store, root: Path) -> Path:
     """A generation as kb built it before SCHEMA_VERSION 3: one Whoosh index for every audience."""
     generation = root / "gen-20200101T000000000000"
     generation.mkdir(parents=True)
-    ix = whoosh_index.create_in(str(generation), index.build_schema())
+    ix = whoosh_index.create_in(str(generation), schema.build_schema())
     with ix.writer() as writer:
         for article_id in store.primary_ids():
-            writer.add_document(**index.article_document(store.get_article(article_id)))
+            writer.add_document(**schema.article_document(store.get_article(article_id)))
     ix.close()
-    (generation / index.META).write_text(json.dumps({"seq": store.last_change(), "schema": 2, "docs": 3}))
-    (root / index.POINTER).write_text(generation.name + "\n")
+    (generation / schema.META).write_text(json.dumps({"seq": store.last_change(), "schema": 2, "docs": 3}))
+    (root / schema.POINTER).write_text(generation.name + "\n")
     return generation
 
 
@@ -431,7 +461,7 @@ def test_an_old_single_index_generation_is_rebuilt_by_update_with_a_log_line(sto
     store.save_article(article(9, audience="staff"))
     root = tmp_path / "ix"
     legacy = _legacy_generation(store, root)
-    assert index.current_generation(root) is None and index.is_legacy(legacy)
+    assert current_generation(root) is None and schema.is_legacy(legacy)
     searcher = Searcher(root)
     try:
         with pytest.raises(IndexUnavailable) as excinfo:
@@ -441,7 +471,7 @@ def test_an_old_single_index_generation_is_rebuilt_by_update_with_a_log_line(sto
         with caplog.at_level("WARNING", logger="kb.index"):
             assert index.update(store, root) == (3, 0)
         assert any(legacy.name in r.getMessage() and "older kb" in r.getMessage() for r in caplog.records)
-        assert index.current_generation(root) not in (None, legacy)
+        assert current_generation(root) not in (None, legacy)
         assert searcher.search("sunscreen").total == 2  # the same searcher picks the new layout up
         assert searcher.search("sunscreen", audiences=("public", "staff")).total == 3
     finally:
@@ -455,7 +485,7 @@ def test_an_old_single_index_generation_is_replaced_by_reindex(store, tmp_path, 
     with caplog.at_level("WARNING", logger="kb.index"):
         assert index.rebuild(store, root) == 3
     assert any("older kb" in r.getMessage() for r in caplog.records)
-    assert index.current_generation(root) != legacy and doc_ids(root) == set(store.primary_ids())
+    assert current_generation(root) != legacy and doc_ids(root) == set(store.primary_ids())
 
 
 def test_kb_check_sees_a_document_filed_in_the_wrong_sub_index_and_repair_moves_it(store, tmp_path):
@@ -466,9 +496,9 @@ def test_kb_check_sees_a_document_filed_in_the_wrong_sub_index_and_repair_moves_
     root = tmp_path / "ix"
     index.rebuild(store, root)
     assert check(store, root)["ok"]
-    ix = whoosh_index.open_dir(str(index.current_generation(root) / "public"))
+    ix = whoosh_index.open_dir(str(current_generation(root) / "public"))
     with ix.writer() as writer:  # a staff document in the public index, as a faulty writer might leave it
-        writer.add_document(**index.article_document(store.get_article(staff_id)))
+        writer.add_document(**schema.article_document(store.get_article(staff_id)))
     ix.close()
     report = check(store, root)
     assert not report["ok"] and report["stale"] == [staff_id]

@@ -14,7 +14,7 @@ from kb.index import rebuild
 from kb.pipeline import crawl_source
 from kb.search import Searcher
 from kb.sources import source_from_url
-from kb.store import Store
+from kb.store import open_store
 
 QUERIES = tomllib.loads((Path(__file__).parent / "data" / "lay_queries.toml").read_text("utf-8"))["query"]
 
@@ -24,7 +24,7 @@ def demo_searcher(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("demo")
     settings = config.load({"DATA_DIR": str(data_dir), "CRAWL_DELAY": 0.0}, environ={})
     paths = config.data_paths(data_dir)
-    with running_demo_site() as base_url, Store(paths["store"]) as store:
+    with running_demo_site() as base_url, open_store(paths["store"]) as store:
         stats = crawl_source(source_from_url(base_url), store, settings)
         assert stats.errors == 0 and stats.stored >= 30
         rebuild(store, paths["index"])

@@ -17,7 +17,7 @@ from kb.errors import KBError, LockHeld
 from kb.lock import writer_lock
 from kb.maintenance import backup, check, health, restore, stats
 from kb.models import Article, Section
-from kb.store import Store
+from kb.store import Store, open_store
 
 TOPICS = [
     ("Rosacea", "Rosacea causes facial redness and flushing; pulsed dye laser (VBeam) reduces visible vessels."),
@@ -51,7 +51,7 @@ def _count(db_path: Path) -> int:
 
 def test_backup_while_another_connection_writes(data_dir: Path, tmp_path: Path) -> None:
     store_path = data_paths(data_dir)["store"]
-    with Store(store_path) as s:
+    with open_store(store_path) as s:
         for n in range(300):
             s.save_article(_article(n, text="word " * 400))
     (data_dir / "sources.toml").write_text('[[site]]\nurl = "https://clinic.example/"\n')
@@ -60,7 +60,7 @@ def test_backup_while_another_connection_writes(data_dir: Path, tmp_path: Path) 
     written: list[int] = []
 
     def writer() -> None:
-        with Store(store_path) as w:
+        with open_store(store_path) as w:
             n = 1000
             while not stop.is_set():
                 w.save_article(_article(n, text="fresh " * 400))
@@ -278,7 +278,8 @@ def test_check_reads_the_index_as_searches_do_and_repair_rebuilds(store: Store, 
 
 
 def test_health_counts_an_unreadable_index_as_none(store: Store, data_dir: Path) -> None:
-    from kb.index import current_generation, rebuild
+    from kb.index import rebuild
+    from kb.search.check import current_generation
 
     _fill(store)
     rebuild(store, data_paths(data_dir)["index"])

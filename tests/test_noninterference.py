@@ -25,7 +25,7 @@ from kb import index, users
 from kb.config import data_paths
 from kb.maintenance import check
 from kb.models import Article, Section
-from kb.store import Store
+from kb.store import open_store
 from kb.web import create_app
 
 PASSWORD = "correct horse battery"
@@ -109,7 +109,7 @@ def public_site(tmp_path: Path) -> dict[str, Any]:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     paths = data_paths(data_dir)
-    with Store(paths["store"]) as store:
+    with open_store(paths["store"]) as store:
         public_ids = [store.save_article(a)[0] for a in public_articles()]
         users.add_user(store, "alice", PASSWORD)
         _, token = users.create_token(store, "alice", "tests")
@@ -120,7 +120,7 @@ def public_site(tmp_path: Path) -> dict[str, Any]:
 
 
 def add_staff(paths: dict[str, Path]) -> list[int]:
-    with Store(paths["store"]) as store:
+    with open_store(paths["store"]) as store:
         return [store.save_article(a)[0] for a in staff_articles()]
 
 
@@ -143,7 +143,7 @@ def staff_get(data_dir: Path, token: str, url: str) -> dict[str, Any]:
 
 def test_anonymous_answers_are_byte_identical_after_staff_documents_arrive_by_update(public_site) -> None:
     add_staff(public_site["paths"])
-    with Store(public_site["paths"]["store"]) as store:
+    with open_store(public_site["paths"]["store"]) as store:
         assert index.update(store, public_site["paths"]["index"]) == (3, 0)
     after = answers(public_site["dir"], public_site["urls"] + ["/healthz"])  # same generation: health too
     assert_same(public_site["before"], after)
@@ -159,7 +159,7 @@ def test_anonymous_answers_are_byte_identical_after_staff_documents_arrive_by_up
 
 def test_anonymous_answers_are_byte_identical_after_a_full_rebuild_with_staff_documents(public_site) -> None:
     add_staff(public_site["paths"])
-    with Store(public_site["paths"]["store"]) as store:
+    with open_store(public_site["paths"]["store"]) as store:
         assert index.rebuild(store, public_site["paths"]["index"]) == 8
     after = answers(public_site["dir"], public_site["urls"])
     assert_same({u: a for u, a in public_site["before"].items() if u != "/healthz"}, after)
@@ -169,7 +169,7 @@ def test_a_record_moving_between_audiences_changes_sub_index_both_ways(public_si
     staff_ids = add_staff(public_site["paths"])
     paths = public_site["paths"]
     search, article = "/api/search?q=dosing", f"/api/articles/{staff_ids[0]}"
-    with Store(paths["store"]) as store:
+    with open_store(paths["store"]) as store:
         index.update(store, paths["index"])
         assert answers(public_site["dir"], [search, article])[article][0] == 404
         moved = store.get_article(staff_ids[0])
@@ -191,7 +191,7 @@ def test_a_record_moving_between_audiences_changes_sub_index_both_ways(public_si
 
 def test_anonymous_requests_open_the_public_sub_index_only(public_site) -> None:
     add_staff(public_site["paths"])
-    with Store(public_site["paths"]["store"]) as store:
+    with open_store(public_site["paths"]["store"]) as store:
         index.update(store, public_site["paths"]["index"])
     app = make_app(public_site["dir"])
     try:

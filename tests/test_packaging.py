@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import tomllib
 import zipfile
 from importlib import resources
 from pathlib import Path
@@ -9,6 +10,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[1]
+
+
+def test_every_code_package_is_listed_for_the_wheel() -> None:
+    """pyproject lists packages by name (templates map from the top level): a new package must be added there."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "kb").rglob("__init__.py")}
+    assert found - listed == set()
 
 
 def test_templates_found_through_package_resources() -> None:
@@ -32,3 +40,4 @@ def test_wheel_contains_templates_static_and_demo_site(tmp_path: Path) -> None:
     assert any(n.startswith("kb/static/") and n.endswith(".css") for n in names)
     assert any(n.startswith("kb/demo_site/") for n in names)
     assert "kb/data/vocabulary.toml" in names
+    assert {"kb/web/app.py", "kb/search/searcher.py", "kb/store/sqlite.py"} <= set(names)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kb import config
 from kb.querylog import log_query, normalise, report
-from kb.store import Store
+from kb.store import Store, open_store
 
 
 def _rows(store: Store) -> list[dict]:
@@ -134,7 +134,7 @@ def test_a_real_search_is_logged_without_escape_sequences(data_dir: Path) -> Non
     from kb.web import create_app
 
     paths = config.data_paths(data_dir)
-    with Store(paths["store"]) as store:
+    with open_store(paths["store"]) as store:
         text = "Acne cream with adapalene: apply a thin layer at night."
         store.save_article(Article(url="https://clinic.example/acne", title="Acne cream", text=text,
                                    sections=[Section("", "", text)], site="clinic.example"), source="clinic.example")
@@ -146,19 +146,18 @@ def test_a_real_search_is_logged_without_escape_sequences(data_dir: Path) -> Non
                 assert client.get("/search", query_string={"q": query}).status_code == 200
     finally:
         app.extensions["kb"].close()  # writes what the query-log thread holds
-    with Store(paths["store"]) as store:
+    with open_store(paths["store"]) as store:
         assert [r["query"] for r in _rows(store)] == ["acne cream", "rosacea laser"]
 
 
 def test_report_queries_prints_old_rows_without_control_characters(data_dir: Path, runner) -> None:
     from kb.cli import cli
 
-    with Store(config.data_paths(data_dir)["store"]) as store:
-        log_query(store, "warm up", 1, 1.0)  # creates the table
+    with open_store(config.data_paths(data_dir)["store"]) as store:
+        log_query(store, "warm up", 1, 1.0)
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        for raw in (OSC8, OSC8, TITLE, CSI):  # rows an older kb logged as typed
-            store.db.execute("INSERT INTO query_log (at, query, results, elapsed_ms, audience) VALUES (?, ?, 0, 1.0, "
-                             "'public')", (now, raw))
+        for raw in (OSC8, OSC8, TITLE, CSI):  # rows an older kb logged as typed (the store keeps what it is given)
+            store.add_query(raw, 0, 1.0, "public", at=now, prune_before="1970-01-01", wait=1.0)
     text = runner.invoke(cli, ["--data-dir", str(data_dir), "report", "queries"])
     assert text.exit_code == 0, text.output
     assert _controls(text.output) == set() and "evil.example" not in text.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from pathlib import Path
@@ -11,8 +12,10 @@ import pytest
 from kb import index, querylang
 from kb.errors import IndexUnavailable
 from kb.models import Article, Results, Section
-from kb.search import Searcher, highlight_pattern, make_snippet
-from kb.store import Store
+from kb.search import SearchService, Searcher
+from kb.search.snippets import highlight_pattern, make_snippet
+from kb.store import open_store
+from tests.fakes import FakeSearcher
 
 CANARY = "zorblaxine"
 
@@ -64,7 +67,7 @@ def _articles() -> list[Article]:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> tuple[Path, dict[str, int]]:
     root = tmp_path_factory.mktemp("search")
-    with Store(root / "kb.sqlite3") as store:
+    with open_store(root / "kb.sqlite3") as store:
         ids = {a.url: store.save_article(a)[0] for a in _articles()}
         index.rebuild(store, root / "ix")
     return root, ids
@@ -260,7 +263,7 @@ def test_missing_index_raises_index_unavailable(tmp_path):
 
 
 def test_searcher_sees_update_and_swap_without_reopening(tmp_path):
-    with Store(tmp_path / "kb.sqlite3") as store:
+    with open_store(tmp_path / "kb.sqlite3") as store:
         store.save_article(Article(url="https://e.example/1", title="Psoriasis", text="Plaques and scales."))
         index.rebuild(store, tmp_path / "ix")
         s = Searcher(tmp_path / "ix")
@@ -277,7 +280,7 @@ def test_searcher_sees_update_and_swap_without_reopening(tmp_path):
 
 
 def test_concurrent_readers_keep_answering_while_rebuild_swaps(tmp_path):
-    with Store(tmp_path / "kb.sqlite3") as store:
+    with open_store(tmp_path / "kb.sqlite3") as store:
         for n in range(30):
             store.save_article(Article(url=f"https://c.example/{n}", title=f"Hives {n}", text=f"Urticaria note {n}."))
         root = tmp_path / "ix"
@@ -315,7 +318,7 @@ def test_concurrent_readers_keep_answering_while_rebuild_swaps(tmp_path):
 
 
 def test_docset_algebra_matches_python_sets():
-    from kb.search import DocSet
+    from kb.search.postings import DocSet
 
     a, b = {1, 5, 64, 999}, {5, 7, 999, 1000}
     da, db = DocSet.from_ids(a, 1001), DocSet.from_ids(b)
@@ -341,7 +344,7 @@ def test_facet_counts_equal_counting_every_hit(searcher):
 
 
 def test_searcher_pool_is_bounded_under_many_threads(built):
-    from kb import search as search_mod
+    from kb.search import state as search_state
 
     s = Searcher(built[0] / "ix")
     seen: list[int] = []
@@ -362,7 +365,7 @@ def test_searcher_pool_is_bounded_under_many_threads(built):
         t.join()
     try:
         assert errors == [] and len(seen) == 120
-        assert max(seen) <= search_mod.POOL_SIZE
+        assert max(seen) <= search_state.POOL_SIZE
     finally:
         s.close()
 
@@ -397,7 +400,7 @@ def fast_built(tmp_path_factory):
     mp.setattr(index, "SEGMENT_TEXT_MB", 0.02)
     mp.setattr(index, "MERGE_SMALL_COUNT", 10**6)  # keep the segments through the update
     try:
-        with Store(root / "kb.sqlite3") as store:
+        with open_store(root / "kb.sqlite3") as store:
             ids = [store.save_article(a)[0] for a in _random_articles(900)]
             index.rebuild(store, root / "ix")
             for article_id in ids[5:60:3]:
@@ -420,20 +423,21 @@ SCOPES = [("public",), ("public", "staff")]
 
 @pytest.mark.parametrize("audiences", SCOPES, ids="+".join)
 def test_block_reads_equal_whoosh_postings(fast_built, audiences):
-    from kb import search as sm
+    from kb.search import postings
 
     def check(ctx):
         reader = ctx.reader
         assert len(reader.leaf_readers()) > 2 and reader.has_deletions()
-        staff = sm.DocSet(ctx.term_docs("audience", "staff").mask)
+        staff = postings.DocSet(ctx.term_docs("audience", "staff").mask)
         assert bool(staff) == ("staff" in audiences)  # the staff scope really reads the staff sub-index
         live = ctx.state.live_mask(reader)
         checked = 0
         for fieldname in ("body", "title", "headings", "tagtext", "audience", "spell"):
             for raw in reader.lexicon(fieldname):
                 text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-                fast = sm._docset_of_term(reader, fieldname, text, ctx.state.size).mask & live
-                assert fast == sm.DocSet.from_postings(reader, fieldname, text, ctx.state.size).mask, (fieldname, text)
+                fast = postings._docset_of_term(reader, fieldname, text, ctx.state.size).mask & live
+                portable = postings.DocSet.from_postings(reader, fieldname, text, ctx.state.size).mask
+                assert fast == portable, (fieldname, text)
                 checked += 1
         assert checked > 50
         assert max(reader.doc_frequency("body", w) for w in _WORDS) > 300  # several 128-posting blocks
@@ -445,16 +449,17 @@ def test_block_reads_equal_whoosh_postings(fast_built, audiences):
 @pytest.mark.parametrize("query", ["laser", "skin acne", "pulsed dye laser", "red face cream", '"dye laser"',
                                    "rosacea -laser", "skin OR nail", "What are the symptoms of rosacea?"])
 def test_own_bm25f_scores_equal_whoosh(fast_built, query, audiences):
-    from kb import search as sm
+    from kb.search import rank
+    from kb.search.compile import compile_query
 
     def check(ctx):
-        compiled = sm.compile_query(ctx, querylang.parse(query), query)
-        pruned = sm._prune(compiled.score, ctx, 10**9, [], 1.0)  # what _rank scores (phrases as And)
-        ours = sm._score(ctx, pruned)
+        compiled = compile_query(ctx, querylang.parse(query), query)
+        pruned = rank._prune(compiled.score, ctx, 10**9, [], 1.0)  # what rank() scores (phrases as And)
+        ours = rank._score(ctx, pruned)
         theirs = {hit.docnum: hit.score for hit in ctx.searcher.search(pruned, limit=None)}
-        # _rank scores the documents of the match set only (Whoosh's own AndNot matcher lets a few
+        # rank() scores the documents of the match set only (Whoosh's own AndNot matcher lets a few
         # excluded documents through; the bit algebra of _docs does not).
-        docs = sm._docs(ctx, compiled.match)
+        docs = rank._docs(ctx, compiled.match)
         ours = {d: x for d, x in ours.items() if d in docs}
         theirs = {d: x for d, x in theirs.items() if d in docs}
         assert ours.keys() == theirs.keys() and ours
@@ -468,16 +473,17 @@ def test_own_bm25f_scores_equal_whoosh(fast_built, query, audiences):
 def test_phrase_matches_equal_whoosh_phrase(fast_built, audiences):
     from whoosh import query as wq
 
-    from kb import search as sm
+    from kb.search import rank
+    from kb.search.postings import DocSet
 
     def check(ctx):
         for words in (["puls", "dye", "laser"], ["dye", "laser"], ["laser", "dye"], ["skin", "skin"]):
             words = [ctx.analyze("body", w)[0] if ctx.analyze("body", w) else w for w in words]
             expected = {d for d in wq.Phrase("body", words).docs(ctx.searcher)}
-            everything = sm.DocSet(ctx.state.live_mask(ctx.reader)).ids()  # callers pass live documents
-            assert set(sm._phrase_matches(ctx, "body", words, everything)) == expected
+            everything = DocSet(ctx.state.live_mask(ctx.reader)).ids()  # callers pass live documents
+            assert set(rank._phrase_matches(ctx, "body", words, everything)) == expected
             some = sorted(expected)[::2] + [d for d in everything if d not in expected][:30]
-            assert set(sm._phrase_matches(ctx, "body", words, some)) == set(sorted(expected)[::2])
+            assert set(rank._phrase_matches(ctx, "body", words, some)) == set(sorted(expected)[::2])
         assert wq.Phrase("body", [ctx.analyze("body", w)[0] for w in ("dye", "laser")]).docs(ctx.searcher)
 
     _with_ctx(fast_built, check, audiences)
@@ -498,12 +504,12 @@ def test_corrections_cache_is_per_audience(fast_built, built):
 
 def test_portable_path_answers_like_the_block_reader(fast_built, tmp_path, monkeypatch):
     """A Whoosh build whose codec internals differ must still search correctly (only slower)."""
-    from kb import search as sm
+    from kb.search import postings
 
     queries = ["laser", "skin acne", "pulsed dye laser", '"dye laser"', "rosacea -laser",
                "What are the symptoms of rosacea?"]
     fast = [[(h.id, round(h.score, 6)) for h in fast_built.search(q, per_page=20).hits] for q in queries]
-    monkeypatch.setattr(sm, "_leaf_matcher", lambda matcher: None)
+    monkeypatch.setattr(postings, "_leaf_matcher", lambda matcher: None)
     portable_searcher = Searcher(fast_built.index_root)
     try:
         portable = [[(h.id, round(h.score, 6)) for h in portable_searcher.search(q, per_page=20).hits]
@@ -521,32 +527,32 @@ UNKNOWN = [f"qx{chr(97 + i % 26)}{chr(97 + i // 26)}vormp" for i in range(30)]  
 @pytest.fixture
 def lookups(monkeypatch) -> list[str]:
     """The words each spelling look-up (a walk of the word list) was made for, counted on the real path."""
-    from kb import search as sm
+    from kb.search import suggest
 
     seen: list[str] = []
-    real = sm.Searcher._corrections
+    real = suggest._corrections
 
-    def counting(self, ctx, word, audience_docs):
+    def counting(ctx, word, audience_docs):
         seen.append(word)
-        return real(self, ctx, word, audience_docs)
+        return real(ctx, word, audience_docs)
 
-    monkeypatch.setattr(sm.Searcher, "_corrections", counting)
+    monkeypatch.setattr(suggest, "_corrections", counting)
     return seen
 
 
 def test_spelling_lookups_per_query_are_bounded_and_cached(built, lookups):
-    from kb import search as sm
+    from kb.search import suggest
 
     s = Searcher(built[0] / "ix")
     try:
         assert s.search(" ".join(UNKNOWN)).total == 0
-        assert lookups == UNKNOWN[:sm.MAX_CORRECTED_WORDS]  # the first N unknown words, in query order
+        assert lookups == UNKNOWN[:suggest.MAX_CORRECTED_WORDS]  # the first N unknown words, in query order
         lookups.clear()
         assert s.search(" ".join(UNKNOWN[:2])).total == 0
         assert lookups == []  # both were looked up before: cached per index state
         typo = s.search("rosacia " + " ".join(UNKNOWN[10:]))  # a normal typo still gets its "Did you mean"
         assert typo.suggestions and typo.suggestions[0].startswith("rosacea ")
-        assert len(lookups) == sm.MAX_CORRECTED_WORDS
+        assert len(lookups) == suggest.MAX_CORRECTED_WORDS
         lookups.clear()
         known = s.search("melasma melanoma redness eczama")  # known words take no look-up, nor are they fixed
         assert known.suggestions == ["melasma melanoma redness eczema"] and lookups == ["eczama"]
@@ -555,25 +561,57 @@ def test_spelling_lookups_per_query_are_bounded_and_cached(built, lookups):
 
 
 def test_candidates_per_lookup_are_bounded(tmp_path, lookups, monkeypatch):
-    from kb import search as sm
+    from kb.search import suggest
 
     # 60 indexed words within two edits of "plombq", all sharing its first two letters
     words = [f"plomb{c}" for c in "abcdefghijklmnoprstuvwxyz"] + [f"plom{c}{d}" for c in "acdeg" for d in "abcdefg"]
-    with Store(tmp_path / "kb.sqlite3") as store:
+    with open_store(tmp_path / "kb.sqlite3") as store:
         store.save_article(Article(url="https://w.example/1", title="Word list", text=" ".join(words)))
         index.rebuild(store, tmp_path / "ix")
     visible: list[str] = []
-    real = sm.Searcher._visible_df
+    real = suggest._visible_df
 
-    def counting(self, ctx, word, audience_docs, cap=50):
+    def counting(ctx, word, audience_docs, cap=50):
         visible.append(word)
-        return real(self, ctx, word, audience_docs, cap)
+        return real(ctx, word, audience_docs, cap)
 
-    monkeypatch.setattr(sm.Searcher, "_visible_df", counting)
+    monkeypatch.setattr(suggest, "_visible_df", counting)
     s = Searcher(tmp_path / "ix")
     try:
         results = s.search("plombq")
         assert lookups == ["plombq"] and results.suggestions  # still offers the nearest it examined
-        assert len(visible) <= 2 * sm.MAX_CORRECTION_CANDIDATES + 3  # not one check per look-alike (60+)
+        assert len(visible) <= 2 * suggest.MAX_CORRECTION_CANDIDATES + 3  # not one check per look-alike (60+)
     finally:
         s.close()
+
+
+
+# -- the search interface (what kb.web and kb.cli call) -----------------------------------------------
+
+@pytest.mark.parametrize("implementation", [Searcher, FakeSearcher], ids=lambda cls: cls.__name__)
+def test_implementations_take_exactly_the_interface_arguments(implementation):
+    """The Whoosh Searcher and the tests' fake have the interface's names, kinds, defaults and types."""
+    methods = [name for name, value in vars(SearchService).items() if callable(value) and not name.startswith("_")]
+    assert sorted(methods) == ["close", "search", "suggest"]
+    for name in methods:
+        expected = inspect.signature(getattr(SearchService, name), eval_str=True)
+        assert inspect.signature(getattr(implementation, name), eval_str=True) == expected, name
+    assert isinstance(implementation.__new__(implementation), SearchService)
+
+
+def test_the_fake_refuses_what_the_real_searcher_refuses(built):
+    """A call the fake accepts, the real searcher accepts too, and what the fake records is what was asked."""
+    fake, real = FakeSearcher(), Searcher(built[0] / "ix")
+    try:
+        for call in ({}, {"page": 2, "per_page": 5, "filters": {"tag": ["Laser"]}, "sort": "date",
+                          "audiences": ("public", "staff")}):
+            assert real.search("laser", **call).total and not fake.search("laser", **call).total
+        assert fake.calls[0] == ("laser", {"page": 1, "per_page": 10, "filters": None, "sort": "relevance",
+                                           "audiences": ("public",)})
+        for implementation in (fake, real):
+            with pytest.raises(TypeError):
+                implementation.search("laser", limit=3)  # not an argument of search()
+            with pytest.raises(TypeError):
+                implementation.suggest("las", 3)  # keyword-only
+    finally:
+        real.close()

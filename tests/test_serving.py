@@ -15,7 +15,6 @@ import logging
 import os
 import random
 import re
-import secrets
 import signal
 import socket
 import subprocess
@@ -33,7 +32,7 @@ from kb.cli import cli
 from kb.config import data_paths
 from kb.errors import ConfigError
 from kb.models import Article, Section
-from kb.store import Store
+from kb.store import open_store
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="pre-fork workers and /proc: Linux only")
 
@@ -51,7 +50,7 @@ def built_data_dir(root: Path, count: int = 60) -> Path:
     data_dir = root / "data"
     data_dir.mkdir()
     rng = random.Random(3)
-    with Store(data_paths(data_dir)["store"]) as store:
+    with open_store(data_paths(data_dir)["store"]) as store:
         with store.transaction():
             for n in range(count):
                 topic = TOPICS[n % len(TOPICS)]
@@ -237,7 +236,7 @@ def test_sighup_replaces_every_worker_without_a_failed_request(server: Serve) ->
 
 @pytest.mark.slow
 def test_searches_from_every_worker_reach_the_query_log(server: Serve, served_dir: Path) -> None:
-    with Store(data_paths(served_dir)["store"]) as store:
+    with open_store(data_paths(served_dir)["store"]) as store:
         try:
             before = store.db.execute("SELECT count(*) FROM query_log").fetchone()[0]
         except Exception:  # noqa: BLE001 - no search logged yet: the table does not exist
@@ -246,7 +245,7 @@ def test_searches_from_every_worker_reach_the_query_log(server: Serve, served_di
     answers = spread(server.port, queries)
     assert {status for status, _, _ in answers} == {200}
     assert len({h["x-kb-worker"] for _, h, _ in answers}) >= 1
-    with Store(data_paths(served_dir)["store"]) as store:
+    with open_store(data_paths(served_dir)["store"]) as store:
         rows = store.db.execute("SELECT query FROM query_log").fetchall()
     assert len(rows) - before == len(queries)
     assert {f"vitiligo {n}" for n in range(40)} <= {r["query"] for r in rows}
@@ -278,11 +277,10 @@ def test_the_sign_in_limit_holds_across_workers_and_their_restart(tmp_path: Path
     from kb import users
 
     data_dir = built_data_dir(tmp_path, count=6)
-    with Store(data_paths(data_dir)["store"]) as store:
+    with open_store(data_paths(data_dir)["store"]) as store:
         users.add_user(store, "alice", "correct horse battery")
-    # Made before the workers start: two workers creating it at the same moment can end up with different keys
-    # (kb.web._secret_key), and a form from one would then fail its CSRF check on the other.
-    (data_dir / "secret_key").write_text(secrets.token_hex(32) + "\n", encoding="ascii")
+    # No secret_key file yet: both workers create it at the same moment and must end with the same key
+    # (kb.web.app._secret_key), or a form from one would fail its CSRF check on the other.
     server = Serve(data_dir, tmp_path / "serve.log", "--workers", "2", "--threads", "2", workers=2)
     try:
         cookie, token = sign_in_form(server.port)
@@ -433,7 +431,7 @@ def test_waitress_is_quiet_about_the_workers_default(monkeypatch, tmp_path: Path
 
 
 def test_query_log_writer_closes_its_connection_and_waits_boundedly(tmp_path: Path) -> None:
-    from kb.web import QueryLogWriter
+    from kb.querylog import QueryLogWriter
 
     store_path = data_paths(tmp_path)["store"]
     writer = QueryLogWriter(store_path, config.load({"DATA_DIR": str(tmp_path)}, environ={}))
@@ -442,7 +440,7 @@ def test_query_log_writer_closes_its_connection_and_waits_boundedly(tmp_path: Pa
     thread = writer._thread
     writer.close()
     assert thread is not None and not thread.is_alive()
-    with Store(store_path) as store:
+    with open_store(store_path) as store:
         assert [r["results"] for r in store.db.execute("SELECT results FROM query_log ORDER BY id")] == list(range(5))
         # A writer holding the lock (a crawl) delays the row, never the search beyond `wait`.
         writer = QueryLogWriter(store_path, config.load({"DATA_DIR": str(tmp_path)}, environ={}), wait=0.2)

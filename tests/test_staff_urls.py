@@ -22,7 +22,7 @@ from kb.config import data_paths
 from kb.models import Article
 from kb.pipeline import crawl_source, explain
 from kb.sources import Source
-from kb.store import Store
+from kb.store import Store, open_store
 from tests.fixture_site import HTML, FixtureSite
 
 VOCABULARY = ("skin dermis epidermis collagen elastin sebum pore follicle keratin melanin pigment redness "
@@ -187,7 +187,7 @@ def test_no_spelling_canonical_or_redirect_makes_staff_text_public(hostile: Host
     reached = {p: w for p, w in hostile.staff_words.items() if not p.startswith(FORBIDDEN_PREFIXES)}
     assert len(reached) == len(STAFF_LINKS) + 5
 
-    with Store(data_paths(data_dir)["store"]) as store:
+    with open_store(data_paths(data_dir)["store"]) as store:
         articles = list(store.iter_articles())
     for path, word in reached.items():  # each staff text was stored, and only in staff records
         holders = [a for a in articles if word in a.text]

@@ -1,9 +1,15 @@
-"""The store: idempotent saves, change log for incremental indexing, transactions that roll back."""
+"""The store: idempotent saves, change log for incremental indexing, transactions that roll back; the interface
+the SQLite store implements, and the audience filter every reader's query goes through."""
+
+import ast
+import inspect
+from pathlib import Path
 
 import pytest
 
+from kb.errors import KBError
 from kb.models import Article, Section
-from kb.store import SCHEMA_VERSION, Store
+from kb.store import SCHEMA_VERSION, SQLiteStore, Store, audience_sql, open_store
 
 
 def _article(url: str = "https://clinic.example/a/", text: str = "Sebaceous glands make sebum.") -> Article:
@@ -60,9 +66,9 @@ def test_crawl_log(store: Store) -> None:
 
 
 def test_reopen_keeps_data(tmp_path) -> None:
-    with Store(tmp_path / "kb.sqlite3") as s:
+    with open_store(tmp_path / "kb.sqlite3") as s:
         s.save_article(_article())
-    with Store(tmp_path / "kb.sqlite3") as s:
+    with open_store(tmp_path / "kb.sqlite3") as s:
         assert s.count_articles() == 1
         assert s.get_meta("schema_version") == str(SCHEMA_VERSION)
 
@@ -79,8 +85,9 @@ def test_version_1_store_is_migrated_in_place(tmp_path):
     import sqlite3
 
     path = tmp_path / "old.sqlite3"
-    with Store(path) as s:
+    with open_store(path) as s:
         s.save_article(_article())
+        s.save_article(_article("https://clinic.example/b/", "For information only; not medical advice."))
     db = sqlite3.connect(path)
     db.execute("DROP INDEX articles_dup_of")
     db.execute("DROP INDEX articles_site")
@@ -90,12 +97,13 @@ def test_version_1_store_is_migrated_in_place(tmp_path):
     db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     db.commit()
     db.close()
-    with Store(path) as s:
+    with open_store(path) as s:
         assert s.get_meta("schema_version") == str(SCHEMA_VERSION)
-        assert s.count_articles() == 1
+        assert s.count_articles() == 2
         row = s.db.execute("SELECT fingerprints, disclaimer FROM articles").fetchone()
         assert row["fingerprints"]  # backfilled from the stored text
         assert s.get_article_by_url(_article().url).text == _article().text
+        assert [a.disclaimer for a in s.iter_articles()] == [False, True]  # derived from the text (kb.disclaimer)
 
 
 # -- site boilerplate: learned per site, stripped on read, change log for exactly the affected articles ---------
@@ -188,7 +196,7 @@ def test_page_made_only_of_boilerplate_keeps_its_text(store: Store) -> None:
 def test_boilerplate_cache_sees_other_connections(store: Store) -> None:
     ids = _fill(store, 4)
     assert CTA in store.get_article(ids[0]).text  # caches the (empty) set for the site
-    with Store(store.path) as writer:
+    with open_store(store.path) as writer:
         writer.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3)
     assert CTA not in store.get_article(ids[0]).text
 
@@ -348,7 +356,7 @@ def test_schema_2_store_is_grouped_on_upgrade(tmp_path) -> None:
     import sqlite3
 
     path = tmp_path / "v2.sqlite3"
-    with Store(path) as s:
+    with open_store(path) as s:
         ids = [s.save_article(_copy(h))[0] for h in ("a.example", "b.example", "c.example")]
     db = sqlite3.connect(path)
     db.execute("UPDATE articles SET simhash = NULL, dup_of = NULL")
@@ -356,16 +364,16 @@ def test_schema_2_store_is_grouped_on_upgrade(tmp_path) -> None:
     db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     db.commit()
     db.close()
-    with Store(path) as s:
+    with open_store(path) as s:
         assert _groups(s) == {ids[0]: None, ids[1]: ids[0], ids[2]: ids[0]}
         assert s.count_primaries() == 1
 
 
 def test_a_close_fingerprint_alone_does_not_merge_different_texts(store: Store, monkeypatch) -> None:
     """Same title, fingerprints equal (forced here), texts mostly different: two articles, not one."""
-    import kb.store as store_module
+    import kb.store.base as store_base
 
-    monkeypatch.setattr(store_module, "fingerprint", lambda text: 0x0123456789ABCDEF)
+    monkeypatch.setattr(store_base, "fingerprint", lambda text: 0x0123456789ABCDEF)
     first = store.save_article(_copy("a.example", ARTICLE))[0]
     reordered = " ".join(reversed(ARTICLE.split()))  # the same words, hardly a shingle in common
     other = store.save_article(_copy("b.example", reordered))[0]
@@ -407,7 +415,7 @@ def test_version_3_store_gains_the_markup_column_and_keeps_its_rows(tmp_path) ->
     import sqlite3
 
     path = tmp_path / "v3.sqlite3"
-    with Store(path) as s:
+    with open_store(path) as s:
         old_id, _ = s.save_article(_article())
         hashes = s.read_hashes()
     db = sqlite3.connect(path)
@@ -416,8 +424,8 @@ def test_version_3_store_gains_the_markup_column_and_keeps_its_rows(tmp_path) ->
     db.commit()
     assert "html" not in {r[1] for r in db.execute("PRAGMA table_info(sections)")}
     db.close()
-    with Store(path) as s:
-        assert s.get_meta("schema_version") == str(SCHEMA_VERSION) == "4"
+    with open_store(path) as s:
+        assert s.get_meta("schema_version") == str(SCHEMA_VERSION) == "5"
         old = s.get_article(old_id)
         assert (old.text, old.sections[0].text, old.sections[0].html) == (_article().text, "Pore size is mostly "
                                                                          "genetic.", "")
@@ -442,3 +450,110 @@ def test_a_section_that_loses_boilerplate_is_read_without_its_markup(store: Stor
     assert CTA in raw.text and CTA not in read.text
     assert [s.html for s in read.sections] == [""] and CTA not in read.sections[0].text
     assert CTA in raw.sections[0].html
+
+
+# -- the interface: what web, CLI and pipeline may call, and what a second implementation must provide ------------
+
+def test_sqlite_store_offers_exactly_the_interface() -> None:
+    """Code typed against Store can call every public method of SQLiteStore, with the same parameters."""
+    assert not SQLiteStore.__abstractmethods__
+    interface = {n for n, v in vars(Store).items() if not n.startswith("_") and callable(v)}
+    offered = {n for n in dir(SQLiteStore) if not n.startswith("_") and callable(getattr(SQLiteStore, n))}
+    assert offered == interface, "a public method outside the interface, or one missing"
+    for name in sorted(interface):
+        want = [(p.name, p.kind, p.default) for p in inspect.signature(getattr(Store, name)).parameters.values()]
+        got = [(p.name, p.kind, p.default) for p in inspect.signature(getattr(SQLiteStore, name)).parameters.values()]
+        assert got == want, name
+
+
+def test_every_interface_method_is_documented_and_driver_free() -> None:
+    for name, member in vars(Store).items():
+        if name.startswith("_") or not callable(member):
+            continue
+        doc = inspect.getdoc(member) or ""
+        assert len(doc) > 20, f"Store.{name} says what it does"
+        if "audiences" in inspect.signature(member).parameters:
+            assert "audiences" in doc, f"Store.{name} says what it guarantees about audiences"
+        assert "sqlite" not in str(inspect.get_annotations(member)).lower(), name
+
+
+def test_transaction_yields_nothing_and_open_store_picks_sqlite_for_a_path(tmp_path) -> None:
+    with open_store(tmp_path / "new" / "kb.sqlite3") as store:
+        assert isinstance(store, SQLiteStore) and isinstance(store, Store)
+        with store.transaction() as inside:
+            assert inside is None  # no connection crosses the interface
+    with pytest.raises(KBError) as refused:
+        open_store("postgresql://db.example/kb")
+    assert "only SQLite" in refused.value.message and refused.value.remedy
+
+
+def test_the_store_does_not_import_the_extractor() -> None:
+    found = set()
+    for path in (Path(__file__).parents[1] / "kb" / "store").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+    assert "kb.models" in found and not {m for m in found if m == "kb.extract" or m.startswith("kb.extract.")}
+
+
+# -- the audience filter, written once (kb.store.audience) -----------------------------------------------------------
+
+PUBLIC, STAFF = ("public",), ("public", "staff")
+
+
+def test_audience_sql_is_one_fragment_for_every_reader() -> None:
+    assert audience_sql(PUBLIC) == ("audience IN (?)", ("public",))
+    assert audience_sql(STAFF, "a.audience", "%s") == ("a.audience IN (%s, %s)", ("public", "staff"))
+    assert audience_sql(()) == ("audience IN (NULL)", ())  # nobody: nothing matches
+    assert audience_sql(None) == ("1 = 1", ())  # every audience: pipeline, indexer, CLI
+    with pytest.raises(TypeError):
+        audience_sql("public")  # would read as ("p", "u", "b", ...)
+
+
+def _audience_world(store: Store) -> dict[str, int]:
+    def save(url: str, audience: str, kind: str = "article", **kw) -> int:
+        return store.save_article(Article(url=url, title=f"{audience} {kind} {url[-3:]}", text=f"About {url}.",
+                                          site="clinic.example", audience=audience, kind=kind, **kw))[0]
+
+    ids = {
+        "public": save("https://clinic.example/acne/", "public", categories=["Acne"], tags=["retinoids"]),
+        "staff": save("https://clinic.example/staff/protocol/", "staff", categories=["Protocols"], tags=["internal"]),
+        "public_faq": save("https://clinic.example/faq/#a", "public", "faq", categories=["Visits"]),
+        "staff_faq": save("https://clinic.example/staff/faq/#b", "staff", "faq", categories=["Escalation"]),
+    }
+    ids["staff_group"] = store.save_article(_copy("clinic.example", path="/staff/rosacea/", audience="staff"))[0]
+    ids["staff_copy"] = store.save_article(_copy("partner.example", path="/staff/rosacea/", audience="staff"))[0]
+    return ids
+
+
+def test_every_read_for_a_reader_keeps_to_their_audiences(store: Store) -> None:
+    ids = _audience_world(store)
+    staff_only = {ids["staff"], ids["staff_faq"], ids["staff_group"], ids["staff_copy"]}
+    # public readers: staff records are never returned, counted or listed
+    assert store.get_article(ids["staff"], audiences=PUBLIC) is None
+    assert store.get_visible_article(ids["staff"]) is None and store.get_visible_article(ids["public"])
+    assert store.get_article_by_url("https://clinic.example/staff/protocol/", audiences=PUBLIC) is None
+    assert store.get_raw_article(ids["staff"], audiences=PUBLIC) is None
+    assert store.get_raw_article(url="https://clinic.example/staff/protocol/", audiences=PUBLIC) is None
+    assert [a.id for a in store.iter_articles(audiences=PUBLIC)] == [ids["public"], ids["public_faq"]]
+    assert [a.id for a in store.iter_articles(sorted(ids.values()), batch=2, audiences=PUBLIC)] == [
+        ids["public"], ids["public_faq"]]
+    assert store.count_articles(audiences=PUBLIC) == 2 and store.count_articles(audiences=PUBLIC, kind="faq") == 1
+    assert store.counts_by("site", "audience", audiences=PUBLIC) == [
+        {"site": "clinic.example", "audience": "public", "articles": 2}]
+    assert {name for name, _ in store.topic_counts("categories", PUBLIC)} == {"Acne", "Visits"}
+    assert {name for name, _ in store.topic_counts("tags", PUBLIC)} == {"retinoids"}
+    assert [e["id"] for e in store.faq_entries(PUBLIC, limit=10)] == [ids["public_faq"]]
+    assert store.faq_count(PUBLIC) == 1
+    assert store.copies(ids["staff_copy"], PUBLIC) == []
+    assert store.group_sources([ids["staff_group"]], audiences=PUBLIC) == {}
+    # staff readers see both; nobody sees nothing
+    assert {a.id for a in store.iter_articles(audiences=STAFF)} == set(ids.values())
+    assert store.faq_count(STAFF) == 2 and store.count_articles(audiences=STAFF) == len(ids)
+    assert [len(g) for g in store.group_sources([ids["staff_group"]], audiences=STAFF).values()] == [2]
+    assert store.get_article(ids["public"], audiences=()) is None and store.count_articles(audiences=()) == 0
+    # None: the pipeline's and indexer's view, every record
+    assert {a.id for a in store.iter_articles()} == set(ids.values()) >= staff_only
+    assert store.faq_entries(STAFF, limit=10)[1]["categories"] == ["Escalation"]

@@ -17,8 +17,9 @@ from bs4 import BeautifulSoup
 from kb import users
 from kb.config import data_paths
 from kb.models import Article, Section
-from kb.store import Store
-from kb.web import HOME_TAGS, HOME_TOPICS, create_app
+from kb.store import open_store
+from kb.web import create_app
+from kb.web.pages import HOME_TAGS, HOME_TOPICS
 
 PASSWORD = "correct horse battery"
 SITE = "derm-original.test"  # the stored site differs from the URL's host, as with a CDN or a moved site
@@ -53,7 +54,7 @@ def ui_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     data_dir = tmp_path_factory.mktemp("ui-data")
     paths = data_paths(data_dir)
-    with Store(paths["store"]) as store:
+    with open_store(paths["store"]) as store:
         for article in _articles():
             store.save_article(article, source="test")
         assert rebuild(store, paths["index"]) == len(_articles())
@@ -190,7 +191,7 @@ def test_no_results_page_offers_only_what_exists(app, tmp_path):
     from kb.index import rebuild
 
     empty = tmp_path / "empty"
-    with Store(data_paths(empty)["store"]) as store:
+    with open_store(data_paths(empty)["store"]) as store:
         rebuild(store, data_paths(empty)["index"])
     bare = create_app({"DATA_DIR": str(empty), "TESTING": True, "QUERY_LOG": False})
     try:
@@ -257,7 +258,7 @@ def test_home_counts_are_recounted_after_the_store_changes(tmp_path):
     paths = data_paths(tmp_path / "data")
     app = create_app({"DATA_DIR": str(tmp_path / "data"), "TESTING": True, "QUERY_LOG": False})
     try:
-        with Store(paths["store"]) as store, app.test_client() as client:
+        with open_store(paths["store"]) as store, app.test_client() as client:
             store.save_article(_article(1, "Acne basics", "Acne", ["retinoids"]))
             rebuild(store, paths["index"])
             assert _topic_rows(page(client, "/"), "ul.topic-rows > li") == [

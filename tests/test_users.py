@@ -16,7 +16,7 @@ from werkzeug.security import generate_password_hash
 from kb import users
 from kb.cli import cli
 from kb.config import data_paths
-from kb.store import Store
+from kb.store import Store, open_store
 from kb.users import UserError
 
 PASSWORD = "correct horse battery"
@@ -33,8 +33,8 @@ def all_text(db: sqlite3.Connection) -> str:
 
 def test_passwords_are_stored_only_as_scrypt_hashes(store: Store, data_dir: Path) -> None:
     users.add_user(store, "alice", PASSWORD)
-    row = store.db.execute("SELECT password_hash FROM users WHERE name = 'alice'").fetchone()
-    assert row["password_hash"].startswith("scrypt:") and PASSWORD not in row["password_hash"]
+    stored = store.get_user("alice")["password_hash"]
+    assert stored.startswith("scrypt:") and PASSWORD not in stored
     assert PASSWORD not in all_text(store.db)
     store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     raw = b"".join(p.read_bytes() for p in data_dir.glob("kb.sqlite3*"))
@@ -67,21 +67,21 @@ def test_unknown_names_cost_one_hash_check_like_known_ones(store: Store, monkeyp
 
 
 def test_old_hash_format_is_upgraded_on_sign_in(store: Store) -> None:
-    users.add_user(store, "alice", PASSWORD)
+    alice = users.add_user(store, "alice", PASSWORD)
     old = generate_password_hash(PASSWORD, method="pbkdf2:sha256:1000")
-    store.db.execute("UPDATE users SET password_hash = ? WHERE name = 'alice'", (old,))
+    store.replace_password_hash(alice.id, old)
     assert users.authenticate(store, "alice", "wrong password") is None
-    assert store.db.execute("SELECT password_hash FROM users").fetchone()[0] == old  # no upgrade on failure
+    assert store.get_user("alice")["password_hash"] == old  # no upgrade on failure
     assert users.authenticate(store, "alice", PASSWORD) is not None
-    new = store.db.execute("SELECT password_hash FROM users").fetchone()[0]
+    new = store.get_user("alice")["password_hash"]
     assert new.startswith(users.PASSWORD_METHOD + "$") and new != old
     assert users.authenticate(store, "alice", PASSWORD) is not None
-    assert store.db.execute("SELECT password_hash FROM users").fetchone()[0] == new  # current: left alone
+    assert store.get_user("alice")["password_hash"] == new  # current: left alone
 
 
 def test_a_damaged_hash_signs_nobody_in(store: Store) -> None:
-    users.add_user(store, "alice", PASSWORD)
-    store.db.execute("UPDATE users SET password_hash = 'nonsense'")
+    alice = users.add_user(store, "alice", PASSWORD)
+    store.replace_password_hash(alice.id, "nonsense")
     assert users.authenticate(store, "alice", PASSWORD) is None
 
 
@@ -180,7 +180,7 @@ LIMIT = {"limit": 10, "window": 60.0}
 
 def test_sign_in_attempts_are_counted_per_address_in_the_store(store: Store, data_dir: Path) -> None:
     now = 1_000_000.0
-    with Store(data_paths(data_dir)["store"]) as other_worker:  # another process's connection to the same store
+    with open_store(data_paths(data_dir)["store"]) as other_worker:  # another process's connection to the same store
         for n in range(10):
             assert users.begin_login_attempt((store, other_worker)[n % 2], "203.0.113.7", now=now + n, **LIMIT)
         assert users.begin_login_attempt(store, "203.0.113.7", now=now + 10, **LIMIT) is None
@@ -202,12 +202,12 @@ def test_a_successful_attempt_is_given_back(store: Store) -> None:
 
 def test_concurrent_attempts_never_exceed_the_limit(data_dir: Path) -> None:
     path = data_paths(data_dir)["store"]
-    Store(path).close()
+    open_store(path).close()
     start = threading.Barrier(8)
 
     def guess() -> int:
         granted = 0
-        with Store(path) as own:  # one connection per thread, as each worker thread has
+        with open_store(path) as own:  # one connection per thread, as each worker thread has
             start.wait()
             for _ in range(5):
                 granted += users.begin_login_attempt(own, "192.0.2.50", **LIMIT) is not None
@@ -230,8 +230,10 @@ def test_ipv6_clients_are_counted_per_64_block(store: Store) -> None:
 def test_a_store_from_before_the_limit_gets_its_table(store: Store) -> None:
     users.add_user(store, "alice", PASSWORD)
     store.db.execute("DROP TABLE login_attempts")  # what a store made by the previous release lacks
-    assert users.begin_login_attempt(store, "203.0.113.7", **LIMIT)
-    assert users.get_user(store, "alice") is not None
+    store.db.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    with open_store(store.path) as reopened:  # the migration runs when a store opens
+        assert users.begin_login_attempt(reopened, "203.0.113.7", **LIMIT)
+        assert users.get_user(reopened, "alice") is not None
 
 # -- CLI ----------------------------------------------------------------------------------------------------------
 
@@ -243,12 +245,12 @@ def test_cli_user_commands_read_passwords_from_stdin(runner, data_dir: Path) -> 
     result = run_kb(runner, data_dir, "user", "add", "alice", input=PASSWORD + "\n")
     assert result.exit_code == 0, result.output
     assert "alice" in result.output and PASSWORD not in result.output
-    with Store(data_paths(data_dir)["store"]) as store:
+    with open_store(data_paths(data_dir)["store"]) as store:
         assert users.authenticate(store, "alice", PASSWORD) is not None
     listed = run_kb(runner, data_dir, "user", "list", "--json")
     assert [u["name"] for u in json.loads(listed.output)] == ["alice"]
     assert run_kb(runner, data_dir, "user", "passwd", "alice", input="a new long password\n").exit_code == 0
-    with Store(data_paths(data_dir)["store"]) as store:
+    with open_store(data_paths(data_dir)["store"]) as store:
         assert users.authenticate(store, "alice", "a new long password") is not None
     assert "alice" in run_kb(runner, data_dir, "user", "list").output
     audit = run_kb(runner, data_dir, "user", "audit").output
@@ -265,7 +267,7 @@ def test_cli_user_add_prompts_twice_on_a_terminal(runner, data_dir: Path, monkey
     result = run_kb(runner, data_dir, "user", "add", "alice", input=f"{PASSWORD}\n{PASSWORD}\n")
     assert result.exit_code == 0, result.output
     assert "Repeat for confirmation" in result.output and PASSWORD not in result.output
-    with Store(data_paths(data_dir)["store"]) as store:
+    with open_store(data_paths(data_dir)["store"]) as store:
         assert users.authenticate(store, "alice", PASSWORD) is not None
 
 
@@ -290,12 +292,12 @@ def test_cli_token_commands(runner, data_dir: Path) -> None:
     assert created.exit_code == 0, created.output
     secret = created.stdout.strip().splitlines()[0]
     assert secret.startswith("kb_")
-    with Store(data_paths(data_dir)["store"]) as store:
+    with open_store(data_paths(data_dir)["store"]) as store:
         assert users.token_user(store, secret).name == "alice"
     listed = run_kb(runner, data_dir, "token", "list")
     assert "reports" in listed.output and secret not in listed.output and "active" in listed.output
     token_id = json.loads(run_kb(runner, data_dir, "token", "list", "--json").output)[0]["id"]
     assert run_kb(runner, data_dir, "token", "revoke", str(token_id)).exit_code == 0
     assert "revoked" in run_kb(runner, data_dir, "token", "list", "--user", "alice").output
-    with Store(data_paths(data_dir)["store"]) as store:
+    with open_store(data_paths(data_dir)["store"]) as store:
         assert users.token_user(store, secret) is None

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -18,59 +19,18 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from bs4 import BeautifulSoup
 
-import kb.web
+import kb.web.app
 from kb.errors import IndexUnavailable
-from kb.models import Article, Hit, Results, Section
-from kb.web import create_app, http_url, page_window, parse_search_args
+from kb.models import Article, Section
+from kb.web import create_app
+from kb.web.format import http_url, page_window
+from kb.web.params import BadParam, parse_search_args
+from tests.fakes import FakeSearcher, make_hit, make_results
 
 SCRIPT_TITLE = 'Acne <script>alert("t")</script> & rosacea'
 
 
 # -- fixtures shared with tests/test_api.py -------------------------------------------------------------------------
-
-class FakeSearcher:
-    """Stands in for kb.search.Searcher: records calls, returns prepared Results or raises."""
-
-    def __init__(self, results: Results | None = None, suggestions: list[str] | None = None,
-                 error: BaseException | None = None) -> None:
-        self.results = results
-        self.suggestions_list = suggestions or []
-        self.error = error
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.closed = False
-
-    def search(self, query: str, **kwargs: Any) -> Results:
-        self.calls.append((query, kwargs))
-        if self.error is not None:
-            raise self.error
-        if self.results is not None:
-            return self.results
-        return Results(query=query, total=0, page=kwargs.get("page", 1), per_page=kwargs.get("per_page", 10))
-
-    def suggest(self, prefix: str, **kwargs: Any) -> list[str]:
-        self.calls.append((prefix, kwargs))
-        if self.error is not None:
-            raise self.error
-        return self.suggestions_list[: kwargs.get("limit", 8)]
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def make_hit(n: int = 1, **changes: Any) -> Hit:
-    values: dict[str, Any] = dict(
-        id=n, url=f"https://derm.example.org/conditions/acne-{n}", title=f"Acne treatment {n}",
-        snippet_html="Topical <mark>retinoids</mark> help &amp; work", score=3.25, site="derm.example.org",
-        published="2024-03-02T10:00:00+00:00", tags=["retinoids"], categories=["Acne"], anchor="treatment",
-        section="Treatment",
-    )
-    values.update(changes)
-    return Hit(**values)
-
-
-def make_results(query: str = "acne", total: int = 1, hits: list[Hit] | None = None, **changes: Any) -> Results:
-    return Results(query=query, total=total, hits=[make_hit()] if hits is None else hits, **changes)
-
 
 @pytest.fixture
 def make_app(data_dir: Path):
@@ -147,7 +107,7 @@ def test_parse_search_args_normalises_and_validates():
     assert (params.q, params.page, params.sort) == ("acne scars", 3, "date")
     assert params.filters == {"tag": ["a", "b"], "year": ["2024"]}
     for bad in ([("page", "0")], [("page", "x")], [("sort", "random")], [("year", "24")], [("q", "x" * 501)]):
-        with pytest.raises(kb.web.BadParam):
+        with pytest.raises(BadParam):
             parse_search_args(MultiDict(bad))
 
 
@@ -166,7 +126,7 @@ def test_templates_are_found_through_importlib_resources(make_app, monkeypatch, 
         asked.append(package)
         return root
 
-    monkeypatch.setattr(kb.web.importlib.resources, "files", files)
+    monkeypatch.setattr(kb.web.app.importlib.resources, "files", files)
     response = get(make_app(FakeSearcher()), "/")
     assert asked == ["kb.templates"]
     assert response.get_data(as_text=True) == "from resources"
@@ -176,10 +136,10 @@ def test_template_root_falls_back_to_checkout_and_rejects_escapes(monkeypatch):
     def missing(package: str):
         raise ModuleNotFoundError(package)
 
-    monkeypatch.setattr(kb.web.importlib.resources, "files", missing)
-    root = kb.web.template_root()
-    assert Path(str(root)) == Path(kb.web.__file__).resolve().parent.parent / "templates"
-    loader = kb.web.ResourceLoader(root)
+    monkeypatch.setattr(kb.web.app.importlib.resources, "files", missing)
+    root = kb.web.app.template_root()
+    assert Path(str(root)) == Path(kb.web.app.__file__).resolve().parents[2] / "templates"
+    loader = kb.web.app.ResourceLoader(root)
     assert {"base.html", "_macros.html", "index.html", "search.html", "article.html", "error.html",
             "404.html"} <= set(loader.list_templates())
     from jinja2 import Environment, TemplateNotFound
@@ -190,7 +150,7 @@ def test_template_root_falls_back_to_checkout_and_rejects_escapes(monkeypatch):
 
 def test_only_names_ending_in_html_are_marked_safe():
     """Trusted HTML only through `*_html` names, and only in one macro."""
-    root = Path(kb.web.__file__).resolve().parent.parent / "templates"
+    root = Path(kb.web.app.__file__).resolve().parents[2] / "templates"
     uses = []
     for path in root.glob("*.html"):
         for match in re.finditer(r"\{\{\s*([\w.\[\]'\"]+)\s*\|\s*safe\b", path.read_text("utf-8")):
@@ -218,8 +178,39 @@ def test_secret_key_is_generated_once_with_private_mode(make_app, data_dir):
     assert make_app(FakeSearcher(), SECRET_KEY="given").config["SECRET_KEY"] == "given"
 
 
+def test_workers_starting_together_end_with_one_secret_key(tmp_path):
+    """Workers creating the key at the same moment all use the one on disk; else CSRF fails from one to another."""
+    for trial in range(20):
+        data_dir = tmp_path / f"data-{trial}"
+        barrier = threading.Barrier(8)
+        keys: list[str] = []
+
+        def start() -> None:
+            barrier.wait()
+            keys.append(kb.web.app._secret_key(data_dir))
+
+        workers = [threading.Thread(target=start) for _ in range(8)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        path = data_dir / "secret_key"
+        assert len(keys) == 8 and set(keys) == {path.read_text("ascii").strip()}, trial
+        assert [p.name for p in data_dir.iterdir()] == ["secret_key"]  # no temporary file left behind
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_an_empty_secret_key_file_is_replaced(tmp_path):
+    """An empty file (an older kb crashed between creating and writing it) gets a key, still private."""
+    path = tmp_path / "secret_key"
+    path.write_text("\n", "ascii")
+    key = kb.web.app._secret_key(tmp_path)
+    assert len(key) == 64 and path.read_text("ascii") == key + "\n"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and kb.web.app._secret_key(tmp_path) == key
+
+
 def test_store_is_opened_per_request_and_closed(make_app, monkeypatch):
-    from kb.store import Store
+    from kb.store import SQLiteStore as Store
 
     opened, closed = [], []
     original_init, original_close = Store.__init__, Store.close
@@ -499,7 +490,7 @@ def test_broken_template_still_gives_an_error_page(make_app, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("template exploded")
 
-    monkeypatch.setattr(kb.web, "render_template", broken)
+    monkeypatch.setattr(kb.web.app, "render_template", broken)
     response = get(app, "/nothing-here")
     assert response.status_code == 404 and "Not Found" in response.get_data(as_text=True)
 

@@ -127,7 +127,9 @@ KB_TAGS = frozenset({
     "html", "head", "meta", "title", "link", "script", "body", "a", "span", "header", "div", "form", "label",
     "input", "ul", "ol", "li", "button", "p", "main", "footer", "nav", "h1", "h2", "h3", "h4", "h5", "h6",
     "section", "article", "aside", "dl", "dt", "dd", "time", "mark", "br", "strong", "em", "code", "small",
-    "abbr", "hr", "fieldset", "legend", "summary",
+    "abbr", "hr", "fieldset", "legend", "summary", "details",
+    # article bodies keep the source's safe markup (kb.markup's allow-list)
+    "b", "i", "blockquote", "table", "thead", "tbody", "tr", "th", "td",
 })
 URL_ATTRIBUTES = ("href", "src", "action", "formaction", "data", "xlink:href", "poster", "background", "srcset")
 SPECIAL = set("<>\"'")  # raw in HTML only as markup; a raw & may be part of another escaped payload

@@ -16,17 +16,17 @@ import json
 import logging
 import math
 import random
-import re
-import sqlite3
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 import click
 
+from kb.bench import baselines
 from kb.errors import KBError
 
 log = logging.getLogger(__name__)
@@ -173,12 +173,12 @@ def run_kb(collection: Collection, queries: list[dict[str, str]], workdir: Path)
     from kb import index as kb_index
     from kb.models import Article
     from kb.search import Searcher
-    from kb.store import Store
+    from kb.store import open_store
 
     run = SystemRun("kb")
     start = time.perf_counter()
     ids: dict[int, str] = {}
-    with Store(workdir / "kb.sqlite3") as store:
+    with open_store(workdir / "kb.sqlite3") as store:
         with store.transaction():
             for doc, url in zip(collection.docs, _unique_urls(collection.docs)):
                 article = Article(url=url, title=str(doc.get("title") or ""), text=str(doc.get("body") or ""),
@@ -196,78 +196,32 @@ def run_kb(collection: Collection, queries: list[dict[str, str]], workdir: Path)
     return run
 
 
-def run_whoosh(collection: Collection, queries: list[dict[str, str]], workdir: Path) -> SystemRun:
-    """Plain Whoosh: StemmingAnalyzer over title and body, BM25F defaults, OR of the query's terms."""
-    from whoosh import index as whoosh_index
-    from whoosh import query as wq
-    from whoosh.analysis import StemmingAnalyzer
-    from whoosh.fields import ID, TEXT, Schema
+#: kb eval only ranks, so plain Whoosh keeps no stored text to highlight (see WhooshBaseline.build).
+_BUILDERS: dict[str, Callable[[Path, Iterable[baselines.Doc]], int]] = {
+    "fts5": baselines.Fts5Baseline.build, "whoosh": partial(baselines.WhooshBaseline.build, store_text=False),
+}
 
-    run = SystemRun("whoosh")
-    analyzer = StemmingAnalyzer()
-    schema = Schema(id=ID(stored=True, unique=True), title=TEXT(analyzer=analyzer), body=TEXT(analyzer=analyzer))
-    path = workdir / "plain-whoosh"
-    path.mkdir()
+
+def baseline_query(text: str) -> baselines.Query:
+    """kb eval's query for the baselines: the OR of every word, no query syntax, stop words kept."""
+    return baselines.Query(text)
+
+
+def run_baseline(name: str, collection: Collection, queries: list[dict[str, str]], workdir: Path) -> SystemRun:
+    """A baseline from kb.bench.baselines (FTS5 or plain Whoosh): the collection in, the OR of each query's words."""
+    run = SystemRun(name)
+    path = workdir / name
+    docs = (baselines.Doc(d["id"], str(d.get("title") or ""), str(d.get("body") or "")) for d in collection.docs)
     start = time.perf_counter()
-    ix = whoosh_index.create_in(str(path), schema)
-    writer = ix.writer(limitmb=256)
-    for doc in collection.docs:
-        writer.add_document(id=doc["id"], title=str(doc.get("title") or ""), body=str(doc.get("body") or ""))
-    writer.commit()
+    _BUILDERS[name](path, docs)
     run.build_seconds = time.perf_counter() - start
-
-    def search(text: str) -> list[str]:
-        terms = list(dict.fromkeys(t.text for t in analyzer(text)))
-        if not terms:
-            return []
-        q = wq.Or([wq.Term(f, t) for t in terms for f in ("title", "body")])
-        return [hit["id"] for hit in searcher.search(q, limit=K)]
-
-    try:
-        with ix.searcher() as searcher:
-            _timed_queries(run, queries, search)
-    finally:
-        ix.close()
-    return run
-
-
-_FTS_WORD = re.compile(r"\w+")
-
-
-def fts5_query(text: str) -> str:
-    """OR of the query's word tokens, each quoted so FTS5 syntax characters stay literal."""
-    words = list(dict.fromkeys(w.lower() for w in _FTS_WORD.findall(text)))
-    return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
-
-
-def run_fts5(collection: Collection, queries: list[dict[str, str]], workdir: Path) -> SystemRun:
-    """SQLite FTS5 with the porter tokenizer, ranked by bm25(), OR of the query's words."""
-    run = SystemRun("fts5")
-    db = sqlite3.connect(str(workdir / "fts5.sqlite3"))
-    try:
-        start = time.perf_counter()
-        db.execute("CREATE VIRTUAL TABLE docs USING fts5(docid UNINDEXED, title, body, "
-                   "tokenize='porter unicode61')")
-        with db:
-            db.executemany("INSERT INTO docs (docid, title, body) VALUES (?, ?, ?)",
-                           ((d["id"], str(d.get("title") or ""), str(d.get("body") or "")) for d in collection.docs))
-        run.build_seconds = time.perf_counter() - start
-
-        def search(text: str) -> list[str]:
-            expr = fts5_query(text)
-            if not expr:
-                return []
-            rows = db.execute("SELECT docid FROM docs WHERE docs MATCH ? ORDER BY bm25(docs) LIMIT ?", (expr, K))
-            return [r[0] for r in rows]
-
-        _timed_queries(run, queries, search)
-    finally:
-        db.close()
+    with baselines.BASELINES[name](path) as opened:
+        _timed_queries(run, queries, lambda text: opened.search(baseline_query(text), K))
     return run
 
 
 RUNNERS: dict[str, Callable[[Collection, list[dict[str, str]], Path], SystemRun]] = {
-    "kb": run_kb, "whoosh": run_whoosh, "fts5": run_fts5,
+    "kb": run_kb, "whoosh": partial(run_baseline, "whoosh"), "fts5": partial(run_baseline, "fts5"),
 }
 
 

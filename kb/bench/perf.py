@@ -1,7 +1,8 @@
 """`kb bench`: index build, query latency and HTTP load on a realistic corpus, against baselines.
 
 Every figure is measured in the same run on the same corpus for kb, SQLite FTS5 and
-plain Whoosh, because absolute numbers mean little across machines while ratios do.
+plain Whoosh (kb.bench.baselines, shared with `kb eval`), because absolute numbers mean
+little across machines while ratios do.
 Builds and query runs happen in fresh subprocesses so each reports its own peak RSS
 and nothing warms up another's caches. The last output line is a stable contract
 (`bench: articles=... errors=0`) that scripts and CI parse.
@@ -16,21 +17,21 @@ import os
 import platform
 import pstats
 import random
-import re
 import resource
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from io import StringIO
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import click
 
+from kb.bench import baselines
 from kb.bench import corpus as corpus_mod
 from kb.bench.load import LoadResult, Server, child_env, percentile, run_load, search_path
 from kb.errors import KBError
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 DEFAULT_SIZES = (1_000, 10_000, 100_000)
 QUICK_SIZE = 10_000
 HEADLINE_CLIENTS = 8
+#: FTS5 ranks title hits this much above body hits, as kb ranks title matches first (see Fts5Baseline).
+FTS5_TITLE_WEIGHT = 10.0
 
 #: Targets from the issue; each row of the table reports PASS or MISS against one of these.
 TARGETS = {
@@ -111,75 +114,38 @@ def dir_size(path: Path) -> int:
 
 def iter_store(store_path: str, chunk: int = 1000) -> Iterator[Article]:
     """Stream articles in id order through the Store API in chunks, so memory stays flat."""
-    from kb.store import Store
+    from kb.store import open_store
 
-    with Store(store_path) as store:
+    with open_store(store_path) as store:
         ids = sorted(store.article_ids().values())
         for i in range(0, len(ids), chunk):
             yield from store.iter_articles(ids[i:i + chunk])
 
 
-def _build_fts5(job: dict[str, Any]) -> dict[str, Any]:
-    db_path = Path(job["path"])
-    if db_path.exists():
-        db_path.unlink()
+def _store_docs(store_path: str) -> Iterator[baselines.Doc]:
+    """The store's articles as the baselines index them."""
+    for article in iter_store(store_path):
+        yield baselines.Doc(str(article.id), article.title, article.text, tuple(article.tags))
+
+
+def _build_baseline(engine: str, job: dict[str, Any]) -> dict[str, Any]:
+    """Build one baseline (FTS5 or plain Whoosh) from the store, timed like kb's own build."""
     cpu = _cpu_seconds()
     start = time.perf_counter()
-    db = sqlite3.connect(str(db_path))
-    try:
-        db.execute("CREATE VIRTUAL TABLE docs USING fts5(title, body, tags, tokenize='porter unicode61')")
-        count = 0
-        with db:
-            for article in iter_store(job["store"]):
-                db.execute("INSERT INTO docs (rowid, title, body, tags) VALUES (?, ?, ?, ?)",
-                           (article.id, article.title, article.text, ", ".join(article.tags)))
-                count += 1
-    finally:
-        db.close()
+    count = baselines.BASELINES[engine].build(Path(job["path"]), _store_docs(job["store"]))
     cpu = _cpu_seconds() - cpu
     seconds = time.perf_counter() - start
-    return {"docs": count, "seconds": seconds, "cpu_seconds": cpu, "size_bytes": dir_size(db_path)}
-
-
-def _plain_whoosh_schema() -> Any:
-    from whoosh.analysis import StemmingAnalyzer
-    from whoosh.fields import ID, KEYWORD, TEXT, Schema
-
-    return Schema(id=ID(stored=True, unique=True), title=TEXT(analyzer=StemmingAnalyzer(), stored=True),
-                  body=TEXT(analyzer=StemmingAnalyzer(), stored=True),
-                  tags=KEYWORD(stored=True, commas=True, lowercase=True))
-
-
-def _build_whoosh(job: dict[str, Any]) -> dict[str, Any]:
-    from whoosh import index
-
-    path = Path(job["path"])
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    cpu = _cpu_seconds()
-    start = time.perf_counter()
-    ix = index.create_in(str(path), _plain_whoosh_schema())
-    count = 0
-    writer = ix.writer()  # defaults on purpose: this is the "before tuning" reference
-    for article in iter_store(job["store"]):
-        writer.add_document(id=str(article.id), title=article.title, body=article.text,
-                            tags=",".join(article.tags))
-        count += 1
-    writer.commit()
-    ix.close()
-    cpu = _cpu_seconds() - cpu
-    seconds = time.perf_counter() - start
-    return {"docs": count, "seconds": seconds, "cpu_seconds": cpu, "size_bytes": dir_size(path)}
+    return {"docs": count, "seconds": seconds, "cpu_seconds": cpu, "size_bytes": dir_size(Path(job["path"]))}
 
 
 def _build_kb(job: dict[str, Any]) -> dict[str, Any]:
     from kb import index as kb_index
-    from kb.store import Store
+    from kb.store import open_store
 
     root = Path(job["path"])
     cpu = _cpu_seconds()
     start = time.perf_counter()
-    with Store(job["store"]) as store:
+    with open_store(job["store"]) as store:
         count = kb_index.rebuild(store, root)
     cpu = _cpu_seconds() - cpu
     seconds = time.perf_counter() - start
@@ -190,12 +156,12 @@ def _build_kb(job: dict[str, Any]) -> dict[str, Any]:
 
 def _update_kb(job: dict[str, Any]) -> dict[str, Any]:
     from kb import index as kb_index
-    from kb.store import Store
+    from kb.store import open_store
 
     root = Path(job["path"])
     cpu = _cpu_seconds()
     start = time.perf_counter()
-    with Store(job["store"]) as store:
+    with open_store(job["store"]) as store:
         indexed, deleted = kb_index.update(store, root)
     cpu = _cpu_seconds() - cpu
     seconds = time.perf_counter() - start
@@ -204,23 +170,12 @@ def _update_kb(job: dict[str, Any]) -> dict[str, Any]:
             "size_bytes": dir_size(generation or root)}
 
 
-_WORD = re.compile(r"[A-Za-z0-9]+")
-
-
-def fts5_match(item: dict[str, Any]) -> str:
-    """The FTS5 MATCH expression that means what the query means to a plain engine (AND, OR for questions)."""
-    from whoosh.analysis import STOP_WORDS
-
-    tokens = [t.lower() for t in _WORD.findall(item["q"])]
-    if item["q"].startswith('"'):
-        expr = '"' + " ".join(tokens) + '"' if tokens else ""
-    elif item["type"] == "question":
-        expr = " OR ".join(f'"{t}"' for t in tokens if t not in STOP_WORDS)
-    else:
-        expr = " ".join(f'"{t}"' for t in tokens)
-    for tag in (item.get("filters") or {}).get("tag", []):
-        expr = f'({expr}) AND tags:"{tag}"' if expr else f'tags:"{tag}"'
-    return expr
+def baseline_query(item: dict[str, Any]) -> baselines.Query:
+    """What a bench query means to the plain engines: typed in a search box, AND of the words, OR for questions."""
+    question = item["type"] == "question"
+    tags = (item.get("filters") or {}).get("tag")
+    return baselines.Query(item["q"], match_all=not question, syntax=True, drop_stop_words=question,
+                           tag=tags[0] if tags else None)
 
 
 class _Engine:
@@ -233,50 +188,18 @@ class _Engine:
         pass
 
 
-class _Fts5Engine(_Engine):
-    def __init__(self, path: str) -> None:
-        self.db = sqlite3.connect(path)
+class _BaselineEngine(_Engine):
+    """FTS5 or plain Whoosh, each rendering a results page (titles and snippets) as a search box would."""
+
+    def __init__(self, engine: baselines.Baseline) -> None:
+        self.engine = engine
 
     def search(self, item: dict[str, Any]) -> tuple[int, bool]:
-        expr = fts5_match(item)
-        if not expr:
-            return 0, False
-        offset = (item.get("page", 1) - 1) * 10
-        rows = self.db.execute(
-            "SELECT rowid, title, snippet(docs, 1, '<mark>', '</mark>', '…', 24) FROM docs "
-            "WHERE docs MATCH ? ORDER BY bm25(docs, 10.0, 1.0, 0.0) LIMIT 10 OFFSET ?", (expr, offset)).fetchall()
-        total = self.db.execute("SELECT count(*) FROM docs WHERE docs MATCH ?", (expr,)).fetchone()[0]
-        return max(total, len(rows)), False
+        _, total = self.engine.page(baseline_query(item), item.get("page", 1), pagelen=10)
+        return total, False
 
     def close(self) -> None:
-        self.db.close()
-
-
-class _WhooshEngine(_Engine):
-    def __init__(self, path: str) -> None:
-        from whoosh import index
-        from whoosh.qparser import MultifieldParser, OrGroup
-
-        self.ix = index.open_dir(path)
-        self.searcher = self.ix.searcher()
-        self.and_parser = MultifieldParser(["title", "body"], self.ix.schema)
-        self.or_parser = MultifieldParser(["title", "body"], self.ix.schema, group=OrGroup)
-
-    def search(self, item: dict[str, Any]) -> tuple[int, bool]:
-        from whoosh.query import Term
-
-        parser = self.or_parser if item["type"] == "question" else self.and_parser
-        query = parser.parse(item["q"])
-        tags = (item.get("filters") or {}).get("tag")
-        kwargs = {"filter": Term("tags", tags[0])} if tags else {}
-        page = self.searcher.search_page(query, item.get("page", 1), pagelen=10, **kwargs)
-        for hit in page:
-            hit.highlights("body")
-        return page.total, False
-
-    def close(self) -> None:
-        self.searcher.close()
-        self.ix.close()
+        self.engine.close()
 
 
 class _KbEngine(_Engine):
@@ -294,7 +217,11 @@ class _KbEngine(_Engine):
         self.searcher.close()
 
 
-_ENGINES: dict[str, Callable[[str], _Engine]] = {"kb": _KbEngine, "fts5": _Fts5Engine, "whoosh": _WhooshEngine}
+_ENGINES: dict[str, Callable[[str], _Engine]] = {
+    "kb": _KbEngine,
+    "fts5": lambda path: _BaselineEngine(baselines.Fts5Baseline(Path(path), title_weight=FTS5_TITLE_WEIGHT)),
+    "whoosh": lambda path: _BaselineEngine(baselines.WhooshBaseline(Path(path))),
+}
 
 
 def _query(job: dict[str, Any]) -> dict[str, Any]:
@@ -344,7 +271,8 @@ def _query(job: dict[str, Any]) -> dict[str, Any]:
 
 
 _JOBS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "build-fts5": _build_fts5, "build-whoosh": _build_whoosh, "build-kb": _build_kb, "update-kb": _update_kb,
+    "build-fts5": partial(_build_baseline, "fts5"), "build-whoosh": partial(_build_baseline, "whoosh"),
+    "build-kb": _build_kb, "update-kb": _update_kb,
     "query": _query,
 }
 
@@ -401,11 +329,11 @@ def _summarise_queries(raw: dict[str, Any]) -> dict[str, Any]:
 
 def populate_store(store_path: Path, pool: corpus_mod.SentencePool, count: int, seed: int) -> dict[str, Any]:
     """Write the corpus into a fresh store in batches of 1,000 (one transaction each)."""
-    from kb.store import Store
+    from kb.store import open_store
 
     start = time.perf_counter()
     text_bytes = 0
-    with Store(store_path) as store:
+    with open_store(store_path) as store:
         batch: list[Article] = []
         for article in corpus_mod.iter_corpus(pool, count, seed):
             batch.append(article)
@@ -428,11 +356,11 @@ def _save_batch(store: Any, batch: list[Article]) -> int:
 def change_articles(store_path: Path, pool: corpus_mod.SentencePool, count: int, changed: int, seed: int,
                     variant: int = 1) -> int:
     """Edit `changed` articles in place (same URL, new text), as a re-crawl would; returns how many."""
-    from kb.store import Store
+    from kb.store import open_store
 
     changed = max(1, min(count, changed))
     numbers = random.Random(f"kb-bench-update:{seed}:{count}:{variant}").sample(range(count), changed)
-    with Store(store_path) as store:
+    with open_store(store_path) as store:
         with store.transaction():
             for number in numbers:
                 store.save_article(corpus_mod.make_article(pool, number, seed, variant=variant))
@@ -573,7 +501,8 @@ def _reusable(saved: dict[str, Any], engine: str, index_root: Path) -> bool:
         return False
     if engine != "kb":
         return True
-    from kb.index import SCHEMA_VERSION, current_generation, read_meta
+    from kb.schema import SCHEMA_VERSION, read_meta
+    from kb.search.check import current_generation
 
     generation = current_generation(index_root)
     return (generation is not None and build.get("schema") == SCHEMA_VERSION
@@ -632,7 +561,7 @@ def run_size(count: int, config: BenchConfig, pool: corpus_mod.SentencePool, wor
             b = run_worker(job)
             b["rate"] = b["docs"] / b["seconds"] if b["seconds"] else 0.0
             if engine == "kb":
-                from kb.index import SCHEMA_VERSION
+                from kb.schema import SCHEMA_VERSION
 
                 b["schema"] = SCHEMA_VERSION
             saved["build"][engine] = b
@@ -887,11 +816,9 @@ def format_report(res: dict[str, Any]) -> str:
 
 
 def environment() -> dict[str, Any]:
-    import whoosh
-
+    """Where the figures were measured: machine, engine versions, corpus version, load."""
     return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-            "whoosh": whoosh.versionstring(), "sqlite": sqlite3.sqlite_version,
-            "corpus_version": corpus_mod.CORPUS_VERSION, "load_average": os.getloadavg()}
+            **baselines.versions(), "corpus_version": corpus_mod.CORPUS_VERSION, "load_average": os.getloadavg()}
 
 
 def busy_warning(before: tuple[float, ...]) -> str:

@@ -32,6 +32,7 @@ from kb import users
 from kb.errors import ConfigError
 from kb.models import AUDIENCES
 from kb.users import User
+from kb.web.app import error_response, get_store, is_api_request
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +68,6 @@ class KBSessionInterface(SecureCookieSessionInterface):
 
 # -- who is asking --------------------------------------------------------------------------------------------
 
-def _store() -> Any:
-    from kb.web import get_store  # kb.web imports this module; resolve at call time
-
-    return get_store()
-
-
-def _is_api() -> bool:
-    return request.path == "/api" or request.path.startswith("/api/")
-
-
 def current_user() -> User | None:
     """The signed-in staff user (session cookie, or a Bearer token on /api), cached for the request."""
     if not has_request_context():
@@ -85,14 +76,14 @@ def current_user() -> User | None:
         return request.environ[USER_KEY]
     user: User | None = None
     header = request.headers.get("Authorization", "")
-    if header and _is_api():
+    if header and is_api_request():
         scheme, _, secret = header.strip().partition(" ")
         if scheme.lower() == "bearer":
-            user = users.token_user(_store(), secret.strip(), path=request.path)
+            user = users.token_user(get_store(), secret.strip(), path=request.path)
     else:
         sid = session.get("sid")
         if sid:
-            user = users.session_user(_store(), sid)
+            user = users.session_user(get_store(), sid)
             if user is None:  # expired, signed out elsewhere, password changed or user removed
                 session.pop("sid", None)  # not clear(): a form on this page may already hold the CSRF token
     request.environ[USER_KEY] = user
@@ -125,7 +116,7 @@ def staff_required(view: F) -> F:
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         user = current_user()
         if user is None or "staff" not in user.audiences:
-            if _is_api():
+            if is_api_request():
                 return _unauthorized("Sign in, or send an API token as `Authorization: Bearer TOKEN`.")
             return redirect(url_for("auth.login", next=request.full_path.rstrip("?")), code=303)
         return view(*args, **kwargs)
@@ -134,8 +125,6 @@ def staff_required(view: F) -> F:
 
 
 def _unauthorized(message: str) -> Response:
-    from kb.web import error_response
-
     return error_response(401, message, "Staff create API tokens with `kb token create USER`.",
                           {"WWW-Authenticate": 'Bearer realm="kb"'})
 
@@ -161,7 +150,7 @@ def login() -> Any:
     form = LoginForm()
     error = ""
     if request.method == "POST":
-        store = _store()
+        store = get_store()
         attempt = _count_attempt(store)  # raises SignInLimited (429) when the address has none left
         valid = form.validate()
         name = (form.username.data or "").strip() if valid else ""
@@ -214,9 +203,9 @@ def logout() -> Response:
     user = current_user()
     sid = session.get("sid")
     if sid:
-        users.end_session(_store(), sid)
+        users.end_session(get_store(), sid)
     if user is not None:
-        users.audit(_store(), "logout", user.name)
+        users.audit(get_store(), "logout", user.name)
     session.clear()
     request.environ[USER_KEY] = None
     return redirect(url_for("pages.index"), code=303)
@@ -226,7 +215,7 @@ def logout() -> Response:
 
 def _check_bearer() -> Response | None:
     """Reject a wrong or revoked token at once rather than quietly answering with the public view."""
-    if not _is_api() or not request.headers.get("Authorization"):
+    if not is_api_request() or not request.headers.get("Authorization"):
         return None
     scheme, _, secret = request.headers["Authorization"].strip().partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
@@ -242,7 +231,7 @@ def _private_when_signed_in(response: Response) -> Response:
     if request.endpoint == "static":
         return response
     response.vary.add("Cookie")
-    if _is_api():
+    if is_api_request():
         response.vary.add("Authorization")
     if request.environ.get(USER_KEY) is not None:
         response.headers["Cache-Control"] = "private, no-store"
@@ -255,16 +244,12 @@ def _template_globals() -> dict[str, Any]:
 
 
 def _csrf_error(exc: CSRFError) -> Response:
-    from kb.web import error_response
-
     log.info("refused a form post without a valid CSRF token: %s", exc.description)
     return error_response(400, "The form had expired or did not come from this site, so it was not accepted.",
                           "Reload the page and send the form again.")
 
 
 def _rate_limited(exc: SignInLimited) -> Response:
-    from kb.web import error_response
-
     log.warning("sign-in rate limit reached for %s", request.remote_addr)
     return error_response(429, "Too many failed sign-in attempts from your address.",
                           "Wait a minute, then try again.", {"Retry-After": str(int(LOGIN_WINDOW))})

@@ -1,7 +1,10 @@
-"""SQLite store: the source of truth. A reindex reads only this, never the network.
+"""The SQLite store: the source of truth in one file. A reindex reads only this, never the network.
 
-WAL mode lets the web app read while a crawl writes; every multi-row change runs
-in one transaction so a killed process leaves the store consistent.
+`SQLiteStore` implements the `kb.store.base.Store` interface: this module holds the connection, pages,
+articles, site boilerplate, near-duplicate groups, the change and crawl logs and the FAQ listing; accounts
+and the query log are mixins (`sqlite_accounts`, `sqlite_querylog`) over the same connection. WAL mode lets
+the web app read while a crawl writes; every multi-row change runs in one transaction so a killed process
+leaves the store consistent. The schema is created or migrated once, on open (`kb.store.migrations`).
 """
 
 from __future__ import annotations
@@ -11,124 +14,18 @@ import json
 import sqlite3
 import zlib
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from kb.boilerplate import block_fingerprints, find_boilerplate, strip_boilerplate
-from kb.extract import has_disclaimer
+from kb.boilerplate import find_boilerplate
 from kb.faults import checkpoint
 from kb.models import Article, Section
 from kb.neardup import MIN_OVERLAP, NEAR_BITS, bands, fingerprint, from_text, hamming, overlap, same_title, to_text
-
-SCHEMA_VERSION = 4
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS pages (
-    url TEXT PRIMARY KEY,
-    source TEXT NOT NULL DEFAULT '',
-    canonical TEXT NOT NULL DEFAULT '',
-    status INTEGER,
-    content_type TEXT NOT NULL DEFAULT '',
-    fetched_at TEXT,
-    etag TEXT,
-    last_modified TEXT,
-    content_hash TEXT NOT NULL DEFAULT '',
-    article_id INTEGER REFERENCES articles(id) ON DELETE SET NULL,
-    error TEXT NOT NULL DEFAULT '',
-    misses INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS pages_source ON pages(source);
-CREATE TABLE IF NOT EXISTS raw_pages (
-    url TEXT PRIMARY KEY,
-    content_type TEXT NOT NULL DEFAULT '',
-    fetched_at TEXT,
-    body BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS articles (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    url TEXT NOT NULL UNIQUE,
-    source TEXT NOT NULL DEFAULT '',
-    canonical TEXT NOT NULL DEFAULT '',
-    site TEXT NOT NULL DEFAULT '',
-    title TEXT NOT NULL DEFAULT '',
-    description TEXT NOT NULL DEFAULT '',
-    author TEXT NOT NULL DEFAULT '',
-    published TEXT,
-    modified TEXT,
-    categories TEXT NOT NULL DEFAULT '[]',
-    tags TEXT NOT NULL DEFAULT '[]',
-    text TEXT NOT NULL DEFAULT '',
-    audience TEXT NOT NULL DEFAULT 'public',
-    kind TEXT NOT NULL DEFAULT 'article',
-    lang TEXT NOT NULL DEFAULT '',
-    content_hash TEXT NOT NULL DEFAULT '',
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    disclaimer INTEGER NOT NULL DEFAULT 0,
-    fingerprints TEXT NOT NULL DEFAULT '',
-    simhash TEXT,
-    dup_of INTEGER
-);
-CREATE INDEX IF NOT EXISTS articles_source ON articles(source);
-CREATE INDEX IF NOT EXISTS articles_site ON articles(site);
-CREATE INDEX IF NOT EXISTS articles_dup_of ON articles(dup_of);
-CREATE TABLE IF NOT EXISTS simhash_bands (
-    band INTEGER NOT NULL,
-    value INTEGER NOT NULL,
-    article_id INTEGER NOT NULL REFERENCES articles(id) ON DELETE CASCADE,
-    simhash INTEGER NOT NULL,
-    PRIMARY KEY (band, value, article_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS simhash_bands_article ON simhash_bands(article_id);
-CREATE TABLE IF NOT EXISTS site_boilerplate (
-    site TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    PRIMARY KEY (site, fingerprint)
-);
-CREATE TABLE IF NOT EXISTS sections (
-    article_id INTEGER NOT NULL REFERENCES articles(id) ON DELETE CASCADE,
-    position INTEGER NOT NULL,
-    heading TEXT NOT NULL,
-    anchor TEXT NOT NULL,
-    level INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    html TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (article_id, position)
-);
-CREATE TABLE IF NOT EXISTS changes (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    article_id INTEGER NOT NULL,
-    op TEXT NOT NULL CHECK (op IN ('upsert', 'delete')),
-    at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS crawls (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    source TEXT NOT NULL,
-    started_at TEXT NOT NULL,
-    finished_at TEXT,
-    stats TEXT NOT NULL DEFAULT '{}'
-);
-"""
-
-_ARTICLE_COLUMNS = (
-    "url", "source", "canonical", "site", "title", "description", "author", "published",
-    "modified", "categories", "tags", "text", "audience", "kind", "lang", "content_hash",
-)
-
-#: Columns added after version 1, as (table, column, declaration) for ALTER TABLE on older stores.
-_ADDED_COLUMNS = (
-    ("articles", "disclaimer", "INTEGER NOT NULL DEFAULT 0"),
-    ("articles", "fingerprints", "TEXT NOT NULL DEFAULT ''"),
-    ("articles", "simhash", "TEXT"),
-    ("articles", "dup_of", "INTEGER"),
-    ("sections", "html", "TEXT NOT NULL DEFAULT ''"),  # version 4: safe markup of the section (kb.markup)
-)
-
-
-def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+from kb.store.audience import Audiences, audience_sql
+from kb.store.base import article_from_row, article_row, fold_changes, json_list, utcnow
+from kb.store.migrations import is_current, mark_current, upgrade
+from kb.store.sqlite_accounts import SQLiteAccounts
+from kb.store.sqlite_querylog import SQLiteQueryLog
 
 
 def _id_chunks(ids: Iterable[int], size: int = 500) -> Iterator[tuple[list[int], str]]:
@@ -139,7 +36,7 @@ def _id_chunks(ids: Iterable[int], size: int = 500) -> Iterator[tuple[list[int],
         yield chunk, ", ".join("?" * len(chunk))
 
 
-class Store:
+class SQLiteStore(SQLiteAccounts, SQLiteQueryLog):
     """One connection to the SQLite database; open one per thread or per request."""
 
     def __init__(self, path: str | Path) -> None:
@@ -157,56 +54,31 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
-    def __enter__(self) -> "Store":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _migrate(self) -> None:
-        """Create the schema once; later opens only read the version, so readers never take the write lock."""
-        try:
-            if self.get_meta("schema_version") == str(SCHEMA_VERSION):
-                return
-        except sqlite3.OperationalError:  # no meta table yet: a new database
-            pass
+        """Create or upgrade the schema once; later opens only read the version, so readers take no write lock."""
+        if is_current(self.db):
+            return
         with self.transaction():
-            self._add_columns()
-            for statement in SCHEMA.split(";\n"):
-                if statement.strip():
-                    self.db.execute(statement)
-            self._backfill()
-            self.set_meta("schema_version", str(SCHEMA_VERSION))
-
-    def _add_columns(self) -> None:
-        """Bring a version-1 store's tables up to date in place (CREATE IF NOT EXISTS skips existing tables)."""
-        for table, column, decl in _ADDED_COLUMNS:
-            have = {r["name"] for r in self.db.execute(f"PRAGMA table_info({table})")}
-            if have and column not in have:
-                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
-
-    def _backfill(self) -> None:
-        """Derive the added columns for articles stored before they existed."""
-        rows = self.db.execute("SELECT id, text FROM articles WHERE fingerprints = '' AND text != ''").fetchall()
-        for row in rows:
-            self.db.execute("UPDATE articles SET fingerprints = ?, disclaimer = ? WHERE id = ?",
-                            (" ".join(block_fingerprints(row["text"])), int(has_disclaimer(row["text"])), row["id"]))
-        self._backfill_simhash()
+            if is_current(self.db):  # another connection migrated it while this one waited
+                return
+            upgrade(self.db)
+            self._backfill_simhash()  # version 3: group the articles stored before near-duplicates were detected
+            mark_current(self.db)
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[None]:
         """All-or-nothing block; nests (inner blocks join the outer transaction)."""
         if self._depth:
             self._depth += 1
             try:
-                yield self.db
+                yield
             finally:
                 self._depth -= 1
             return
         self.db.execute("BEGIN IMMEDIATE")
         self._depth = 1
         try:
-            yield self.db
+            yield
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
@@ -267,17 +139,7 @@ class Store:
             article.id = row["id"]
             self._refresh_markup(row["id"], article.sections)
             return row["id"], "unchanged"
-        values = {
-            "url": article.url, "source": source, "canonical": article.canonical, "site": article.site,
-            "title": article.title, "description": article.description, "author": article.author,
-            "published": article.published, "modified": article.modified,
-            "categories": json.dumps(article.categories), "tags": json.dumps(article.tags),
-            "text": article.text, "audience": article.audience, "kind": article.kind, "lang": article.lang,
-            "content_hash": digest, "disclaimer": int(article.disclaimer),
-            "fingerprints": " ".join(block_fingerprints(article.text)),
-        }
-        simhash = fingerprint(article.text) if article.kind == "article" else None
-        values["simhash"] = to_text(simhash) if simhash is not None else None
+        values, simhash = article_row(article, source)
         now = utcnow()
         with self.transaction():
             if row:
@@ -354,41 +216,44 @@ class Store:
                 (row["id"],),
             )
         ]
-        article = Article(
-            id=row["id"], url=row["url"], canonical=row["canonical"], site=row["site"], title=row["title"],
-            description=row["description"], author=row["author"], published=row["published"],
-            modified=row["modified"], categories=json.loads(row["categories"]), tags=json.loads(row["tags"]),
-            text=row["text"], audience=row["audience"], kind=row["kind"], lang=row["lang"], sections=sections,
-            disclaimer=bool(row["disclaimer"]),
-        )
+        article = article_from_row(row, sections)
         return article if raw else self._strip_boilerplate(row, article)
 
-    def get_article(self, article_id: int) -> Article | None:
-        row = self.db.execute("SELECT * FROM articles WHERE id = ?", (article_id,)).fetchone()
+    def get_article(self, article_id: int, *, audiences: Audiences = None) -> Article | None:
+        """The article when its audience is one of `audiences`, else None; one indexed lookup either way."""
+        row = self._article_row("id", article_id, audiences)
         return self._article(row) if row else None
 
-    def get_article_by_url(self, url: str) -> Article | None:
-        row = self.db.execute("SELECT * FROM articles WHERE url = ?", (url,)).fetchone()
+    def get_article_by_url(self, url: str, *, audiences: Audiences = None) -> Article | None:
+        row = self._article_row("url", url, audiences)
         return self._article(row) if row else None
+
+    def _article_row(self, key: str, value: Any, audiences: Audiences) -> sqlite3.Row | None:
+        """The articles row whose `key` (id or url) is `value`, when of `audiences`."""
+        visible, args = audience_sql(audiences)
+        return self.db.execute(f"SELECT * FROM articles WHERE {key} = ? AND {visible}", (value, *args)).fetchone()
 
     def article_source(self, article_id: int) -> str | None:
         row = self.db.execute("SELECT source FROM articles WHERE id = ?", (article_id,)).fetchone()
         return row["source"] if row else None
 
-    def iter_articles(self, ids: list[int] | None = None, batch: int = 500) -> Iterator[Article]:
+    def iter_articles(self, ids: Iterable[int] | None = None, batch: int = 500, *,
+                      audiences: Audiences = None) -> Iterator[Article]:
         """Every article (or those in `ids`), in id order, `batch` rows at a time so memory stays flat at 100k."""
+        visible, allowed = audience_sql(audiences)
         if ids is None:
             last = 0
             while True:
-                rows = self.db.execute("SELECT * FROM articles WHERE id > ? ORDER BY id LIMIT ?",
-                                       (last, batch)).fetchall()
+                rows = self.db.execute(f"SELECT * FROM articles WHERE id > ? AND {visible} ORDER BY id LIMIT ?",
+                                       (last, *allowed, batch)).fetchall()
                 if not rows:
                     return
                 for row in rows:
                     yield self._article(row)
                 last = rows[-1]["id"]
         for chunk, marks in _id_chunks(ids, batch):
-            rows = self.db.execute(f"SELECT * FROM articles WHERE id IN ({marks}) ORDER BY id", chunk).fetchall()
+            rows = self.db.execute(f"SELECT * FROM articles WHERE id IN ({marks}) AND {visible} ORDER BY id",
+                                   (*chunk, *allowed)).fetchall()
             for row in rows:
                 yield self._article(row)
 
@@ -399,19 +264,22 @@ class Store:
             sql, args = sql + " WHERE source = ?", (source,)
         return {r["url"]: r["id"] for r in self.db.execute(sql, args)}
 
-    def count_articles(self, **where: str) -> int:
-        sql = "SELECT count(*) FROM articles"
+    def count_articles(self, *, audiences: Audiences = None, **where: str) -> int:
+        visible, allowed = audience_sql(audiences)
+        sql = f"SELECT count(*) FROM articles WHERE {visible}"
         if where:
-            sql += " WHERE " + " AND ".join(f"{k} = ?" for k in where)
-        return self.db.execute(sql, tuple(where.values())).fetchone()[0]
+            sql += " AND " + " AND ".join(f"{k} = ?" for k in where)
+        return self.db.execute(sql, (*allowed, *where.values())).fetchone()[0]
 
-    def counts_by(self, *columns: str) -> list[dict[str, Any]]:
+    def counts_by(self, *columns: str, audiences: Audiences = None) -> list[dict[str, Any]]:
         """Article counts grouped by columns such as site and audience (for `kb stats`)."""
         allowed = {"site", "audience", "kind", "source"}
         cols = [c for c in columns if c in allowed]
         names = ", ".join(cols)
+        visible, args = audience_sql(audiences)
         return [dict(r) for r in self.db.execute(
-            f"SELECT {names}, count(*) AS articles FROM articles GROUP BY {names} ORDER BY {names}")]
+            f"SELECT {names}, count(*) AS articles FROM articles WHERE {visible} GROUP BY {names} ORDER BY {names}",
+            args)]
 
     # -- change log (incremental index updates) ------------------------------
     def last_change(self) -> int:
@@ -419,13 +287,8 @@ class Store:
 
     def changes_since(self, seq: int) -> tuple[set[int], set[int], int]:
         """(ids to (re)index, ids to delete, newest seq) for changes after `seq`; the last op per id wins."""
-        last: dict[int, str] = {}
-        newest = seq
-        for row in self.db.execute("SELECT seq, article_id, op FROM changes WHERE seq > ? ORDER BY seq", (seq,)):
-            last[row["article_id"]] = row["op"]
-            newest = row["seq"]
-        upserts = {i for i, op in last.items() if op == "upsert"}
-        return upserts, set(last) - upserts, newest
+        rows = self.db.execute("SELECT seq, article_id, op FROM changes WHERE seq > ? ORDER BY seq", (seq,))
+        return fold_changes(((r["seq"], r["article_id"], r["op"]) for r in rows), seq)
 
     # -- crawl log -----------------------------------------------------------
     def start_crawl(self, source: str) -> int:
@@ -446,11 +309,11 @@ class Store:
         """Most common categories or tags with their article counts, so the home page works without an index."""
         if column not in {"categories", "tags"}:
             raise ValueError(f"topic_counts() counts categories or tags, not {column!r}")
-        marks = ", ".join("?" * len(audiences)) or "NULL"
+        visible, allowed = audience_sql(audiences, "a.audience")
         rows = self.db.execute(
             f"SELECT j.value AS value, count(DISTINCT a.id) AS n FROM articles AS a, json_each(a.{column}) AS j "
-            f"WHERE a.audience IN ({marks}) AND trim(j.value) != '' GROUP BY j.value ORDER BY n DESC, j.value LIMIT ?",
-            (*audiences, limit),
+            f"WHERE {visible} AND trim(j.value) != '' GROUP BY j.value ORDER BY n DESC, j.value LIMIT ?",
+            (*allowed, limit),
         )
         return [(r["value"], r["n"]) for r in rows]
 
@@ -462,14 +325,6 @@ class Store:
             sql, args = sql + " AND source = ?", (source,)
         rows = self.db.execute(sql + " ORDER BY source, error, url LIMIT ?", (*args, limit))
         return [dict(r) for r in rows]
-
-    # -- audience-aware reads (web: a hidden article looks exactly like a missing one) ----------
-    def get_visible_article(self, article_id: int, audiences: tuple[str, ...] = ("public",)) -> Article | None:
-        """The article when its audience is one of `audiences`, else None; one indexed lookup either way."""
-        marks = ", ".join("?" * len(audiences)) or "NULL"
-        row = self.db.execute(f"SELECT * FROM articles WHERE id = ? AND audience IN ({marks})",
-                              (article_id, *audiences)).fetchone()
-        return self._article(row) if row else None
 
     def article_ids_with_prefix(self, prefix: str) -> dict[str, int]:
         """URL -> id of the articles whose URL starts with `prefix` (a page's FAQ records: "page#"), by index range."""
@@ -493,28 +348,6 @@ class Store:
                 "SELECT fingerprint FROM site_boilerplate WHERE site = ?", (site,)))
             cache[site] = found
         return found
-
-    def _strip_boilerplate(self, row: sqlite3.Row, article: Article) -> Article:
-        """`article` without its site's boilerplate; unchanged (same hash) when none of its paragraphs repeat.
-
-        A page made of nothing but boilerplate (the clinic's contact page) keeps its text: there the
-        paragraph is the content, and it is the right answer for a search for it.
-        """
-        return self.strip_site_boilerplate(article) if self._has_boilerplate(row) else article
-
-    def strip_site_boilerplate(self, article: Article) -> Article:
-        """`article` without its site's boilerplate paragraphs; itself when none repeat or nothing would be left."""
-        site_set = self.boilerplate_fingerprints(article.site) if article.site else frozenset()
-        if not site_set:
-            return article
-        stripped = strip_boilerplate(article, set(site_set))
-        return stripped if stripped.text.strip() else article
-
-    def _has_boilerplate(self, row: sqlite3.Row) -> bool:
-        """Whether any paragraph of the row (needs `site`, `fingerprints`) is its site's boilerplate."""
-        if not row["fingerprints"] or not row["site"]:
-            return False
-        return not self.boilerplate_fingerprints(row["site"]).isdisjoint(row["fingerprints"].split())
 
     def refresh_boilerplate(self, site: str, *, min_share: float, min_pages: int) -> tuple[int, int]:
         """Recompute the site's boilerplate from its stored articles; (fingerprints added, removed).
@@ -545,12 +378,13 @@ class Store:
         self.__dict__.get("_boilerplate_cache", {}).pop(site, None)
         return len(found - old), len(old - found)
 
-    def get_raw_article(self, article_id: int | None = None, *, url: str | None = None) -> Article | None:
+    def get_raw_article(self, article_id: int | None = None, *, url: str | None = None,
+                        audiences: Audiences = None) -> Article | None:
         """The article exactly as extracted and stored, boilerplate included (debugging, `kb explain`)."""
         if url is not None:
-            row = self.db.execute("SELECT * FROM articles WHERE url = ?", (url,)).fetchone()
+            row = self._article_row("url", url, audiences)
         else:
-            row = self.db.execute("SELECT * FROM articles WHERE id = ?", (article_id,)).fetchone()
+            row = self._article_row("id", article_id, audiences)
         return self._article(row, raw=True) if row else None
 
     def read_hashes(self) -> dict[int, str]:
@@ -688,7 +522,7 @@ class Store:
         if deletes:
             self._log_changes(upserts, deletes)
 
-    def copies(self, article_id: int, audiences: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    def copies(self, article_id: int, audiences: Audiences = None) -> list[dict[str, Any]]:
         """The article's near-duplicate group [{"id", "url", "site", "title"}], primary first ([] if no such id).
 
         An article without copies is a group of one. `audiences` keeps only copies those readers may see.
@@ -697,21 +531,20 @@ class Store:
         if row is None:
             return []
         primary = row["dup_of"] if row["dup_of"] is not None else row["id"]
-        sql = "SELECT id, url, site, title FROM articles WHERE (id = ? OR dup_of = ?)"
-        args: tuple[Any, ...] = (primary, primary)
-        if audiences is not None:
-            sql += f" AND audience IN ({', '.join('?' * len(audiences)) or 'NULL'})"
-            args += tuple(audiences)
-        return [dict(r) for r in self.db.execute(sql + " ORDER BY id", args)]
+        visible, allowed = audience_sql(audiences)
+        return [dict(r) for r in self.db.execute(
+            f"SELECT id, url, site, title FROM articles WHERE (id = ? OR dup_of = ?) AND {visible} ORDER BY id",
+            (primary, primary, *allowed))]
 
-    def group_sources(self, ids: list[int]) -> dict[int, list[dict[str, str]]]:
+    def group_sources(self, ids: Iterable[int], *, audiences: Audiences = None) -> dict[int, list[dict[str, str]]]:
         """Primary id -> [{"url", "site", "title"}] of every copy, primary first, for those of `ids` with copies."""
         out: dict[int, list[dict[str, str]]] = {}
+        visible, allowed = audience_sql(audiences)
         for chunk, marks in _id_chunks(ids):
             rows = self.db.execute(
-                f"SELECT id, url, site, title, coalesce(dup_of, id) AS head FROM articles WHERE dup_of IN ({marks}) "
+                f"SELECT id, url, site, title, coalesce(dup_of, id) AS head FROM articles WHERE (dup_of IN ({marks}) "
                 f"OR (id IN ({marks}) AND dup_of IS NULL AND EXISTS (SELECT 1 FROM articles AS d WHERE d.dup_of = "
-                "articles.id)) ORDER BY head, id", (*chunk, *chunk)).fetchall()
+                f"articles.id))) AND {visible} ORDER BY head, id", (*chunk, *chunk, *allowed)).fetchall()
             for r in rows:
                 out.setdefault(r["head"], []).append({"url": r["url"], "site": r["site"], "title": r["title"]})
         return out
@@ -723,10 +556,25 @@ class Store:
     def count_primaries(self) -> int:
         return self.db.execute("SELECT count(*) FROM articles WHERE dup_of IS NULL").fetchone()[0]
 
-    def duplicate_ids(self, ids: list[int] | set[int]) -> set[int]:
+    def duplicate_ids(self, ids: Iterable[int]) -> set[int]:
         """Those of `ids` that are near-duplicates (their primary's search document lists them)."""
         out: set[int] = set()
         for chunk, marks in _id_chunks(ids):
             out.update(r[0] for r in self.db.execute(
                 f"SELECT id FROM articles WHERE dup_of IS NOT NULL AND id IN ({marks})", chunk))
         return out
+
+    # -- FAQ records (kind="faq"), for the /faq page ---------------------------------------------------------
+    def faq_entries(self, audiences: tuple[str, ...], *, limit: int) -> list[dict[str, Any]]:
+        visible, allowed = audience_sql(audiences)
+        rows = self.db.execute(
+            f"SELECT id, url, title, text, categories, site, audience FROM articles "
+            f"WHERE kind = 'faq' AND {visible} ORDER BY title COLLATE NOCASE, id LIMIT ?",
+            (*allowed, limit),
+        )
+        return [dict(r) | {"categories": json_list(r["categories"])} for r in rows]
+
+    def faq_count(self, audiences: tuple[str, ...]) -> int:
+        visible, allowed = audience_sql(audiences)
+        return self.db.execute(f"SELECT count(*) FROM articles WHERE kind = 'faq' AND {visible}",
+                               allowed).fetchone()[0]
