@@ -35,14 +35,11 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from whoosh.analysis import StemFilter, StopFilter, Token, Tokenizer
 from whoosh.analysis.analyzers import CompositeAnalyzer
 from whoosh.support.charset import accent_map
-
-if TYPE_CHECKING:  # pragma: no cover
-    from whoosh.analysis import Analyzer
 
 log = logging.getLogger(__name__)
 

@@ -22,17 +22,13 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from kb.models import Article, Section
+from kb.text import paragraphs
 
 log = logging.getLogger(__name__)
 
 MIN_CHARS = 12  # shorter paragraphs ("Yes.", "Share") are too common to tell anything apart
 
 __all__ = ["normalise_paragraph", "fingerprint", "block_fingerprints", "find_boilerplate", "strip_boilerplate"]
-
-
-def paragraphs(text: str) -> list[str]:
-    """Paragraphs of an Article.text (blank-line separated)."""
-    return [p.strip() for p in re.split(r"\n\s*\n", text or "") if p.strip()]
 
 
 def normalise_paragraph(text: str) -> str:

@@ -469,7 +469,8 @@ def report() -> None:
 @pass_ctx
 def report_queries(obj: Context, days: int, as_json: bool) -> None:
     """Top and zero-result queries, with vocabulary candidates for zero-result lay terms."""
-    from kb.querylog import printable_tree, report as query_report
+    from kb.querylog import printable_tree
+    from kb.querylog import report as query_report
 
     with obj.store() as store:
         data = query_report(store, days)  # every word of a zero-result query is a vocabulary candidate

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from kb.store import Store
+from kb.text import slugify
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class FaqTopic:
 
 def slug(text: str) -> str:
     """An id-safe anchor for a topic heading ("Laser & light" -> "topic-laser-light")."""
-    return "topic-" + (re.sub(r"[^a-z0-9]+", "-", text.casefold()).strip("-") or "other")
+    return "topic-" + slugify(text, default="other")
 
 
 # Words of category names too general to file a question under ("Skin Care", "Skin Conditions").

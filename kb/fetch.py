@@ -29,6 +29,7 @@ import httpcore
 import httpx
 from protego import Protego
 
+from kb.clock import utc_iso
 from kb.errors import BlockedByRobots, FetchError, SkipPage
 from kb.models import Page
 
@@ -92,10 +93,6 @@ def _retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 # -- content sniffing --------------------------------------------------------------------------------------
@@ -594,7 +591,7 @@ class Fetcher:
         resp = self._request(url, headers, max_bytes=self.max_bytes, scope=scope, redirects=hops,
                              accept_types=HTML_TYPES if html_only else None)
         page = Page(url=hops[-1] if hops else url, status=resp.status, content=resp.content or b"",
-                    headers=resp.headers, requested_url=url, fetched_at=_now_iso(), redirects=hops,
+                    headers=resp.headers, requested_url=url, fetched_at=utc_iso(), redirects=hops,
                     not_modified=resp.status == 304)
         if html_only and not page.not_modified and looks_binary(page.content):
             raise SkipPage("binary content served as text/html", kind="binary")

@@ -39,11 +39,22 @@ from whoosh.reading import SegmentReader
 from whoosh.util.filelock import FileLock, try_for
 from whoosh.writing import NO_MERGE
 
+from kb.clock import utc_iso
 from kb.errors import KBError, LockHeld
 from kb.faults import checkpoint
 from kb.models import Article
-from kb.schema import (META, POINTER, SCHEMA_VERSION, article_document, build_schema, is_legacy, named_generation,
-                       read_meta, subindex_dirs, subindex_for)
+from kb.schema import (
+    META,
+    POINTER,
+    SCHEMA_VERSION,
+    article_document,
+    build_schema,
+    is_legacy,
+    named_generation,
+    read_meta,
+    subindex_dirs,
+    subindex_for,
+)
 from kb.search.check import current_generation, generation_problems
 from kb.store import Store
 
@@ -235,7 +246,7 @@ def _rebuild_locked(store: Store, root: Path, *, progress: Progress | None, max_
                 f"(more than {max_loss:.0%} fewer); keeping the current index.",
                 "Check the store (`kb stats`); if the loss is intended, use --force.")
         _write_meta(generation, {"seq": seq, "schema": SCHEMA_VERSION, "docs": count, "subindexes": counts,
-                                 "built": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+                                 "built": utc_iso()})
         checkpoint("reindex:before-swap")  # crash tests: new generation committed and verified, not live
         _write_atomic(root / POINTER, generation.name + "\n")
     except BaseException:

@@ -23,10 +23,11 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
+from kb.clock import utc_iso, utc_now
 from kb.config import data_paths
 from kb.errors import KBError, LockHeld
 
@@ -39,18 +40,10 @@ _held: dict[str, "_Holder"] = {}  # lock path -> holder in this process (re-entr
 _held_guard = threading.Lock()
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="seconds")
-
-
 def _age_seconds(stamp: str | None) -> float | None:
     """Seconds since an ISO timestamp, or None when it is missing or unreadable."""
     try:
-        return (_now() - datetime.fromisoformat(stamp)).total_seconds() if stamp else None
+        return (utc_now() - datetime.fromisoformat(stamp)).total_seconds() if stamp else None
     except ValueError:
         return None
 
@@ -137,7 +130,7 @@ class _Holder:
         self._thread.start()
 
     def _write(self) -> None:
-        self.info["heartbeat"] = _iso(_now())
+        self.info["heartbeat"] = utc_iso()
         data = json.dumps(self.info).encode("utf-8")
         os.pwrite(self.fd, data, 0)
         os.ftruncate(self.fd, len(data))
@@ -223,7 +216,7 @@ def _acquire(path: Path, name: str, stale_after: float, heartbeat: float) -> _Ho
             log.warning("Recovered the writer lock left by %s (kb %s did not exit cleanly).",
                         describe(previous), previous.get("command", "?"),
                         extra={"lock": str(path), "holder": previous})
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": name, "started": _iso(_now())}
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": name, "started": utc_iso()}
         return _Holder(path, fd, info, heartbeat)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kb import __version__
+from kb.clock import utc_iso
 from kb.config import data_paths
 from kb.errors import KBError
 from kb.lock import lock_status, writer_lock
@@ -109,7 +110,7 @@ def _size(path: Path) -> int:
 
 
 def _mtime(path: Path) -> str:
-    return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+    return utc_iso(datetime.fromtimestamp(path.stat().st_mtime, timezone.utc))
 
 
 def stats(store: Store, index_root: Path) -> dict[str, Any]:
@@ -190,7 +191,7 @@ def backup(data_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *, ar
             shutil.copy2(path, partial / path.name)
         manifest = {
             "format": BACKUP_FORMAT,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": utc_iso(),
             "kb_version": __version__,
             "schema_version": schema,
             "articles": articles,

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from kb.clock import utc_iso
 from kb.config import DEFAULTS
 from kb.store import Store, StoreError, open_store
 
@@ -46,10 +47,6 @@ _STOPWORDS = frozenset(
     "and are can for from has have how not off the this that what when where which who why with you your "
     "does did get got its was were will".split()
 )
-
-
-def _utc(moment: datetime | None = None) -> str:
-    return (moment or datetime.now(timezone.utc)).isoformat(timespec="seconds")
 
 
 def printable(text: str) -> str:
@@ -85,9 +82,9 @@ def log_query(store: Store, query: str, results_count: int, elapsed_ms: float, a
     if audience != "staff" and not settings.get("QUERY_LOG_PUBLIC", True):
         text = None
     moment = now or datetime.now(timezone.utc)
-    cutoff = _utc(moment - timedelta(days=float(settings.get("QUERY_LOG_DAYS", 90))))
+    cutoff = utc_iso(moment - timedelta(days=float(settings.get("QUERY_LOG_DAYS", 90))))
     try:
-        store.add_query(text, int(results_count), round(float(elapsed_ms), 1), audience, at=_utc(moment),
+        store.add_query(text, int(results_count), round(float(elapsed_ms), 1), audience, at=utc_iso(moment),
                         prune_before=cutoff, wait=_BUSY_MS / 1000)
     except StoreError as exc:
         log.warning("Query not logged: %s", exc)
@@ -114,7 +111,7 @@ def report(store: Store, days: int = 30, *, known: Callable[[str], bool] | None 
     `known(term)` says whether the index vocabulary already has a word; words of zero-result queries
     it does not know are the lay terms worth adding to the vocabulary file (with a source).
     """
-    since = _utc((now or datetime.now(timezone.utc)) - timedelta(days=days))
+    since = utc_iso((now or datetime.now(timezone.utc)) - timedelta(days=days))
     rows = store.queries_since(since)
     top: Counter[str] = Counter()
     zero: Counter[str] = Counter()

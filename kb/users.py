@@ -21,11 +21,12 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from kb.clock import utc_iso, utc_now
 from kb.errors import KBError
 from kb.store import Store, StoreError
 
@@ -74,14 +75,6 @@ class ApiToken:
     @property
     def active(self) -> bool:
         return self.revoked_at is None
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="seconds")
 
 
 def _sha256(text: str) -> str:
@@ -157,7 +150,7 @@ def add_user(store: Store, name: str, password: str, role: str = "staff") -> Use
         raise UserError(f"Unknown role {role!r}.", "The only role is staff.")
     row = None
     if store.get_user(name) is None:  # hash only for a free name (the store checks again as it adds)
-        row = store.add_user(name, hash_password(password), role, at=_iso(_now()))
+        row = store.add_user(name, hash_password(password), role, at=utc_iso())
     if row is None:
         raise UserError(f"There is already a user called {name!r}.",
                         "Pick another name, or change the password with `kb user passwd`.")
@@ -167,7 +160,7 @@ def add_user(store: Store, name: str, password: str, role: str = "staff") -> Use
 
 def remove_user(store: Store, name: str) -> None:
     """Delete a user with their sessions and tokens (they stop working at once)."""
-    removed = store.remove_user((name or "").strip(), at=_iso(_now()))
+    removed = store.remove_user((name or "").strip(), at=utc_iso())
     if removed is None:
         raise UserError(f"There is no user called {name!r}.", "See `kb user list`.")
     _audited(store, "user_removed", removed)
@@ -179,7 +172,7 @@ def set_password(store: Store, name: str, password: str) -> None:
     wanted = (name or "").strip()
     changed = None
     if store.get_user(wanted) is not None:  # hash only for a user that exists
-        changed = store.change_password(wanted, hash_password(password), at=_iso(_now()))
+        changed = store.change_password(wanted, hash_password(password), at=utc_iso())
     if changed is None:
         raise UserError(f"There is no user called {name!r}.", "See `kb user list`.")
     _audited(store, "password_changed", changed)
@@ -215,8 +208,8 @@ def authenticate(store: Store, name: str, password: str) -> User | None:
 def start_session(store: Store, user: User, hours: float = SESSION_HOURS) -> str:
     """A new random session id for `user` (kept as SHA-256); records the sign-in."""
     sid = secrets.token_urlsafe(32)
-    now = _now()
-    store.start_session(user.id, _sha256(sid), at=_iso(now), expires_at=_iso(now + timedelta(hours=hours)))
+    now = utc_now()
+    store.start_session(user.id, _sha256(sid), at=utc_iso(now), expires_at=utc_iso(now + timedelta(hours=hours)))
     return sid
 
 
@@ -224,7 +217,7 @@ def session_user(store: Store, sid: str) -> User | None:
     """The user of a live session id, or None (unknown, expired, ended or user removed)."""
     if not isinstance(sid, str) or not sid or len(sid) > 200:
         return None
-    row = store.session_user(_sha256(sid), at=_iso(_now()))
+    row = store.session_user(_sha256(sid), at=utc_iso())
     return _user(row) if row else None
 
 
@@ -279,7 +272,7 @@ def create_token(store: Store, user_name: str, name: str = "") -> tuple[ApiToken
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     name = " ".join((name or "").split())[:100]
     token_id = store.create_token(user.id, user.name, name, _sha256(secret), secret[:len(TOKEN_PREFIX) + 4],
-                                  at=_iso(_now()))
+                                  at=utc_iso())
     _audited(store, "token_created", user.name, f"token {token_id}" + (f" ({name})" if name else ""))
     token = next(t for t in list_tokens(store) if t.id == token_id)
     return token, secret
@@ -291,7 +284,7 @@ def list_tokens(store: Store, user_name: str | None = None) -> list[ApiToken]:
 
 def revoke_token(store: Store, token_id: int) -> ApiToken:
     """Revoke a token by id; it stops working at once. UserError when there is no such active token."""
-    before = store.revoke_token(token_id, at=_iso(_now()))
+    before = store.revoke_token(token_id, at=utc_iso())
     if before is None:
         raise UserError(f"There is no API token {token_id}.", "See `kb token list`.")
     if before["revoked_at"]:
@@ -309,7 +302,7 @@ def token_user(store: Store, secret: str, *, path: str = "") -> User | None:
         return None
     detail = f"token {row['token_id']} {path[:200]}".strip()
     try:
-        store.record_token_use(row["token_id"], row["name"], at=_iso(_now()), detail=detail)
+        store.record_token_use(row["token_id"], row["name"], at=utc_iso(), detail=detail)
     except StoreError:  # a busy store must not turn a valid request away
         log.warning("token use of %r not recorded (store busy)", row["name"])
     else:
@@ -321,14 +314,14 @@ def token_user(store: Store, secret: str, *, path: str = "") -> User | None:
 
 def audit(store: Store, event: str, user: str = "", detail: str = "") -> None:
     """Record a security event (sign-in, failure, token use, user change) in the store and the log."""
-    store.add_audit(event, user, detail, at=_iso(_now()))
+    store.add_audit(event, user, detail, at=utc_iso())
     _audited(store, event, user, detail)
 
 
 def _audited(store: Store, event: str, user: str, detail: str = "") -> None:
     """After an event reached the audit log: the log line, and now and then pruning past AUDIT_KEEP_DAYS."""
     if secrets.randbelow(200) == 0:  # prune now and then rather than on every write
-        store.prune_audit(_iso(_now() - timedelta(days=AUDIT_KEEP_DAYS)))
+        store.prune_audit(utc_iso(utc_now() - timedelta(days=AUDIT_KEEP_DAYS)))
     log.info("audit: %s %s %s", event, user, detail)
 
 

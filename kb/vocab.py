@@ -26,8 +26,17 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from kb.analysis import (ANALYSIS_VERSION, KEEP_AFTER, STOP_WORDS, ClinicalStemFilter, ClinicalStemmer,
-                         ClinicalStopFilter, MedicalAnalyzer, MedicalTokenizer, fold)
+from kb.analysis import (
+    ANALYSIS_VERSION,
+    KEEP_AFTER,
+    STOP_WORDS,
+    ClinicalStemFilter,
+    ClinicalStemmer,
+    ClinicalStopFilter,
+    MedicalAnalyzer,
+    MedicalTokenizer,
+    fold,
+)
 from kb.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover

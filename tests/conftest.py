@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-pytest_plugins: list[str] = ["tests.fixture_site", "tests.browser", "tests.pgcluster"]
+pytest_plugins: list[str] = ["tests.fixture_site", "tests.browser", "tests.pgcluster", "tests.webapp"]
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
@@ -464,3 +465,11 @@ def site(other_host: FixtureSite) -> Iterator[FixtureSite]:
     install_default_site(fixture)
     yield fixture
     fixture.close()
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> dict:
+    """Settings for crawling the fixture site: no delay, short timeouts, no retries unless a test asks."""
+    from kb import config
+
+    base = {"DATA_DIR": str(data_dir), "CRAWL_DELAY": 0.0, "TIMEOUT": 2.0, "RETRIES": 0, "RETRY_BACKOFF": 0.05}
+    return config.load(base | overrides, environ={})

@@ -14,11 +14,11 @@ from bs4 import BeautifulSoup
 from werkzeug.security import generate_password_hash
 
 from kb import users
-from kb.web.auth import current_audiences, safe_next, staff_required
 from kb.config import data_paths
 from kb.errors import ConfigError
 from kb.store import Store, open_store
 from kb.web import create_app
+from kb.web.auth import current_audiences, safe_next, staff_required
 from tests.fakes import FakeSearcher
 
 PASSWORD = "correct horse battery"

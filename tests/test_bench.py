@@ -13,8 +13,8 @@ import click
 import pytest
 
 from kb.bench import corpus
-from kb.bench.load import percentile, run_load, search_path
 from kb.bench.baselines import fts5_query
+from kb.bench.load import percentile, run_load, search_path
 from kb.bench.perf import baseline_query, bench, bench_command, bench_line
 from kb.errors import KBError
 

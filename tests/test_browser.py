@@ -20,8 +20,16 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
 
 import tests.browser
-from tests.browser import (SCREENSHOTS, format_violations, png_size, reset_viewport, run_axe, screenshot,
-                           set_viewport, wait_for)
+from tests.browser import (
+    SCREENSHOTS,
+    format_violations,
+    png_size,
+    reset_viewport,
+    run_axe,
+    screenshot,
+    set_viewport,
+    wait_for,
+)
 
 pytestmark = pytest.mark.browser
 

@@ -26,7 +26,7 @@ from kb.lock import lock_status
 from kb.search import Searcher
 from kb.store import open_store
 from kb.web import create_app
-from tests.test_downtime import KB, ARTICLES, fill_store, kb_env, kb_run, make_article
+from tests.kbprocess import ARTICLES, KB, fill_store, kb_env, kb_run, make_article
 
 QUERIES = ("acne", "rosacea treatment", "sunscreen", "melasma pigment", "eczema", "zyxolith", "blackheads")
 

@@ -92,7 +92,7 @@ def _syndicated_page(site_name: str, nav: list[str]) -> str:
     The article text is the same (a reposted intro line is tested in test_store: on a 400-word text it
     costs ~4-6 of the NEAR_BITS, see kb.neardup).
     """
-    from tests.test_neardup import LASERS, TRIGGERS
+    from tests.texts import LASERS, TRIGGERS
 
     links = "".join(f'<li><a href="/{slug}/">{slug.replace("-", " ").title()}</a></li>' for slug in nav)
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">

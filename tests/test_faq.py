@@ -16,8 +16,7 @@ from kb.pipeline import crawl_source, faq_records, is_faq_page
 from kb.sources import Source
 from kb.store import Store
 from kb.web import create_app
-from tests.fixture_site import FixtureSite
-from tests.test_pipeline import make_settings
+from tests.fixture_site import FixtureSite, make_settings
 
 PASSWORD = "correct horse battery"
 

@@ -15,6 +15,7 @@ from kb.errors import KBError, LockHeld
 from kb.models import Article, Section
 from kb.search import Searcher
 from kb.search.check import current_generation
+from tests.texts import ARTICLE, REPOST_FOOTER, REPOST_HEADER
 
 
 def article(n: int, **kw) -> Article:
@@ -309,7 +310,6 @@ def test_full_build_writes_segments_and_updates_merge_only_small_ones(store, tmp
 
 # -- near-duplicate groups: one document per group, listing every source ------------------------------
 
-from tests.test_neardup import ARTICLE, FOOTER, HEADER  # noqa: E402
 
 ROSACEA = "Rosacea: triggers and laser treatment"
 
@@ -330,7 +330,7 @@ def _search(root: Path, query: str):
 def test_rebuild_indexes_one_document_per_group_with_every_source(store, tmp_path):
     others = fill(store, 3)
     a = _copy(store, "clinic-a.example")
-    b = _copy(store, "partner-b.example", HEADER + ARTICLE + FOOTER)
+    b = _copy(store, "partner-b.example", REPOST_HEADER + ARTICLE + REPOST_FOOTER)
     root = tmp_path / "ix"
     assert index.rebuild(store, root) == 4  # 3 + one group; the count check compares with the primaries
     assert doc_ids(root) == {*others, a} and b not in doc_ids(root)
@@ -350,8 +350,8 @@ def test_update_follows_groups_and_equals_a_full_rebuild(store, tmp_path):
     root = tmp_path / "ix"
     index.rebuild(store, root)
     assert _search(root, "ivermectin").hits[0].sources == []
-    b = _copy(store, "b.example", ARTICLE + FOOTER)  # a repost appears
-    c = _copy(store, "c.example", HEADER + ARTICLE)
+    b = _copy(store, "b.example", ARTICLE + REPOST_FOOTER)  # a repost appears
+    c = _copy(store, "c.example", REPOST_HEADER + ARTICLE)
     index.update(store, root)
     assert a in doc_ids(root) and not {b, c} & doc_ids(root)
     hit = _search(root, "ivermectin").hits[0]

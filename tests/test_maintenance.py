@@ -366,7 +366,7 @@ def test_check_agrees_after_a_boilerplate_change_and_update(store: Store, data_d
 def test_check_compares_the_index_with_near_duplicate_groups(store: Store, data_dir: Path) -> None:
     """One document per group: a copy is not "missing", and a primary whose source list is out of date is stale."""
     from kb.index import rebuild
-    from tests.test_neardup import ARTICLE, FOOTER
+    from tests.texts import ARTICLE, REPOST_FOOTER
 
     index_root = data_paths(data_dir)["index"]
     _fill(store)
@@ -374,7 +374,7 @@ def test_check_compares_the_index_with_near_duplicate_groups(store: Store, data_
     first = store.save_article(_article(60, title, ARTICLE))[0]
     rebuild(store, index_root)
     assert check(store, index_root)["ok"]
-    copy = store.save_article(_article(61, title, ARTICLE + FOOTER, site="partner.example"))[0]  # not indexed yet
+    copy = store.save_article(_article(61, title, ARTICLE + REPOST_FOOTER, site="partner.example"))[0]  # not indexed yet
     assert store.copies(copy)[0]["id"] == first
     found = check(store, index_root)
     assert (found["missing"], found["orphaned"], found["stale"]) == ([], [], [first])

@@ -7,44 +7,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kb.neardup import (BANDS, MIN_OVERLAP, MIN_WORDS, NEAR_BITS, bands, fingerprint, hamming, overlap, same_title,
-                        simhash, words)
-
-# Two articles on one topic (rosacea), as two clinics would write them: shared vocabulary, different text.
-TRIGGERS = (
-    "Rosacea is a long-term inflammatory skin condition that mainly affects the central face, causing "
-    "persistent redness, visible blood vessels and sometimes small bumps that look like acne. Many patients "
-    "notice that their symptoms come and go in flares, and that certain everyday situations reliably make "
-    "the redness worse. Keeping a simple diary for a few weeks is the most practical way to find your own "
-    "triggers. Common culprits include hot drinks, spicy food, alcohol (red wine in particular), strong "
-    "sunlight, wind, very cold weather, saunas and intense exercise. Emotional stress and sudden changes in "
-    "temperature can also provoke flushing within minutes. Some skin care products sting rosacea-prone skin: "
-    "alcohol-based toners, menthol, witch hazel, fragrance and harsh scrubs are best avoided. A daily "
-    "broad-spectrum sunscreen with SPF 30 or higher protects against ultraviolet light, which is one of the "
-    "most frequent triggers reported by patients. Gentle cleansing with lukewarm water and a fragrance-free "
-    "moisturiser helps to restore the skin barrier. Avoiding triggers does not cure rosacea, but it reduces "
-    "how often flares happen and makes medical treatment more effective. If redness persists despite these "
-    "measures, a dermatologist can prescribe creams such as ivermectin or azelaic acid, or recommend laser "
-    "therapy for visible vessels."
+from kb.neardup import (
+    BANDS,
+    MIN_OVERLAP,
+    MIN_WORDS,
+    NEAR_BITS,
+    bands,
+    fingerprint,
+    hamming,
+    overlap,
+    same_title,
+    simhash,
+    words,
 )
-LASERS = (
-    "Laser and light treatments are the most effective way to reduce the persistent redness and visible "
-    "blood vessels of rosacea, which creams and tablets rarely clear completely. The pulsed dye laser, often "
-    "known by the brand name VBeam, emits yellow light at 595 nanometres that is absorbed by haemoglobin in "
-    "small vessels; the vessels are heated and gradually reabsorbed by the body over the following weeks. "
-    "Intense pulsed light (IPL) uses a broad spectrum of wavelengths filtered to target the same vessels and "
-    "can also improve brown sun damage. Most patients need three to four sessions about a month apart, each "
-    "lasting fifteen to thirty minutes. A cooling spray or gel makes the procedure comfortable, and no "
-    "anaesthetic is usually required. Afterwards the skin may look flushed or slightly swollen for a day or "
-    "two; with higher settings short-lived purple bruising can appear and fades within a week or so. "
-    "Results are long-lasting but not permanent, because rosacea is a chronic condition and new vessels may "
-    "form, so many patients return for a maintenance session once a year. Treatment is avoided on tanned "
-    "skin, and strict sun protection before and after each session lowers the risk of pigment changes. Your "
-    "dermatologist will assess which device suits your skin type."
-)
-ARTICLE = TRIGGERS + "\n" + LASERS  # one 400-word article: "Rosacea: triggers and laser treatment"
-HEADER = "Originally published on the Riverside Dermatology blog. Share this article:\n"
-FOOTER = "\nBook a consultation with one of our dermatologists today."
+from tests.texts import ARTICLE, LASERS, REPOST_FOOTER, REPOST_HEADER, TRIGGERS
 
 
 def test_texts_are_long_enough_to_be_merged() -> None:
@@ -66,9 +42,9 @@ def test_whitespace_case_and_punctuation_do_not_matter() -> None:
 def test_a_header_or_footer_line_stays_within_near_bits() -> None:
     """On a 400-word article. On a 200-word one a 10-word line is 5% of the text, ~5-8 bits (see kb.neardup)."""
     base = simhash(ARTICLE)
-    assert hamming(base, simhash(HEADER + ARTICLE)) <= NEAR_BITS
-    assert hamming(base, simhash(ARTICLE + FOOTER)) <= NEAR_BITS
-    assert hamming(base, simhash(HEADER + ARTICLE + FOOTER)) <= NEAR_BITS
+    assert hamming(base, simhash(REPOST_HEADER + ARTICLE)) <= NEAR_BITS
+    assert hamming(base, simhash(ARTICLE + REPOST_FOOTER)) <= NEAR_BITS
+    assert hamming(base, simhash(REPOST_HEADER + ARTICLE + REPOST_FOOTER)) <= NEAR_BITS
 
 
 def test_a_changed_word_stays_within_near_bits() -> None:
@@ -128,7 +104,7 @@ def test_bands_cover_every_bit_and_pigeonhole_holds() -> None:
 
 def test_hash_is_stable_across_processes() -> None:
     """blake2b, not hash(): a fingerprint stored by one process must match one computed by the next."""
-    code = "from tests.test_neardup import TRIGGERS; from kb.neardup import simhash; print(simhash(TRIGGERS))"
+    code = "from tests.texts import TRIGGERS; from kb.neardup import simhash; print(simhash(TRIGGERS))"
     root = str(Path(__file__).resolve().parent.parent)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONHASHSEED": "12345", "PYTHONPATH": root}, cwd=root)
@@ -144,7 +120,7 @@ def test_same_title_allows_a_prefix_but_not_another_subject() -> None:
 
 
 def test_overlap_accepts_reposts_and_rejects_excerpts_and_reorderings() -> None:
-    assert overlap(ARTICLE, HEADER + ARTICLE + FOOTER) >= 0.9
+    assert overlap(ARTICLE, REPOST_HEADER + ARTICLE + REPOST_FOOTER) >= 0.9
     excerpt = " ".join(ARTICLE.split()[:120])  # a teaser of a third of the article is not a copy of it
     assert overlap(ARTICLE, excerpt) < MIN_OVERLAP
     assert overlap(ARTICLE, " ".join(reversed(ARTICLE.split()))) < 0.05

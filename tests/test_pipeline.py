@@ -14,15 +14,10 @@ from kb import config
 from kb.pipeline import crawl_report, crawl_source, explain
 from kb.sources import Source
 from kb.store import Store
-from tests.fixture_site import FixtureSite
+from tests.fixture_site import FixtureSite, make_settings
 
 ARTICLES = ["/2024/01/rosacea-vbeam/", "/2024/02/acne-scars/", "/2024/03/laser-safety-protocol/",
             "/sebaceous-glands/", "/vbeam/", "/staff/handbook/"]
-
-
-def make_settings(data_dir: Path, **overrides: Any) -> dict:
-    base = {"DATA_DIR": str(data_dir), "CRAWL_DELAY": 0.0, "TIMEOUT": 2.0, "RETRIES": 0, "RETRY_BACKOFF": 0.05}
-    return config.load(base | overrides, environ={})
 
 
 def blog(site: FixtureSite, **kw: Any) -> Source:

@@ -12,7 +12,7 @@ import pytest
 from kb import index, querylang
 from kb.errors import IndexUnavailable
 from kb.models import Article, Results, Section
-from kb.search import SearchService, Searcher
+from kb.search import Searcher, SearchService
 from kb.search.snippets import highlight_pattern, make_snippet
 from kb.store import open_store
 from tests.fakes import FakeSearcher

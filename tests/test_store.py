@@ -10,6 +10,7 @@ import pytest
 from kb.errors import KBError
 from kb.models import Article, Section
 from kb.store import SCHEMA_VERSION, SQLiteStore, Store, audience_sql, open_store
+from tests.texts import ARTICLE, LASERS, REPOST_FOOTER, REPOST_HEADER
 
 
 def _article(url: str = "https://clinic.example/a/", text: str = "Sebaceous glands make sebum.") -> Article:
@@ -221,7 +222,6 @@ def test_disclaimer_flag_is_stored_and_read(store: Store) -> None:
 
 # -- near-duplicate groups (kb.neardup) --------------------------------------------------------------
 
-from tests.test_neardup import ARTICLE, FOOTER, HEADER, LASERS  # noqa: E402
 
 
 def _copy(host: str, text: str = ARTICLE, title: str = "Rosacea: triggers and laser treatment",
@@ -245,7 +245,7 @@ def _groups(store: Store) -> dict[int, int | None]:
 def test_reposted_article_joins_the_first_copy(store: Store) -> None:
     a = store.save_article(_copy("clinic-a.example"))[0]
     seq = store.last_change()
-    b = store.save_article(_copy("partner-b.example", HEADER + ARTICLE + FOOTER))[0]
+    b = store.save_article(_copy("partner-b.example", REPOST_HEADER + ARTICLE + REPOST_FOOTER))[0]
     other = store.save_article(_copy("clinic-a.example", LASERS, "Laser treatment", path="/lasers/"))[0]
     assert _groups(store) == {a: None, b: a, other: None}
     group = store.copies(a)
@@ -278,7 +278,7 @@ def test_changed_duplicate_reindexes_its_primary(store: Store) -> None:
     a = store.save_article(_copy("clinic-a.example"))[0]
     b = store.save_article(_copy("partner-b.example"))[0]
     seq = store.last_change()
-    store.save_article(_copy("partner-b.example", ARTICLE + FOOTER))  # still a copy, but its title/URL may show
+    store.save_article(_copy("partner-b.example", ARTICLE + REPOST_FOOTER))  # still a copy, but its title/URL may show
     upserts, deletes, _ = store.changes_since(seq)
     assert upserts == {a} and deletes == {b}
     assert _groups(store)[b] == a
@@ -286,8 +286,8 @@ def test_changed_duplicate_reindexes_its_primary(store: Store) -> None:
 
 def test_deleting_the_primary_reforms_the_group(store: Store) -> None:
     a = store.save_article(_copy("a.example"))[0]
-    b = store.save_article(_copy("b.example", HEADER + ARTICLE))[0]
-    c = store.save_article(_copy("c.example", ARTICLE + FOOTER))[0]
+    b = store.save_article(_copy("b.example", REPOST_HEADER + ARTICLE))[0]
+    c = store.save_article(_copy("c.example", ARTICLE + REPOST_FOOTER))[0]
     assert _groups(store) == {a: None, b: a, c: a}
     seq = store.last_change()
     assert store.delete_article(a)

@@ -13,7 +13,6 @@ import re
 import stat
 import threading
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -21,60 +20,11 @@ from bs4 import BeautifulSoup
 
 import kb.web.app
 from kb.errors import IndexUnavailable
-from kb.models import Article, Section
-from kb.web import create_app
+from kb.models import Section
 from kb.web.format import http_url, page_window
 from kb.web.params import BadParam, parse_search_args
 from tests.fakes import FakeSearcher, make_hit, make_results
-
-SCRIPT_TITLE = 'Acne <script>alert("t")</script> & rosacea'
-
-
-# -- fixtures shared with tests/test_api.py -------------------------------------------------------------------------
-
-@pytest.fixture
-def make_app(data_dir: Path):
-    """Build apps on the test data dir; closes their searchers afterwards."""
-    apps = []
-
-    def make(searcher: Any = None, **config: Any):
-        test_config = {"DATA_DIR": str(data_dir), "TESTING": True, **config}
-        if searcher is not None:
-            test_config["SEARCHER"] = searcher
-        app = create_app(test_config)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.extensions["kb"].close()
-
-
-def get(app, url: str, **kwargs: Any):
-    """GET and close the response (static files hold an open file until closed)."""
-    with app.test_client() as client:
-        response = client.get(url, **kwargs)
-        response.get_data()  # buffer the body, then release the file behind static responses
-        response.close()
-        return response
-
-
-def soup(response) -> BeautifulSoup:
-    return BeautifulSoup(response.get_data(as_text=True), "lxml")
-
-
-def article(n: int = 1, **changes: Any) -> Article:
-    values: dict[str, Any] = dict(
-        url=f"https://derm.example.org/conditions/article-{n}", title=f"Article {n}",
-        text=f"Lead paragraph {n}.\n\nCauses\nHormones matter.\n\nTreatment\nRetinoids help.",
-        sections=[Section("Causes", "causes", "Hormones matter."),
-                  Section("Treatment", "treatment", "Retinoids help.")],
-        site="derm.example.org", published="2023-05-01", modified="2024-01-15T08:00:00Z",
-        categories=["Acne"], tags=["retinoids"],
-    )
-    values.update(changes)
-    return Article(**values)
-
+from tests.webapp import SCRIPT_TITLE, article, get, soup
 
 # -- pure helpers ---------------------------------------------------------------------------------------------------
 
@@ -584,34 +534,6 @@ def test_static_assets_implement_the_contract(make_app):
 
 # -- real index -----------------------------------------------------------------------------------------------------
 
-def _real_index_modules():
-    """kb.index / kb.search are written by another helper; these tests use them once they exist."""
-    import importlib
-
-    return importlib.import_module("kb.index"), importlib.import_module("kb.search")
-
-
-@pytest.fixture
-def real_app(make_app, store, data_dir):
-    index, _ = _real_index_modules()
-    from kb.config import data_paths
-
-    store.save_article(article(1, title=SCRIPT_TITLE, url="https://derm.example.org/acne",
-                               text="Acne vulgaris is treated with topical retinoids.",
-                               sections=[Section("Treatment", "treatment", "Topical retinoids and benzoyl peroxide.")],
-                               categories=["Acne"], tags=["retinoids"]))
-    store.save_article(article(2, title="Rosacea basics", url="javascript:alert(1)",
-                               text="Rosacea causes facial redness; retinoids are not first line.",
-                               sections=[], categories=["Rosacea"], tags=["redness"]))
-    for n in range(3, 26):
-        store.save_article(article(n, title=f"Retinoids note {n}", text=f"Retinoids article number {n}.",
-                                   sections=[], categories=["Acne"], tags=[f"t{n % 3}"]))
-    store.save_article(article(99, title="Staff retinoids protocol", text="Retinoids dosing for staff.",
-                               sections=[], audience="staff"))
-    assert index.rebuild(store, data_paths(data_dir)["index"]) == 26
-    return make_app()
-
-
 def test_real_index_search_page(real_app):
     response = get(real_app, "/search?q=retinoids")
     assert response.status_code == 200
@@ -641,7 +563,6 @@ def test_real_index_filters_and_escaping(real_app):
 
 
 def test_real_index_missing_gives_503(make_app):
-    _real_index_modules()
     response = get(make_app(), "/search?q=acne")
     assert response.status_code == 503 and "kb reindex" in response.get_data(as_text=True)
 

@@ -23,6 +23,7 @@ from typing import Any, Iterator
 
 from kb.errors import KBError
 from kb.models import Article, Section
+from kb.text import slugify
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,6 @@ STOPWORDS = frozenset(
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"])")
 _WS = re.compile(r"\s+")
-_SLUG = re.compile(r"[^a-z0-9]+")
 
 
 def default_eval_dir() -> Path:
@@ -177,10 +177,6 @@ def load_pool(eval_dir: Path) -> SentencePool:
     log.info("sentence pool: %d topics, %d sentences, %d questions", len(topics), len(all_sentences), len(questions))
     return SentencePool(topics=topics, sentences=all_sentences, questions=questions,
                         skin_topics=[i for i, t in enumerate(topics) if t.skin])
-
-
-def slugify(text: str) -> str:
-    return _SLUG.sub("-", text.lower()).strip("-")
 
 
 def _weighted(rng: random.Random, table: tuple[tuple[str, int], ...], k: int = 1) -> list[str]:

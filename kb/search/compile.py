@@ -14,7 +14,7 @@ from typing import Any
 
 from whoosh import query as wq
 
-from kb.querylang import Either, Group, Not, Node, Parsed, Phrase, Word, intent_words
+from kb.querylang import Either, Group, Node, Not, Parsed, Phrase, Word, intent_words
 from kb.schema import title_key
 from kb.search.state import _Request
 from kb.search.vocabulary import _expansions

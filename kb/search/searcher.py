@@ -21,9 +21,19 @@ from typing import Any, Callable
 from kb.errors import IndexDamaged, IndexUnavailable
 from kb.models import Hit, Results
 from kb.querylang import Parsed, clean, parse
-from kb.schema import (POINTER, is_legacy, named_generation, section_at, stored_body, stored_hit, stored_sections,
-                       subindexes_for, title_key)
-from kb.search.check import READ_ERRORS, current_generation, problems as index_problems
+from kb.schema import (
+    POINTER,
+    is_legacy,
+    named_generation,
+    section_at,
+    stored_body,
+    stored_hit,
+    stored_sections,
+    subindexes_for,
+    title_key,
+)
+from kb.search.check import READ_ERRORS, current_generation
+from kb.search.check import problems as index_problems
 from kb.search.compile import _NegativeOnly, compile_query
 from kb.search.interface import DEFAULT_AUDIENCES
 from kb.search.postings import DocSet, _union

@@ -21,13 +21,11 @@ from pathlib import Path
 
 from kb.errors import KBError
 from kb.store.audience import Audiences, audience_sql
-from kb.store.base import Store, StoreError, utcnow
+from kb.store.base import Store, StoreError
 from kb.store.migrations import SCHEMA_VERSION
 from kb.store.sqlite import SQLiteStore
 
-__all__ = ["Audiences", "SCHEMA_VERSION", "SQLiteStore", "Store", "StoreError", "audience_sql", "open_store",
-           "utcnow"]
-
+__all__ = ["Audiences", "SCHEMA_VERSION", "SQLiteStore", "Store", "StoreError", "audience_sql", "open_store"]
 
 
 def open_store(location: str | os.PathLike[str]) -> Store:

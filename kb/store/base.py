@@ -14,7 +14,7 @@ implementation will implement the same contract. Rules every implementation keep
   reader (pipeline, indexer, CLI); code answering a request passes the reader's audiences. The pipeline's
   and indexer's bookkeeping (ids, hashes, pages, the change and crawl logs) takes none: it answers nobody.
 - A store opens ready to use: its schema is created or migrated once, when it opens (`kb.store.migrations`).
-- Times are ISO 8601 UTC strings to the second (`utcnow()`), except login attempts (seconds since the epoch).
+- Times are ISO 8601 UTC strings to the second (`kb.clock.utc_iso()`), except login attempts (seconds since the epoch).
 
 The helpers at the bottom are pure and shared by the implementations.
 """
@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -370,10 +369,6 @@ class Store(ABC):
 
 
 # -- pure helpers shared by the implementations -----------------------------------------------------------
-
-def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
 
 def article_row(article: Article, source: str) -> tuple[dict[str, Any], int | None]:
     """(column -> value of the articles row, simhash) for `article`; the simhash only for kind="article"."""

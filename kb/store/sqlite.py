@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from kb.boilerplate import find_boilerplate
+from kb.clock import utc_iso
 from kb.faults import checkpoint
 from kb.models import Article, Section
 from kb.neardup import MIN_OVERLAP, NEAR_BITS, bands, fingerprint, from_text, hamming, overlap, same_title, to_text
 from kb.store.audience import Audiences, audience_sql
-from kb.store.base import article_from_row, article_row, fold_changes, json_list, utcnow
+from kb.store.base import article_from_row, article_row, fold_changes, json_list
 from kb.store.migrations import is_current, mark_current, upgrade
 from kb.store.sqlite_accounts import SQLiteAccounts
 from kb.store.sqlite_querylog import SQLiteQueryLog
@@ -103,7 +104,7 @@ class SQLiteStore(SQLiteAccounts, SQLiteQueryLog):
 
     def record_page(self, url: str, **fields: Any) -> None:
         """Insert or update the fetch state of `url`; only the given columns change."""
-        fields.setdefault("fetched_at", utcnow())
+        fields.setdefault("fetched_at", utc_iso())
         columns = ["url", *fields]
         updates = ", ".join(f"{c} = excluded.{c}" for c in fields)
         self.db.execute(
@@ -120,7 +121,7 @@ class SQLiteStore(SQLiteAccounts, SQLiteQueryLog):
         self.db.execute(
             "INSERT INTO raw_pages VALUES (?, ?, ?, ?) ON CONFLICT(url) DO UPDATE SET "
             "content_type = excluded.content_type, fetched_at = excluded.fetched_at, body = excluded.body",
-            (url, content_type, utcnow(), zlib.compress(body, 6)),
+            (url, content_type, utc_iso(), zlib.compress(body, 6)),
         )
 
     def get_raw(self, url: str) -> tuple[bytes, str] | None:
@@ -140,7 +141,7 @@ class SQLiteStore(SQLiteAccounts, SQLiteQueryLog):
             self._refresh_markup(row["id"], article.sections)
             return row["id"], "unchanged"
         values, simhash = article_row(article, source)
-        now = utcnow()
+        now = utc_iso()
         with self.transaction():
             if row:
                 article_id, status = row["id"], "updated"
@@ -292,12 +293,12 @@ class SQLiteStore(SQLiteAccounts, SQLiteQueryLog):
 
     # -- crawl log -----------------------------------------------------------
     def start_crawl(self, source: str) -> int:
-        cur = self.db.execute("INSERT INTO crawls (source, started_at) VALUES (?, ?)", (source, utcnow()))
+        cur = self.db.execute("INSERT INTO crawls (source, started_at) VALUES (?, ?)", (source, utc_iso()))
         return int(cur.lastrowid)
 
     def finish_crawl(self, crawl_id: int, stats: dict[str, Any]) -> None:
         self.db.execute("UPDATE crawls SET finished_at = ?, stats = ? WHERE id = ?",
-                        (utcnow(), json.dumps(stats), crawl_id))
+                        (utc_iso(), json.dumps(stats), crawl_id))
 
     def recent_crawls(self, limit: int = 10) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT * FROM crawls ORDER BY id DESC LIMIT ?", (limit,))
@@ -368,7 +369,7 @@ class SQLiteStore(SQLiteAccounts, SQLiteQueryLog):
         changed = found ^ old
         # Near-duplicates are not indexed apart from their group's primary: only primaries need reindexing.
         affected = [r["id"] for r in rows if r["dup_of"] is None and not changed.isdisjoint(r["fingerprints"].split())]
-        now = utcnow()
+        now = utc_iso()
         with self.transaction():
             self.db.execute("DELETE FROM site_boilerplate WHERE site = ?", (site,))
             self.db.executemany("INSERT INTO site_boilerplate (site, fingerprint) VALUES (?, ?)",
@@ -492,7 +493,7 @@ class SQLiteStore(SQLiteAccounts, SQLiteQueryLog):
 
     def _log_changes(self, upserts: set[int], deletes: set[int], now: str | None = None) -> None:
         """One change per touched id by its final state: a primary is (re)indexed, a duplicate or gone id deleted."""
-        now = now or utcnow()
+        now = now or utc_iso()
         touched = sorted(upserts | deletes)
         live: set[int] = set()
         for chunk, marks in _id_chunks(touched):

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 import langcodes
 
+from kb.text import paragraphs as text_paragraphs
+
 MAX_LANG_LENGTH = 64
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")  # one regex scan: this runs for every link of every result page
@@ -94,12 +96,10 @@ def page_window(page: int, pages: int, radius: int = 2) -> list[int | None]:
 
 
 def paragraphs(text: str) -> list[list[str]]:
-    """Split stored plain text into paragraphs (blank-line separated) of lines, for escaped rendering."""
-    blocks = re.split(r"\n[ \t]*\n", (text or "").replace("\r\n", "\n").strip())
+    """Stored plain text as paragraphs of lines, for escaped rendering (kb.text splits the paragraphs)."""
     out = []
-    for block in blocks:
+    for block in text_paragraphs((text or "").replace("\r\n", "\n")):
         lines = [line.strip() for line in block.split("\n") if line.strip()]
         if lines:
             out.append(lines)
     return out
-

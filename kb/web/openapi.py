@@ -9,8 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 from kb import __version__
-from kb.web.params import (FILTERS, MAX_ARTICLE_ID, MAX_FILTER_VALUES, MAX_PAGE, MAX_PER_PAGE, MAX_QUERY_LENGTH,
-                           MAX_SUGGEST, SORTS)
+from kb.web.params import (
+    FILTERS,
+    MAX_ARTICLE_ID,
+    MAX_FILTER_VALUES,
+    MAX_PAGE,
+    MAX_PER_PAGE,
+    MAX_QUERY_LENGTH,
+    MAX_SUGGEST,
+    SORTS,
+)
 
 
 def _param(name: str, description: str, schema: dict[str, Any], *, required: bool = False,
