@@ -37,9 +37,11 @@ from typing import Any
 
 from kb.config import DEFAULTS
 from kb.errors import ConfigError, SkipPage
-from kb.extract import extract, normalise_date
+from kb.extract import extract
+from kb.extract.metadata import normalise_date
 from kb.models import AUDIENCES, Article, CrawlStats, Section
 from kb.store import Store
+from kb.text import paragraphs
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +188,7 @@ def _load_markdown(data: bytes, url: str, path: Path) -> Article:
 
 
 def _paragraphs(text: str) -> list[str]:
-    return [_clean(p) for p in re.split(r"\n[ \t]*\n", text) if _clean(p)]
+    return [_clean(p) for p in paragraphs(text) if _clean(p)]
 
 
 def _load_text(data: bytes, url: str, path: Path) -> Article:

@@ -44,7 +44,7 @@ class Section:
     """A heading and the text under it; the anchor makes `url#anchor` deep links.
 
     `text` is what is indexed and searched; `html` is the same body as allow-listed markup (lists,
-    sub-headings, emphasis, quotes, tables, safe links; see kb.markup) for the article page, "" when unknown.
+    sub-headings, emphasis, quotes, tables, safe links; see kb.extract.markup) for the article page, "" when unknown.
     """
 
     heading: str

@@ -23,8 +23,8 @@ from kb.boilerplate import paragraphs
 from kb.config import data_paths
 from kb.crawl import HtmlInfo, Link
 from kb.errors import BlockedByRobots, ConfigError, FetchError, SkipPage
+from kb.extract.charset import decode_html
 from kb.faults import checkpoint
-from kb.extract import decode_html
 from kb.fetch import Fetcher, robot_token
 from kb.models import Article, CrawlStats, Page
 from kb.sources import Source, load_sources, source_from_url

@@ -1,5 +1,5 @@
 """The article page shows the source's structure: lists, sub-headings, emphasis, quotes and tables as safe
-markup (kb.markup's allow-list, applied at extraction and again when shown), a contents list nested by level,
+markup (kb.extract.markup's allow-list, applied at extraction and again when shown), a contents list nested by level,
 and escaped text for everything else, including rows stored before markup existed."""
 
 from __future__ import annotations

@@ -11,10 +11,18 @@ from pathlib import Path
 import pytest
 from bs4 import BeautifulSoup, Comment
 
-from kb import boilerplate, markup
+from kb import boilerplate
 from kb.errors import SkipPage
 from kb.extract import (
-    decode_html, detect_charset, extract, extract_faqs, has_disclaimer, meta_robots, normalise_date, slugify,
+    decode_html,
+    detect_charset,
+    extract,
+    extract_faqs,
+    has_disclaimer,
+    markup,
+    meta_robots,
+    normalise_date,
+    slugify,
 )
 from kb.models import Article, Section
 
@@ -689,3 +697,19 @@ def test_clean_gives_loose_text_a_paragraph_and_stray_list_text_an_item() -> Non
         "<blockquote><p>Calm skin. A patient</p></blockquote>")
     assert markup.clean("<p>One<br><br>Two <b>bold </b>end<br></p>") == "<p>One</p><p>Two <b>bold </b>end</p>"
     assert markup.clean("<li>One<br><br>Two</li>") == "<li>One<br><br>Two</li>"  # a list item stays one item
+
+
+# ------------------------------------------------------------------------------------------- the package
+
+def test_public_names_live_in_their_parts() -> None:
+    """kb.extract re-exports each part's public names; callers needing one part import it from its home."""
+    import kb.extract
+    from kb import disclaimer, text
+    from kb.extract import charset, faq, metadata, page
+
+    homes = {"decode_html": charset, "detect_charset": charset, "extract_faqs": faq, "meta_robots": metadata,
+             "normalise_date": metadata, "extract": page, "HTML_TYPES": page, "slugify": text,
+             "has_disclaimer": disclaimer}
+    assert set(kb.extract.__all__) == set(homes)
+    for name, home in homes.items():
+        assert getattr(kb.extract, name) is getattr(home, name), name

@@ -128,7 +128,7 @@ KB_TAGS = frozenset({
     "input", "ul", "ol", "li", "button", "p", "main", "footer", "nav", "h1", "h2", "h3", "h4", "h5", "h6",
     "section", "article", "aside", "dl", "dt", "dd", "time", "mark", "br", "strong", "em", "code", "small",
     "abbr", "hr", "fieldset", "legend", "summary", "details",
-    # article bodies keep the source's safe markup (kb.markup's allow-list)
+    # article bodies keep the source's safe markup (kb.extract.markup's allow-list)
     "b", "i", "blockquote", "table", "thead", "tbody", "tr", "th", "td",
 })
 URL_ATTRIBUTES = ("href", "src", "action", "formaction", "data", "xlink:href", "poster", "background", "srcset")

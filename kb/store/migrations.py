@@ -175,7 +175,7 @@ ADDED_COLUMNS = (
     ("articles", "fingerprints", "TEXT NOT NULL DEFAULT ''"),
     ("articles", "simhash", "TEXT"),
     ("articles", "dup_of", "INTEGER"),
-    ("sections", "html", "TEXT NOT NULL DEFAULT ''"),  # version 4: safe markup of the section (kb.markup)
+    ("sections", "html", "TEXT NOT NULL DEFAULT ''"),  # version 4: safe markup of the section (kb.extract.markup)
 )
 
 

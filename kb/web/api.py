@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 
-from kb.markup import clean as clean_markup
+from kb.extract.markup import clean as clean_markup
 from kb.models import Article
 from kb.web.app import get_searcher, get_store
 from kb.web.format import http_url, language_tag

@@ -3,7 +3,7 @@
 Each view parses its parameters (kb.web.params), asks kb.web.reader for what this reader may see, and renders
 an autoescaped template; the helpers here shape results and articles for those templates. The only trusted
 HTML is the search snippet (`Hit.snippet_html`, marked safe in one macro) and article section markup
-(`BodyPart.body_html`), built only by kb.markup.clean().
+(`BodyPart.body_html`), built only by kb.extract.markup.clean().
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from flask import Blueprint, Response, abort, current_app, jsonify, redirect, re
 from markupsafe import Markup
 
 from kb.errors import IndexUnavailable
-from kb.markup import clean as clean_markup
+from kb.extract.markup import clean as clean_markup
 from kb.models import Article, Results, Section
 from kb.store import Store
 from kb.web.app import get_searcher, get_store, state, static_url
@@ -44,7 +44,7 @@ class BodyPart:
     """Part of a section body: the stored markup, re-run through the allow-list, else escaped paragraphs."""
 
     paragraphs: list[list[str]] = field(default_factory=list)
-    body_html: Markup | None = None  # only ever kb.markup.clean() output
+    body_html: Markup | None = None  # only ever kb.extract.markup.clean() output
 
 
 @dataclass
@@ -260,7 +260,7 @@ def faq() -> str:
 def article(article_id: int) -> str:
     """One stored article with section anchors, a nested contents list and a link to the original.
 
-    Section bodies are the stored markup re-run through kb.markup's allow-list; rows without it are escaped text.
+    Section bodies are the stored markup re-run through kb.extract.markup's allow-list; rows without it are escaped text.
     """
     found = visible_article(article_id)
     if found is None:

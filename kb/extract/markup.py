@@ -35,7 +35,7 @@ ALLOWED_TAGS = INLINE_TAGS | BLOCK_TAGS | {"br"}
 # Allowed elements that hold text directly; text elsewhere gets an implied <p> (or <li> inside a list).
 TEXT_HOLDERS = frozenset({"p", "li", "th", "td", *HEADING_TAGS})
 LISTS = frozenset({"ul", "ol"})
-# Elements that end a paragraph of running text in the source (as in kb.extract's serialiser).
+# Elements that end a paragraph of running text in the source (as in kb.extract.blocks' serialiser).
 BREAKING_TAGS = BLOCK_TAGS | frozenset(
     "address article aside body center dd details dialog dir div dl dt fieldset figcaption figure footer form "
     "header hgroup hr html main menu nav pre section summary caption tfoot legend".split()
