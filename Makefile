@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := chromium chromium-driver npm
 
-.PHONY: demo test install install-test system-deps bench eval clean
+.PHONY: demo test lint install install-test system-deps bench eval clean
 
 PORT   ?= 5000
 # pip's and setuptools' chatter goes to a log, shown only when an install fails
@@ -54,6 +54,10 @@ test: system-deps install-test
 	@$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: treating as a failure"; exit 1; fi; \
 	exit $$status
+
+## pyflakes and import order (CI runs this before the tests)
+lint: install-test
+	$(BIN)/ruff check kb tests
 
 bench: install-test
 	$(BIN)/kb bench --quick
