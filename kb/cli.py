@@ -31,9 +31,9 @@ class Context:
         self.verbose = verbose
 
     def store(self):
-        from kb.store import open_store
+        from kb.store import open_from_settings
 
-        return open_store(self.paths["store"])
+        return open_from_settings(self.settings)
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -335,13 +335,24 @@ def demo(obj: Context, port: int, site_port: int, no_serve: bool) -> None:
 def settings_cmd(obj: Context, as_json: bool) -> None:
     """Show every setting with its effective value, default and help."""
     if as_json:
-        click.echo(json.dumps({s.name: obj.settings[s.name] for s in config.SETTINGS
+        click.echo(json.dumps({s.name: _shown(s.name, obj.settings[s.name]) for s in config.SETTINGS
                                if s.name != "SECRET_KEY"}, indent=2))
         return
     for s in config.SETTINGS:
-        value = "(hidden)" if s.name == "SECRET_KEY" and obj.settings[s.name] else obj.settings[s.name]
+        value = _shown(s.name, obj.settings[s.name])
         click.echo(f"{s.name} = {value!r}")
         click.echo(f"    {s.help} Default: {s.default!r}; environment: KB_{s.name}")
+
+
+def _shown(name: str, value: Any) -> Any:
+    """A setting as `kb settings` prints it: SECRET_KEY hidden, passwords in database URLs masked."""
+    if name not in config.SECRET_SETTINGS or not value:
+        return value
+    if name == "SECRET_KEY":
+        return "(hidden)"
+    from kb.store.postgres_pool import redact
+
+    return ",".join(redact(u.strip()) for u in str(value).split(","))
 
 
 def main() -> None:  # pragma: no cover - console entry point is `cli`

@@ -31,6 +31,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Share of a site's articles a paragraph must appear on to count as boilerplate (calls to book, disclaimers)."),
     Setting("CRAWL_DELAY", 1.0, "Minimum seconds between two requests to the same host (robots.txt Crawl-delay may raise it)."),
     Setting("CRAWL_DELAY_MAX", 30.0, "Upper bound on a robots.txt Crawl-delay or Retry-After we agree to wait."),
+    Setting("DATABASE_REPLICA_URLS", "",
+            "Comma-separated postgresql:// URLs of read-only streaming replicas of DATABASE_URL: article pages, the "
+            "API, facets and the FAQ read from them, falling back to another replica or the primary when one fails."),
+    Setting("DATABASE_URL", "",
+            "postgresql://USER:PASS@HOST:PORT/DB keeps the store in PostgreSQL (schema created and migrated "
+            "automatically) instead of kb.sqlite3 in the data directory; empty: SQLite."),
     Setting("DATA_DIR", "index", "Directory for the SQLite store, the Whoosh index and sources.toml (--data-dir, KB_DATA_DIR)."),
     Setting("IMPORT_TIMEOUT", 10.0,
             "Seconds `kb add` may spend reading one document (in a separate process, stopped after this long); "
@@ -67,6 +73,9 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 DEFAULTS: dict[str, Any] = {s.name: s.default for s in SETTINGS}
+
+#: Settings whose values are secrets or carry passwords: `kb settings` never prints them in full.
+SECRET_SETTINGS = frozenset({"SECRET_KEY", "DATABASE_URL", "DATABASE_REPLICA_URLS"})
 
 
 def _coerce(name: str, value: Any) -> Any:

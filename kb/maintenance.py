@@ -126,7 +126,6 @@ def stats(store: Store, index_root: Path) -> dict[str, Any]:
     generation = current_generation(index_root)
     meta = read_meta(generation) if generation else {}
     upserts, deletes, _ = store.changes_since(int(meta.get("seq", 0))) if generation else (set(), set(), 0)
-    store_files = [store.path, store.path.with_name(store.path.name + "-wal")]
     queries = store.count_queries()
     return {
         "articles": sum(row["articles"] for row in by),
@@ -142,13 +141,42 @@ def stats(store: Store, index_root: Path) -> dict[str, Any]:
             "size_bytes": _size(generation) if generation else 0,
             "total_bytes": _size(Path(index_root)),
         },
-        "store": {"path": str(store.path), "size_bytes": sum(_size(p) for p in store_files)},
+        "store": _store_facts(store),
         "queries_logged": queries,
-        "writer": lock_status(store.path.parent),
+        "writer": lock_status(Path(index_root).parent),
     }
 
 
+def _store_facts(store: Store) -> dict[str, Any]:
+    """Where the store is and how big: the SQLite file (and its WAL), or the PostgreSQL database (password hidden)."""
+    if store.path is None:
+        from kb.store.postgres import PostgresStore
+        from kb.store.postgres_pool import redact
+
+        if isinstance(store, PostgresStore):
+            return {"database": redact(store.url), "replicas": len(store.replica_urls),
+                    "size_bytes": store.database_size()}
+        return {"path": None, "size_bytes": 0}
+    files = [store.path, store.path.with_name(store.path.name + "-wal")]
+    return {"path": str(store.path), "size_bytes": sum(_size(p) for p in files)}
+
+
 # -- backup and restore --------------------------------------------------------------------------
+
+def _database_url(data_dir: str | os.PathLike[str]) -> str:
+    """DATABASE_URL as the commands see it for `data_dir` (kb.toml there, then KB_DATABASE_URL)."""
+    from kb import config
+
+    return str(config.load({"DATA_DIR": str(data_dir)}).get("DATABASE_URL") or "").strip()
+
+
+def _refuse_on_postgres(data_dir: str | os.PathLike[str], command: str) -> None:
+    """`kb backup`/`kb restore` copy a SQLite file; a PostgreSQL store is PostgreSQL's own tools' job."""
+    if _database_url(data_dir):
+        tool = "pg_dump -Fc" if command == "backup" else "pg_restore (then `kb reindex`)"
+        raise KBError(f"kb {command} works on the SQLite store only; this data directory's store is the "
+                      "PostgreSQL database of DATABASE_URL.", f"Use PostgreSQL's {tool} for that database.")
+
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
@@ -169,6 +197,7 @@ def backup(data_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *, ar
     Crawls and searches may run meanwhile. The directory holds a manifest with SHA-256 sums that
     `restore` verifies; with `archive` it becomes one .tar.gz. Returns the directory or archive path.
     """
+    _refuse_on_postgres(data_dir, "backup")
     paths = data_paths(data_dir)
     if not paths["store"].is_file():
         raise KBError(f"There is no store to back up at {paths['store']}.", "Check --data-dir.")
@@ -255,6 +284,7 @@ def restore(src: str | os.PathLike[str], data_dir: str | os.PathLike[str], force
     so a running web app sees the restored content without a restart. With `reindex` (default) the
     index is rebuilt from the restored store, since the old index describes other articles.
     """
+    _refuse_on_postgres(data_dir, "restore")
     src = Path(src)
     if not src.exists():
         raise KBError(f"There is no backup at {src}.", "Check the path.")
@@ -311,7 +341,7 @@ def health(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
     from kb.search.check import current_generation
 
     paths = data_paths(data_dir)
-    checks: dict[str, Any] = {"store": "ok" if readable(paths["store"]) else "unavailable"}
+    checks: dict[str, Any] = {"store": "ok" if _store_answers(data_dir, paths["store"]) else "unavailable"}
     generation = current_generation(paths["index"])  # an unreadable generation counts as none
     named = named_generation(paths["index"])
     checks["index"] = generation.name if generation else (
@@ -319,3 +349,16 @@ def health(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
     writer = lock_status(paths["root"])
     checks["writer"] = {"command": writer.get("command"), "since": writer.get("started")} if writer else None
     return {"ok": checks["store"] == "ok" and generation is not None, **checks}
+
+
+def _store_answers(data_dir: str | os.PathLike[str], store_path: Path) -> bool:
+    """Whether the store answers a read: the SQLite file opened read-only, or SELECT 1 on the PostgreSQL
+    primary (a replica that does not answer is out of rotation, not an outage)."""
+    from kb import config
+
+    settings = config.load({"DATA_DIR": str(data_dir)})
+    if not str(settings.get("DATABASE_URL") or "").strip():
+        return readable(store_path)
+    from kb.store.postgres import answers
+
+    return answers(str(settings["DATABASE_URL"]).strip())

@@ -160,6 +160,8 @@ class Results:
     suggestions: list[str] = field(default_factory=list)  # "Did you mean …?" candidates
     facets: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     notice: str = ""  # e.g. "Your query could not be parsed; searched for the words instead."
+    #: the words actually searched when misspelt words were corrected ("Showing results for …"), else None
+    corrected_query: str | None = None
 
     @property
     def pages(self) -> int:
@@ -174,6 +176,7 @@ class Results:
             "pages": self.pages,
             "results": [h.to_json() for h in self.hits],
             "suggestions": self.suggestions,
+            "corrected_query": self.corrected_query,
             "facets": {k: [{"value": v, "count": c} for v, c in vals] for k, vals in self.facets.items()},
             "notice": self.notice,
         }

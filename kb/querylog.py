@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 from kb.clock import utc_iso
 from kb.config import DEFAULTS
-from kb.store import Store, StoreError, open_store
+from kb.store import Store, StoreError, open_from_settings, open_store
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class QueryLogWriter:
                 args, done = job
                 try:
                     if store is None:
-                        store = open_store(self.store_path)
+                        store = self._open()
                     log_query(store, *args, settings=self.settings)
                 except Exception:  # a broken log must not cost the reader their results
                     log.warning("search not recorded in the query log", exc_info=True)
@@ -194,6 +194,12 @@ class QueryLogWriter:
         finally:
             if store is not None:
                 store.close()
+
+    def _open(self) -> Store:
+        """The process's store: the DATABASE_URL database when set, else the SQLite file at `store_path`."""
+        if self.settings.get("DATABASE_URL"):
+            return open_from_settings(self.settings)
+        return open_store(self.store_path)
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued, then close the connection (in its own thread)."""

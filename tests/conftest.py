@@ -6,8 +6,10 @@ Database backends: a test that takes the `backend` fixture runs twice, as `[sqli
 `backend.name` says which; `backend.url` is None for SQLite (use `data_dir`/`store` as today) and, for
 PostgreSQL, the URL of a fresh empty database owned by the unprivileged `kb` role on the primary, with
 `backend.replica_urls` the same database on the streaming replica (tests/pgcluster.py: `pg_cluster`,
-`pg_database`). When the PostgreSQL store and searcher exist, build them from `backend` here (one fixture, e.g.
-`backend_store`) so every suite that wants both backends only swaps `store` for it. Only the `[postgresql]`
+`pg_database`). `any_store` is the store of `backend` (a SQLite file in `data_dir`, or a `PostgresStore` on the
+test's database with its replica): suites that test the Store contract take `any_store` instead of `store`, so
+they run on both backends; `store` stays SQLite for the many suites that need a file (measured: parametrising
+`store` itself would add a PostgreSQL run to ~300 tests that test no store behaviour). Only the `[postgresql]`
 parameter needs the cluster: without PostgreSQL it skips with "PostgreSQL not available: <reason>", and with
 `CI` or `KB_REQUIRE_POSTGRES=1` it fails instead. `-m "not postgresql"` deselects it.
 """
@@ -78,3 +80,23 @@ def backend(request: pytest.FixtureRequest) -> Backend:
         return Backend("sqlite")
     database = request.getfixturevalue("pg_database")
     return Backend("postgresql", database.url, tuple(database.replica_urls))
+
+
+@pytest.fixture
+def any_store(backend: Backend, data_dir: Path):
+    """The Store of `backend`: SQLite in `data_dir`, or PostgreSQL (primary + replica reads); closed afterwards."""
+    if backend.url is None:
+        from kb.config import data_paths
+        from kb.store import open_store
+
+        with open_store(data_paths(data_dir)["store"]) as s:
+            yield s
+        return
+    from kb.store.postgres import PostgresStore
+    from kb.store.postgres_pool import close_pools
+
+    try:
+        with PostgresStore(backend.url, backend.replica_urls) as s:
+            yield s
+    finally:
+        close_pools()  # before pg_database drops the database under the pools' connections

@@ -25,9 +25,10 @@ class FakeSearcher:
         self.closed = False
 
     def search(self, query: str, *, page: int = 1, per_page: int = 10, filters: dict[str, list[str]] | None = None,
-               sort: str = "relevance", audiences: tuple[str, ...] = DEFAULT_AUDIENCES) -> Results:
-        self.calls.append((query, {"page": page, "per_page": per_page, "filters": filters, "sort": sort,
-                                   "audiences": audiences}))
+               sort: str = "relevance", audiences: tuple[str, ...] = DEFAULT_AUDIENCES,
+               exact: bool = False) -> Results:
+        call = {"page": page, "per_page": per_page, "filters": filters, "sort": sort, "audiences": audiences}
+        self.calls.append((query, call | ({"exact": True} if exact else {})))  # recorded only when asked
         if self.error is not None:
             raise self.error
         if self.results is not None:

@@ -188,7 +188,9 @@ def test_openapi_document_describes_every_api_route(make_app):
             assert {"name", "in", "schema"} <= set(parameter)
     search = {p["name"]: p for p in doc["paths"]["/api/search"]["get"]["parameters"]}
     assert search["per_page"]["schema"]["maximum"] == 100
-    assert set(search) == {"q", "page", "per_page", "sort", "tag", "category", "site", "year"}
+    assert set(search) == {"q", "page", "per_page", "sort", "exact", "tag", "category", "site", "year"}
+    results_schema = doc["components"]["schemas"]["Results"]["properties"]
+    assert results_schema["corrected_query"]["type"] == ["string", "null"]
 
     def refs(node):
         if isinstance(node, dict):

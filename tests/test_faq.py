@@ -164,15 +164,15 @@ def fill(store: Store) -> dict[str, int]:
     return ids
 
 
-def test_faq_topics_group_by_category_or_the_topic_a_question_names(store: Store) -> None:
-    fill(store)
-    public = faq_topics(store, ("public",))
+def test_faq_topics_group_by_category_or_the_topic_a_question_names(any_store: Store) -> None:
+    fill(any_store)
+    public = faq_topics(any_store, ("public",))
     assert [(t.name, [e.question for e in t.entries]) for t in public] == [
         ("Acne", ["How long does acne treatment take to work?"]),
         ("Lasers & Light", ["How much downtime is there after laser treatment?"]),
         (OTHER_TOPIC, ["Do I need a referral?"]),
     ]
-    staff = faq_topics(store, ("public", "staff"))
+    staff = faq_topics(any_store, ("public", "staff"))
     assert [e.question for e in staff[0].entries] == ["How long does acne treatment take to work?",
                                                       "When do we escalate isotretinoin?"]
     assert guess_topic("Is skin care hard?", ["Skin Care", "Acne"]) is None  # generic words file nothing
@@ -234,9 +234,9 @@ def test_best_matching_question_is_answered_inline_with_its_source(faq_app) -> N
         assert "eight to twelve weeks" in answer.get_text()
         assert answer.select_one("a.source-link")["href"] == "https://c.example/faq/#a"
         assert answer.select_one(".disclaimer")
-        first = page.select_one("#results li.result")
-        assert first.select_one("a.result-title")["href"] == f"/article/{ids['How long does acne treatment take to work?']}"
-        assert first.select_one(".chip-faq")
+        answered = f"/article/{ids['How long does acne treatment take to work?']}"
+        listed = [a["href"] for a in page.select("#results li.result a.result-title")]
+        assert listed and answered not in listed  # the answer box is not repeated as result #1 below it
         # The best match is an article, or the page is not the first: no inline answer.
         assert BeautifulSoup(client.get("/search?q=lasers+and+light").get_data(as_text=True),
                              "html.parser").select_one("section.faq-answer") is None

@@ -150,7 +150,8 @@ def test_audience_canary_is_invisible_to_public_everywhere(searcher):
     public = searcher.search(CANARY)
     assert public.total == 0 and public.hits == [] and public.facets == {}
     assert CANARY not in " ".join(public.suggestions)
-    assert CANARY not in " ".join(searcher.search(CANARY[:-1]).suggestions)  # a typo must not reveal it
+    typo = searcher.search(CANARY[:-1])  # a typo must not reveal it
+    assert CANARY not in " ".join(typo.suggestions) and typo.corrected_query is None and typo.total == 0
     assert not any("Internal" == v for v, _ in searcher.search("laser").facets.get("tag", []))
     assert searcher.search("dosing").total == 0
     assert "Staff dosing protocol" not in searcher.suggest("staff")
@@ -158,7 +159,7 @@ def test_audience_canary_is_invisible_to_public_everywhere(searcher):
     staff = searcher.search(CANARY, audiences=("public", "staff"))
     assert staff.total == 1 and staff.hits[0].audience == "staff"
     assert ("Internal", 1) in staff.facets["tag"]
-    assert CANARY in " ".join(searcher.search(CANARY[:-1], audiences=("public", "staff")).suggestions)
+    assert searcher.search(CANARY[:-1], audiences=("public", "staff")).corrected_query == CANARY
     assert "Staff dosing protocol" in searcher.suggest("staff", audiences=("public", "staff"))
 
 
@@ -196,13 +197,17 @@ def test_melasma_and_melanoma_never_mix(searcher):
     assert not any("melasma" in s for s in melanoma.suggestions)
 
 
-def test_misspelling_gets_an_open_suggestion_never_a_silent_fix(searcher):
+def test_misspelling_is_corrected_openly_and_exact_searches_the_typed_words(searcher):
     results = searcher.search("rosacia")
-    assert results.total == 0 and results.hits == []
-    assert results.suggestions[0] == "rosacea"
+    assert results.query == "rosacia" and results.corrected_query == "rosacea"  # said openly, never silent
+    assert results.total and urls(results)[0] == "https://derm.example/rosacea"
+    assert results.to_json()["corrected_query"] == "rosacea" and results.to_json()["query"] == "rosacia"
     mixed = searcher.search("rosacia redness")
-    assert "rosacea redness" in mixed.suggestions
-    assert searcher.search("rosacea").suggestions == []
+    assert mixed.corrected_query == "rosacea redness" and mixed.query == "rosacia redness"
+    exact = searcher.search("rosacia", exact=True)  # "Search instead for rosacia"
+    assert exact.total == 0 and exact.corrected_query is None and exact.suggestions == ["rosacea"]
+    plain = searcher.search("rosacea")
+    assert plain.suggestions == [] and plain.corrected_query is None and plain.to_json()["corrected_query"] is None
 
 
 def test_snippets_escape_text_and_mark_query_words(searcher):
@@ -494,10 +499,10 @@ def test_corrections_cache_is_per_audience(fast_built, built):
     try:
         staff = s.search("zorblaxin", audiences=("public", "staff"))
         public = s.search("zorblaxin")
-        assert any(CANARY in x for x in staff.suggestions)
-        assert not any(CANARY in x for x in public.suggestions)
+        assert staff.corrected_query == CANARY and staff.total == 1
+        assert public.corrected_query is None and public.total == 0 and not any(CANARY in x for x in public.suggestions)
         again = s.search("zorblaxin")  # cached now
-        assert again.suggestions == public.suggestions
+        assert again.suggestions == public.suggestions and again.corrected_query is None
     finally:
         s.close()
 
@@ -550,12 +555,12 @@ def test_spelling_lookups_per_query_are_bounded_and_cached(built, lookups):
         lookups.clear()
         assert s.search(" ".join(UNKNOWN[:2])).total == 0
         assert lookups == []  # both were looked up before: cached per index state
-        typo = s.search("rosacia " + " ".join(UNKNOWN[10:]))  # a normal typo still gets its "Did you mean"
-        assert typo.suggestions and typo.suggestions[0].startswith("rosacea ")
+        typo = s.search("rosacia " + " ".join(UNKNOWN[10:]))  # a normal typo is still corrected
+        assert typo.corrected_query and typo.corrected_query.startswith("rosacea ") and typo.total
         assert len(lookups) == suggest.MAX_CORRECTED_WORDS
         lookups.clear()
         known = s.search("melasma melanoma redness eczama")  # known words take no look-up, nor are they fixed
-        assert known.suggestions == ["melasma melanoma redness eczema"] and lookups == ["eczama"]
+        assert known.corrected_query == "melasma melanoma redness eczema" and lookups == ["eczama"]
     finally:
         s.close()
 

@@ -18,51 +18,51 @@ def _article(url: str = "https://clinic.example/a/", text: str = "Sebaceous glan
                    sections=[Section("Pores", "pores", "Pore size is mostly genetic.")], tags=["pores"])
 
 
-def test_save_new_unchanged_updated(store: Store) -> None:
+def test_save_new_unchanged_updated(any_store: Store) -> None:
     a = _article()
-    assert store.save_article(a, source="clinic")[1] == "new"
-    before = store.last_change()
-    assert store.save_article(_article(), source="clinic")[1] == "unchanged"
-    assert store.last_change() == before, "unchanged content must not write a change"
-    assert store.save_article(_article(text="Changed."), source="clinic")[1] == "updated"
-    got = store.get_article(a.id)
+    assert any_store.save_article(a, source="clinic")[1] == "new"
+    before = any_store.last_change()
+    assert any_store.save_article(_article(), source="clinic")[1] == "unchanged"
+    assert any_store.last_change() == before, "unchanged content must not write a change"
+    assert any_store.save_article(_article(text="Changed."), source="clinic")[1] == "updated"
+    got = any_store.get_article(a.id)
     assert got.text == "Changed." and got.sections[0].anchor == "pores" and got.tags == ["pores"]
 
 
-def test_change_log_last_op_wins(store: Store) -> None:
-    a_id, _ = store.save_article(_article("https://x/a"))
-    b_id, _ = store.save_article(_article("https://x/b"))
-    upserts, deletes, seq = store.changes_since(0)
+def test_change_log_last_op_wins(any_store: Store) -> None:
+    a_id, _ = any_store.save_article(_article("https://x/a"))
+    b_id, _ = any_store.save_article(_article("https://x/b"))
+    upserts, deletes, seq = any_store.changes_since(0)
     assert upserts == {a_id, b_id} and not deletes
-    store.delete_article(a_id)
-    upserts, deletes, seq2 = store.changes_since(seq)
+    any_store.delete_article(a_id)
+    upserts, deletes, seq2 = any_store.changes_since(seq)
     assert upserts == set() and deletes == {a_id} and seq2 > seq
-    assert store.get_article(a_id) is None
-    assert store.count_articles() == 1
+    assert any_store.get_article(a_id) is None
+    assert any_store.count_articles() == 1
 
 
-def test_failed_transaction_keeps_stored_data(store: Store) -> None:
-    store.save_article(_article())
+def test_failed_transaction_keeps_stored_data(any_store: Store) -> None:
+    article_id, _ = any_store.save_article(_article())
     with pytest.raises(RuntimeError):
-        with store.transaction():
-            store.db.execute("DELETE FROM articles")
+        with any_store.transaction():
+            any_store.delete_article(article_id)
             raise RuntimeError("crash mid-write")
-    assert store.count_articles() == 1
+    assert any_store.count_articles() == 1 and any_store.get_article(article_id) is not None
 
 
-def test_page_state_and_raw_cache(store: Store) -> None:
-    store.record_page("https://x/a", status=200, etag='"v1"', content_hash="abc", source="x")
-    store.record_page("https://x/a", status=304)
-    page = store.get_page("https://x/a")
+def test_page_state_and_raw_cache(any_store: Store) -> None:
+    any_store.record_page("https://x/a", status=200, etag='"v1"', content_hash="abc", source="x")
+    any_store.record_page("https://x/a", status=304)
+    page = any_store.get_page("https://x/a")
     assert page["etag"] == '"v1"' and page["status"] == 304 and page["content_hash"] == "abc"
-    store.put_raw("https://x/a", b"<html>" * 1000, "text/html")
-    assert store.get_raw("https://x/a") == (b"<html>" * 1000, "text/html")
+    any_store.put_raw("https://x/a", b"<html>" * 1000, "text/html")
+    assert any_store.get_raw("https://x/a") == (b"<html>" * 1000, "text/html")
 
 
-def test_crawl_log(store: Store) -> None:
-    crawl_id = store.start_crawl("x")
-    store.finish_crawl(crawl_id, {"fetched": 3})
-    [row] = store.recent_crawls()
+def test_crawl_log(any_store: Store) -> None:
+    crawl_id = any_store.start_crawl("x")
+    any_store.finish_crawl(crawl_id, {"fetched": 3})
+    [row] = any_store.recent_crawls()
     assert row["stats"] == {"fetched": 3} and row["finished_at"]
 
 
@@ -74,11 +74,11 @@ def test_reopen_keeps_data(tmp_path) -> None:
         assert s.get_meta("schema_version") == str(SCHEMA_VERSION)
 
 
-def test_iter_articles_streams_in_batches_in_id_order(store: Store) -> None:
-    ids = [store.save_article(_article(f"https://x/{n}"))[0] for n in range(7)]
-    assert [a.id for a in store.iter_articles(batch=3)] == ids
-    assert [a.id for a in store.iter_articles([ids[5], ids[1], ids[3]], batch=2)] == [ids[1], ids[3], ids[5]]
-    assert all(a.sections and a.sections[0].anchor == "pores" for a in store.iter_articles(batch=2))
+def test_iter_articles_streams_in_batches_in_id_order(any_store: Store) -> None:
+    ids = [any_store.save_article(_article(f"https://x/{n}"))[0] for n in range(7)]
+    assert [a.id for a in any_store.iter_articles(batch=3)] == ids
+    assert [a.id for a in any_store.iter_articles([ids[5], ids[1], ids[3]], batch=2)] == [ids[1], ids[3], ids[5]]
+    assert all(a.sections and a.sections[0].anchor == "pores" for a in any_store.iter_articles(batch=2))
 
 
 def test_version_1_store_is_migrated_in_place(tmp_path):
@@ -126,24 +126,24 @@ def _fill(store: Store, n: int = 4, **kw) -> list[int]:
     return [store.save_article(_site_page(i, **kw), source="clinic")[0] for i in range(n)]
 
 
-def test_refresh_boilerplate_learns_strips_on_read_and_logs_affected(store: Store) -> None:
-    ids = _fill(store, 4)
-    plain = store.save_article(_site_page(9, extra=()), source="clinic")[0]  # no call to book
-    faq = [store.save_article(_site_page(20 + i, kind="faq"), source="clinic")[0] for i in range(3)]
-    other = store.save_article(_site_page(1, site="other.example"), source="other")[0]
-    seq = store.last_change()
-    assert store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3) == (1, 0)
-    upserts, deletes, _ = store.changes_since(seq)
+def test_refresh_boilerplate_learns_strips_on_read_and_logs_affected(any_store: Store) -> None:
+    ids = _fill(any_store, 4)
+    plain = any_store.save_article(_site_page(9, extra=()), source="clinic")[0]  # no call to book
+    faq = [any_store.save_article(_site_page(20 + i, kind="faq"), source="clinic")[0] for i in range(3)]
+    other = any_store.save_article(_site_page(1, site="other.example"), source="other")[0]
+    seq = any_store.last_change()
+    assert any_store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3) == (1, 0)
+    upserts, deletes, _ = any_store.changes_since(seq)
     assert upserts == set(ids) | set(faq) and not deletes  # the page without it and the other site: untouched
     assert plain not in upserts and other not in upserts
-    read = store.get_article(ids[0])
+    read = any_store.get_article(ids[0])
     assert CTA not in read.text and "Page a explains" in read.text
     assert all(CTA not in s.text for s in read.sections)
-    assert CTA in store.get_raw_article(ids[0]).text  # the store keeps what was extracted
-    assert CTA in store.get_raw_article(url="https://clinic.example/p0/").text
-    assert CTA not in next(store.iter_articles([ids[1]])).text
-    assert CTA in store.get_article(other).text  # another site's set is its own
-    assert store.get_article(plain).content_hash == store.get_raw_article(plain).content_hash
+    assert CTA in any_store.get_raw_article(ids[0]).text  # the store keeps what was extracted
+    assert CTA in any_store.get_raw_article(url="https://clinic.example/p0/").text
+    assert CTA not in next(any_store.iter_articles([ids[1]])).text
+    assert CTA in any_store.get_article(other).text  # another site's set is its own
+    assert any_store.get_article(plain).content_hash == any_store.get_raw_article(plain).content_hash
 
 
 def test_refresh_boilerplate_unchanged_writes_nothing(store: Store) -> None:
@@ -159,39 +159,39 @@ def test_refresh_boilerplate_unchanged_writes_nothing(store: Store) -> None:
     assert store.db.execute("SELECT count(*) FROM audit").fetchone()[0] == 0
 
 
-def test_refresh_boilerplate_drops_a_paragraph_that_stops_repeating(store: Store) -> None:
-    ids = _fill(store, 4, extra=(CTA, FOOTER))
-    assert store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3) == (2, 0)
-    assert FOOTER not in store.get_article(ids[0]).text
+def test_refresh_boilerplate_drops_a_paragraph_that_stops_repeating(any_store: Store) -> None:
+    ids = _fill(any_store, 4, extra=(CTA, FOOTER))
+    assert any_store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3) == (2, 0)
+    assert FOOTER not in any_store.get_article(ids[0]).text
     for i in range(3):  # the footer goes from three of the four pages: no longer boilerplate
-        store.save_article(_site_page(i, extra=(CTA,)), source="clinic")
-    seq = store.last_change()
-    assert store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3) == (0, 1)
-    upserts, _, _ = store.changes_since(seq)
+        any_store.save_article(_site_page(i, extra=(CTA,)), source="clinic")
+    seq = any_store.last_change()
+    assert any_store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3) == (0, 1)
+    upserts, _, _ = any_store.changes_since(seq)
     assert upserts == {ids[3]}  # only the page still carrying the dropped paragraph reads differently
-    assert FOOTER in store.get_article(ids[3]).text and CTA not in store.get_article(ids[3]).text
+    assert FOOTER in any_store.get_article(ids[3]).text and CTA not in any_store.get_article(ids[3]).text
 
 
-def test_boilerplate_thresholds_and_what_counts(store: Store) -> None:
-    _fill(store, 2)
-    assert store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3) == (0, 0)  # two pages only
+def test_boilerplate_thresholds_and_what_counts(any_store: Store) -> None:
+    _fill(any_store, 2)
+    assert any_store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3) == (0, 0)  # two pages only
     for i in range(3):  # FAQ records repeat their page: they never count towards the set
-        store.save_article(_site_page(30 + i, kind="faq"), source="clinic")
-    assert store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3) == (0, 0)
+        any_store.save_article(_site_page(30 + i, kind="faq"), source="clinic")
+    assert any_store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3) == (0, 0)
     for i in range(2, 8):
-        store.save_article(_site_page(i, extra=()), source="clinic")
-    store.save_article(_site_page(2, extra=(CTA,)), source="clinic")  # 3 of 8 pages: below the 50% share
-    assert store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3) == (0, 0)
-    assert store.refresh_boilerplate("clinic.example", min_share=0.3, min_pages=3) == (1, 0)
+        any_store.save_article(_site_page(i, extra=()), source="clinic")
+    any_store.save_article(_site_page(2, extra=(CTA,)), source="clinic")  # 3 of 8 pages: below the 50% share
+    assert any_store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3) == (0, 0)
+    assert any_store.refresh_boilerplate("clinic.example", min_share=0.3, min_pages=3) == (1, 0)
 
 
-def test_page_made_only_of_boilerplate_keeps_its_text(store: Store) -> None:
-    _fill(store, 4)
+def test_page_made_only_of_boilerplate_keeps_its_text(any_store: Store) -> None:
+    _fill(any_store, 4)
     contact = Article(url="https://clinic.example/contact/", title="Contact", text=CTA, site="clinic.example",
                       sections=[Section("", "", CTA, 0)])
-    contact_id = store.save_article(contact, source="clinic")[0]
-    store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3)
-    assert store.get_article(contact_id).text == CTA
+    contact_id = any_store.save_article(contact, source="clinic")[0]
+    any_store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3)
+    assert any_store.get_article(contact_id).text == CTA
 
 
 def test_boilerplate_cache_sees_other_connections(store: Store) -> None:
@@ -202,22 +202,22 @@ def test_boilerplate_cache_sees_other_connections(store: Store) -> None:
     assert CTA not in store.get_article(ids[0]).text
 
 
-def test_read_hashes_match_the_article_as_read(store: Store) -> None:
-    ids = _fill(store, 4)
-    plain = store.save_article(_site_page(9, extra=()), source="clinic")[0]
-    store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3)
-    hashes = store.read_hashes()
-    assert hashes[ids[0]] == store.get_article(ids[0]).content_hash != store.get_raw_article(ids[0]).content_hash
-    assert hashes[plain] == store.get_article(plain).content_hash
+def test_read_hashes_match_the_article_as_read(any_store: Store) -> None:
+    ids = _fill(any_store, 4)
+    plain = any_store.save_article(_site_page(9, extra=()), source="clinic")[0]
+    any_store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3)
+    hashes = any_store.read_hashes()
+    assert hashes[ids[0]] == any_store.get_article(ids[0]).content_hash != any_store.get_raw_article(ids[0]).content_hash
+    assert hashes[plain] == any_store.get_article(plain).content_hash
     assert set(hashes) == {*ids, plain}
 
 
-def test_disclaimer_flag_is_stored_and_read(store: Store) -> None:
+def test_disclaimer_flag_is_stored_and_read(any_store: Store) -> None:
     a = _article()
     a.disclaimer = True
-    a_id = store.save_article(a)[0]
-    assert store.get_article(a_id).disclaimer is True
-    assert store.get_article(store.save_article(_article("https://x/b"))[0]).disclaimer is False
+    a_id = any_store.save_article(a)[0]
+    assert any_store.get_article(a_id).disclaimer is True
+    assert any_store.get_article(any_store.save_article(_article("https://x/b"))[0]).disclaimer is False
 
 
 # -- near-duplicate groups (kb.neardup) --------------------------------------------------------------
@@ -232,7 +232,10 @@ def _copy(host: str, text: str = ARTICLE, title: str = "Rosacea: triggers and la
 
 def _groups(store: Store) -> dict[int, int | None]:
     """id -> dup_of, after checking the invariants: no chains, primary lowest id, one audience and kind."""
-    rows = {r["id"]: r for r in store.db.execute("SELECT id, dup_of, audience, kind FROM articles")}
+    rows = {}
+    for a in store.iter_articles():
+        head = store.copies(a.id)[0]["id"]
+        rows[a.id] = {"id": a.id, "dup_of": None if head == a.id else head, "audience": a.audience, "kind": a.kind}
     for r in rows.values():
         if r["dup_of"] is not None:
             head = rows[r["dup_of"]]
@@ -242,102 +245,102 @@ def _groups(store: Store) -> dict[int, int | None]:
     return {i: r["dup_of"] for i, r in rows.items()}
 
 
-def test_reposted_article_joins_the_first_copy(store: Store) -> None:
-    a = store.save_article(_copy("clinic-a.example"))[0]
-    seq = store.last_change()
-    b = store.save_article(_copy("partner-b.example", REPOST_HEADER + ARTICLE + REPOST_FOOTER))[0]
-    other = store.save_article(_copy("clinic-a.example", LASERS, "Laser treatment", path="/lasers/"))[0]
-    assert _groups(store) == {a: None, b: a, other: None}
-    group = store.copies(a)
-    assert [c["id"] for c in group] == [a, b] and store.copies(b) == group
+def test_reposted_article_joins_the_first_copy(any_store: Store) -> None:
+    a = any_store.save_article(_copy("clinic-a.example"))[0]
+    seq = any_store.last_change()
+    b = any_store.save_article(_copy("partner-b.example", REPOST_HEADER + ARTICLE + REPOST_FOOTER))[0]
+    other = any_store.save_article(_copy("clinic-a.example", LASERS, "Laser treatment", path="/lasers/"))[0]
+    assert _groups(any_store) == {a: None, b: a, other: None}
+    group = any_store.copies(a)
+    assert [c["id"] for c in group] == [a, b] and any_store.copies(b) == group
     assert group[1] == {"id": b, "url": "https://partner-b.example/rosacea/", "site": "partner-b.example",
                         "title": "Rosacea: triggers and laser treatment"}
-    assert store.copies(other) == [{"id": other, "url": "https://clinic-a.example/lasers/",
+    assert any_store.copies(other) == [{"id": other, "url": "https://clinic-a.example/lasers/",
                                     "site": "clinic-a.example", "title": "Laser treatment"}]
-    assert store.copies(999) == []
-    upserts, deletes, _ = store.changes_since(seq)
+    assert any_store.copies(999) == []
+    upserts, deletes, _ = any_store.changes_since(seq)
     assert upserts == {a, other} and deletes == {b}  # the primary's document lists b; b has none of its own
-    assert store.primary_ids() == [a, other] and store.count_primaries() == 2
-    assert store.duplicate_ids([a, b, other]) == {b}
-    assert store.group_sources([a, other]) == {a: [
+    assert any_store.primary_ids() == [a, other] and any_store.count_primaries() == 2
+    assert any_store.duplicate_ids([a, b, other]) == {b}
+    assert any_store.group_sources([a, other]) == {a: [
         {"url": "https://clinic-a.example/rosacea/", "site": "clinic-a.example",
          "title": "Rosacea: triggers and laser treatment"},
         {"url": "https://partner-b.example/rosacea/", "site": "partner-b.example",
          "title": "Rosacea: triggers and laser treatment"}]}
 
 
-def test_unchanged_copy_writes_nothing(store: Store) -> None:
-    store.save_article(_copy("clinic-a.example"))
-    store.save_article(_copy("partner-b.example"))
-    before = store.last_change()
-    assert store.save_article(_copy("partner-b.example"))[1] == "unchanged"
-    assert store.last_change() == before
+def test_unchanged_copy_writes_nothing(any_store: Store) -> None:
+    any_store.save_article(_copy("clinic-a.example"))
+    any_store.save_article(_copy("partner-b.example"))
+    before = any_store.last_change()
+    assert any_store.save_article(_copy("partner-b.example"))[1] == "unchanged"
+    assert any_store.last_change() == before
 
 
-def test_changed_duplicate_reindexes_its_primary(store: Store) -> None:
-    a = store.save_article(_copy("clinic-a.example"))[0]
-    b = store.save_article(_copy("partner-b.example"))[0]
-    seq = store.last_change()
-    store.save_article(_copy("partner-b.example", ARTICLE + REPOST_FOOTER))  # still a copy, but its title/URL may show
-    upserts, deletes, _ = store.changes_since(seq)
+def test_changed_duplicate_reindexes_its_primary(any_store: Store) -> None:
+    a = any_store.save_article(_copy("clinic-a.example"))[0]
+    b = any_store.save_article(_copy("partner-b.example"))[0]
+    seq = any_store.last_change()
+    any_store.save_article(_copy("partner-b.example", ARTICLE + REPOST_FOOTER))  # still a copy, but its title/URL may show
+    upserts, deletes, _ = any_store.changes_since(seq)
     assert upserts == {a} and deletes == {b}
-    assert _groups(store)[b] == a
+    assert _groups(any_store)[b] == a
 
 
-def test_deleting_the_primary_reforms_the_group(store: Store) -> None:
-    a = store.save_article(_copy("a.example"))[0]
-    b = store.save_article(_copy("b.example", REPOST_HEADER + ARTICLE))[0]
-    c = store.save_article(_copy("c.example", ARTICLE + REPOST_FOOTER))[0]
-    assert _groups(store) == {a: None, b: a, c: a}
-    seq = store.last_change()
-    assert store.delete_article(a)
-    assert _groups(store) == {b: None, c: b}
-    assert [x["id"] for x in store.copies(c)] == [b, c]
-    upserts, deletes, _ = store.changes_since(seq)
+def test_deleting_the_primary_reforms_the_group(any_store: Store) -> None:
+    a = any_store.save_article(_copy("a.example"))[0]
+    b = any_store.save_article(_copy("b.example", REPOST_HEADER + ARTICLE))[0]
+    c = any_store.save_article(_copy("c.example", ARTICLE + REPOST_FOOTER))[0]
+    assert _groups(any_store) == {a: None, b: a, c: a}
+    seq = any_store.last_change()
+    assert any_store.delete_article(a)
+    assert _groups(any_store) == {b: None, c: b}
+    assert [x["id"] for x in any_store.copies(c)] == [b, c]
+    upserts, deletes, _ = any_store.changes_since(seq)
     assert upserts == {b} and deletes >= {a} and b not in deletes
-    seq = store.last_change()
-    assert store.delete_article(c)  # a duplicate goes: its primary's source list shrinks
-    upserts, deletes, _ = store.changes_since(seq)
+    seq = any_store.last_change()
+    assert any_store.delete_article(c)  # a duplicate goes: its primary's source list shrinks
+    upserts, deletes, _ = any_store.changes_since(seq)
     assert upserts == {b} and deletes == {c}
-    assert store.copies(b) == [{"id": b, "url": "https://b.example/rosacea/", "site": "b.example",
+    assert any_store.copies(b) == [{"id": b, "url": "https://b.example/rosacea/", "site": "b.example",
                                 "title": "Rosacea: triggers and laser treatment"}]
 
 
-def test_primary_that_no_longer_matches_leaves_its_group(store: Store) -> None:
-    a = store.save_article(_copy("a.example"))[0]
-    b = store.save_article(_copy("b.example"))[0]
-    c = store.save_article(_copy("c.example"))[0]
-    seq = store.last_change()
-    store.save_article(_copy("a.example", LASERS))  # rewritten into another article
-    assert _groups(store) == {a: None, b: None, c: b}
-    upserts, deletes, _ = store.changes_since(seq)
+def test_primary_that_no_longer_matches_leaves_its_group(any_store: Store) -> None:
+    a = any_store.save_article(_copy("a.example"))[0]
+    b = any_store.save_article(_copy("b.example"))[0]
+    c = any_store.save_article(_copy("c.example"))[0]
+    seq = any_store.last_change()
+    any_store.save_article(_copy("a.example", LASERS))  # rewritten into another article
+    assert _groups(any_store) == {a: None, b: None, c: b}
+    upserts, deletes, _ = any_store.changes_since(seq)
     assert upserts == {a, b} and c in deletes and not {a, b} & deletes
 
 
-def test_an_earlier_article_rewritten_into_a_copy_heads_the_group(store: Store) -> None:
-    a = store.save_article(_copy("a.example", LASERS))[0]
-    b = store.save_article(_copy("b.example"))[0]
-    c = store.save_article(_copy("c.example"))[0]
-    assert _groups(store) == {a: None, b: None, c: b}
-    seq = store.last_change()
-    store.save_article(_copy("a.example", ARTICLE))
-    assert _groups(store) == {a: None, b: a, c: a}
-    upserts, deletes, _ = store.changes_since(seq)
+def test_an_earlier_article_rewritten_into_a_copy_heads_the_group(any_store: Store) -> None:
+    a = any_store.save_article(_copy("a.example", LASERS))[0]
+    b = any_store.save_article(_copy("b.example"))[0]
+    c = any_store.save_article(_copy("c.example"))[0]
+    assert _groups(any_store) == {a: None, b: None, c: b}
+    seq = any_store.last_change()
+    any_store.save_article(_copy("a.example", ARTICLE))
+    assert _groups(any_store) == {a: None, b: a, c: a}
+    upserts, deletes, _ = any_store.changes_since(seq)
     assert upserts == {a} and deletes >= {b}
 
 
-def test_staff_copies_never_merge_with_public_ones(store: Store) -> None:
-    public = store.save_article(_copy("clinic.example"))[0]
-    staff = store.save_article(_copy("clinic.example", path="/staff/rosacea/", audience="staff"))[0]
-    public2 = store.save_article(_copy("partner.example"))[0]
-    staff2 = store.save_article(_copy("partner.example", path="/staff/rosacea/", audience="staff"))[0]
-    assert _groups(store) == {public: None, staff: None, public2: public, staff2: staff}
-    assert [c["id"] for c in store.copies(public)] == [public, public2]
-    assert [c["id"] for c in store.copies(staff2)] == [staff, staff2]
-    assert store.copies(staff2, audiences=("public",)) == []
+def test_staff_copies_never_merge_with_public_ones(any_store: Store) -> None:
+    public = any_store.save_article(_copy("clinic.example"))[0]
+    staff = any_store.save_article(_copy("clinic.example", path="/staff/rosacea/", audience="staff"))[0]
+    public2 = any_store.save_article(_copy("partner.example"))[0]
+    staff2 = any_store.save_article(_copy("partner.example", path="/staff/rosacea/", audience="staff"))[0]
+    assert _groups(any_store) == {public: None, staff: None, public2: public, staff2: staff}
+    assert [c["id"] for c in any_store.copies(public)] == [public, public2]
+    assert [c["id"] for c in any_store.copies(staff2)] == [staff, staff2]
+    assert any_store.copies(staff2, audiences=("public",)) == []
     # moving a copy to the staff audience takes it out of the public group
-    store.save_article(_copy("partner.example", audience="staff"))
-    assert _groups(store)[public2] == staff and [c["id"] for c in store.copies(public)] == [public]
+    any_store.save_article(_copy("partner.example", audience="staff"))
+    assert _groups(any_store)[public2] == staff and [c["id"] for c in any_store.copies(public)] == [public]
 
 
 def test_short_texts_templates_and_faqs_are_never_merged(store: Store) -> None:
@@ -369,16 +372,16 @@ def test_schema_2_store_is_grouped_on_upgrade(tmp_path) -> None:
         assert s.count_primaries() == 1
 
 
-def test_a_close_fingerprint_alone_does_not_merge_different_texts(store: Store, monkeypatch) -> None:
+def test_a_close_fingerprint_alone_does_not_merge_different_texts(any_store: Store, monkeypatch) -> None:
     """Same title, fingerprints equal (forced here), texts mostly different: two articles, not one."""
     import kb.store.base as store_base
 
     monkeypatch.setattr(store_base, "fingerprint", lambda text: 0x0123456789ABCDEF)
-    first = store.save_article(_copy("a.example", ARTICLE))[0]
+    first = any_store.save_article(_copy("a.example", ARTICLE))[0]
     reordered = " ".join(reversed(ARTICLE.split()))  # the same words, hardly a shingle in common
-    other = store.save_article(_copy("b.example", reordered))[0]
-    copy = store.save_article(_copy("c.example", ARTICLE))[0]
-    assert _groups(store) == {first: None, other: None, copy: first}
+    other = any_store.save_article(_copy("b.example", reordered))[0]
+    copy = any_store.save_article(_copy("c.example", ARTICLE))[0]
+    assert _groups(any_store) == {first: None, other: None, copy: first}
 
 
 # -- section markup (schema 4): stored beside the text, never indexed, filled in for older rows ---------------
@@ -392,22 +395,22 @@ def _with_markup(html: str = MARKUP, **kw) -> Article:
     return article
 
 
-def test_section_markup_is_stored_and_read(store: Store) -> None:
-    article_id, _ = store.save_article(_with_markup())
-    assert store.get_article(article_id).sections[0].html == MARKUP
-    assert store.save_article(_with_markup(text="Changed."))[1] == "updated"
-    assert store.get_article(article_id).sections[0].html == MARKUP
+def test_section_markup_is_stored_and_read(any_store: Store) -> None:
+    article_id, _ = any_store.save_article(_with_markup())
+    assert any_store.get_article(article_id).sections[0].html == MARKUP
+    assert any_store.save_article(_with_markup(text="Changed."))[1] == "updated"
+    assert any_store.get_article(article_id).sections[0].html == MARKUP
 
 
-def test_new_markup_for_unchanged_content_is_stored_without_a_change(store: Store) -> None:
+def test_new_markup_for_unchanged_content_is_stored_without_a_change(any_store: Store) -> None:
     """Markup is not indexed: a better sanitiser's output lands on the next crawl, no reindex needed."""
-    article_id, _ = store.save_article(_article())
-    seq = store.last_change()
-    assert store.save_article(_with_markup())[1] == "unchanged"
-    assert store.get_article(article_id).sections[0].html == MARKUP
-    assert store.last_change() == seq
-    assert store.save_article(_article())[1] == "unchanged"  # sections built without markup do not wipe it
-    assert store.get_article(article_id).sections[0].html == MARKUP
+    article_id, _ = any_store.save_article(_article())
+    seq = any_store.last_change()
+    assert any_store.save_article(_with_markup())[1] == "unchanged"
+    assert any_store.get_article(article_id).sections[0].html == MARKUP
+    assert any_store.last_change() == seq
+    assert any_store.save_article(_article())[1] == "unchanged"  # sections built without markup do not wipe it
+    assert any_store.get_article(article_id).sections[0].html == MARKUP
 
 
 def test_version_3_store_gains_the_markup_column_and_keeps_its_rows(tmp_path) -> None:
@@ -436,17 +439,17 @@ def test_version_3_store_gains_the_markup_column_and_keeps_its_rows(tmp_path) ->
         assert [s.get_article(i).sections[0].html for i in (old_id, new_id)] == [MARKUP, MARKUP]
 
 
-def test_a_section_that_loses_boilerplate_is_read_without_its_markup(store: Store) -> None:
+def test_a_section_that_loses_boilerplate_is_read_without_its_markup(any_store: Store) -> None:
     """Markup cannot drop one paragraph: the article page then shows the stripped plain text."""
     ids = []
     for n in range(4):
         article = _site_page(n)
         for section in article.sections:
             section.html = "<p>" + "</p><p>".join(section.text.split("\n\n")) + "</p>"
-        ids.append(store.save_article(article)[0])
-    store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3)
-    read = store.get_article(ids[0])
-    raw = store.get_raw_article(ids[0])
+        ids.append(any_store.save_article(article)[0])
+    any_store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3)
+    read = any_store.get_article(ids[0])
+    raw = any_store.get_raw_article(ids[0])
     assert CTA in raw.text and CTA not in read.text
     assert [s.html for s in read.sections] == [""] and CTA not in read.sections[0].text
     assert CTA in raw.sections[0].html
@@ -483,8 +486,8 @@ def test_transaction_yields_nothing_and_open_store_picks_sqlite_for_a_path(tmp_p
         with store.transaction() as inside:
             assert inside is None  # no connection crosses the interface
     with pytest.raises(KBError) as refused:
-        open_store("postgresql://db.example/kb")
-    assert "only SQLite" in refused.value.message and refused.value.remedy
+        open_store("mysql://db.example/kb")
+    assert "'mysql'" in refused.value.message and "postgresql://" in refused.value.remedy
 
 
 def test_the_store_does_not_import_the_extractor() -> None:
@@ -528,32 +531,32 @@ def _audience_world(store: Store) -> dict[str, int]:
     return ids
 
 
-def test_every_read_for_a_reader_keeps_to_their_audiences(store: Store) -> None:
-    ids = _audience_world(store)
+def test_every_read_for_a_reader_keeps_to_their_audiences(any_store: Store) -> None:
+    ids = _audience_world(any_store)
     staff_only = {ids["staff"], ids["staff_faq"], ids["staff_group"], ids["staff_copy"]}
     # public readers: staff records are never returned, counted or listed
-    assert store.get_article(ids["staff"], audiences=PUBLIC) is None
-    assert store.get_visible_article(ids["staff"]) is None and store.get_visible_article(ids["public"])
-    assert store.get_article_by_url("https://clinic.example/staff/protocol/", audiences=PUBLIC) is None
-    assert store.get_raw_article(ids["staff"], audiences=PUBLIC) is None
-    assert store.get_raw_article(url="https://clinic.example/staff/protocol/", audiences=PUBLIC) is None
-    assert [a.id for a in store.iter_articles(audiences=PUBLIC)] == [ids["public"], ids["public_faq"]]
-    assert [a.id for a in store.iter_articles(sorted(ids.values()), batch=2, audiences=PUBLIC)] == [
+    assert any_store.get_article(ids["staff"], audiences=PUBLIC) is None
+    assert any_store.get_visible_article(ids["staff"]) is None and any_store.get_visible_article(ids["public"])
+    assert any_store.get_article_by_url("https://clinic.example/staff/protocol/", audiences=PUBLIC) is None
+    assert any_store.get_raw_article(ids["staff"], audiences=PUBLIC) is None
+    assert any_store.get_raw_article(url="https://clinic.example/staff/protocol/", audiences=PUBLIC) is None
+    assert [a.id for a in any_store.iter_articles(audiences=PUBLIC)] == [ids["public"], ids["public_faq"]]
+    assert [a.id for a in any_store.iter_articles(sorted(ids.values()), batch=2, audiences=PUBLIC)] == [
         ids["public"], ids["public_faq"]]
-    assert store.count_articles(audiences=PUBLIC) == 2 and store.count_articles(audiences=PUBLIC, kind="faq") == 1
-    assert store.counts_by("site", "audience", audiences=PUBLIC) == [
+    assert any_store.count_articles(audiences=PUBLIC) == 2 and any_store.count_articles(audiences=PUBLIC, kind="faq") == 1
+    assert any_store.counts_by("site", "audience", audiences=PUBLIC) == [
         {"site": "clinic.example", "audience": "public", "articles": 2}]
-    assert {name for name, _ in store.topic_counts("categories", PUBLIC)} == {"Acne", "Visits"}
-    assert {name for name, _ in store.topic_counts("tags", PUBLIC)} == {"retinoids"}
-    assert [e["id"] for e in store.faq_entries(PUBLIC, limit=10)] == [ids["public_faq"]]
-    assert store.faq_count(PUBLIC) == 1
-    assert store.copies(ids["staff_copy"], PUBLIC) == []
-    assert store.group_sources([ids["staff_group"]], audiences=PUBLIC) == {}
+    assert {name for name, _ in any_store.topic_counts("categories", PUBLIC)} == {"Acne", "Visits"}
+    assert {name for name, _ in any_store.topic_counts("tags", PUBLIC)} == {"retinoids"}
+    assert [e["id"] for e in any_store.faq_entries(PUBLIC, limit=10)] == [ids["public_faq"]]
+    assert any_store.faq_count(PUBLIC) == 1
+    assert any_store.copies(ids["staff_copy"], PUBLIC) == []
+    assert any_store.group_sources([ids["staff_group"]], audiences=PUBLIC) == {}
     # staff readers see both; nobody sees nothing
-    assert {a.id for a in store.iter_articles(audiences=STAFF)} == set(ids.values())
-    assert store.faq_count(STAFF) == 2 and store.count_articles(audiences=STAFF) == len(ids)
-    assert [len(g) for g in store.group_sources([ids["staff_group"]], audiences=STAFF).values()] == [2]
-    assert store.get_article(ids["public"], audiences=()) is None and store.count_articles(audiences=()) == 0
+    assert {a.id for a in any_store.iter_articles(audiences=STAFF)} == set(ids.values())
+    assert any_store.faq_count(STAFF) == 2 and any_store.count_articles(audiences=STAFF) == len(ids)
+    assert [len(g) for g in any_store.group_sources([ids["staff_group"]], audiences=STAFF).values()] == [2]
+    assert any_store.get_article(ids["public"], audiences=()) is None and any_store.count_articles(audiences=()) == 0
     # None: the pipeline's and indexer's view, every record
-    assert {a.id for a in store.iter_articles()} == set(ids.values()) >= staff_only
-    assert store.faq_entries(STAFF, limit=10)[1]["categories"] == ["Escalation"]
+    assert {a.id for a in any_store.iter_articles()} == set(ids.values()) >= staff_only
+    assert any_store.faq_entries(STAFF, limit=10)[1]["categories"] == ["Escalation"]

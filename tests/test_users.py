@@ -41,18 +41,18 @@ def test_passwords_are_stored_only_as_scrypt_hashes(store: Store, data_dir: Path
     assert PASSWORD.encode() not in raw
 
 
-def test_authenticate_right_wrong_and_unknown(store: Store) -> None:
-    created = users.add_user(store, "alice", PASSWORD)
-    assert users.authenticate(store, "alice", PASSWORD).id == created.id
-    assert users.authenticate(store, "ALICE", PASSWORD).name == "alice"  # names are case-insensitive
-    assert users.authenticate(store, "alice", PASSWORD + "x") is None
-    assert users.authenticate(store, "bob", PASSWORD) is None
-    assert users.authenticate(store, "", "") is None
-    assert users.authenticate(store, "alice", "x" * 100_000) is None  # overlong input is just wrong
+def test_authenticate_right_wrong_and_unknown(any_store: Store) -> None:
+    created = users.add_user(any_store, "alice", PASSWORD)
+    assert users.authenticate(any_store, "alice", PASSWORD).id == created.id
+    assert users.authenticate(any_store, "ALICE", PASSWORD).name == "alice"  # names are case-insensitive
+    assert users.authenticate(any_store, "alice", PASSWORD + "x") is None
+    assert users.authenticate(any_store, "bob", PASSWORD) is None
+    assert users.authenticate(any_store, "", "") is None
+    assert users.authenticate(any_store, "alice", "x" * 100_000) is None  # overlong input is just wrong
 
 
-def test_unknown_names_cost_one_hash_check_like_known_ones(store: Store, monkeypatch) -> None:
-    users.add_user(store, "alice", PASSWORD)
+def test_unknown_names_cost_one_hash_check_like_known_ones(any_store: Store, monkeypatch) -> None:
+    users.add_user(any_store, "alice", PASSWORD)
     checked: list[str] = []
     original = users.check_password_hash
 
@@ -62,48 +62,48 @@ def test_unknown_names_cost_one_hash_check_like_known_ones(store: Store, monkeyp
 
     monkeypatch.setattr(users, "check_password_hash", spy)
     for name in ("alice", "nobody", "bad name!", ""):
-        users.authenticate(store, name, "wrong password")
+        users.authenticate(any_store, name, "wrong password")
     assert checked == [users.PASSWORD_METHOD] * 4  # same method, same cost, whether the name exists or not
 
 
-def test_old_hash_format_is_upgraded_on_sign_in(store: Store) -> None:
-    alice = users.add_user(store, "alice", PASSWORD)
+def test_old_hash_format_is_upgraded_on_sign_in(any_store: Store) -> None:
+    alice = users.add_user(any_store, "alice", PASSWORD)
     old = generate_password_hash(PASSWORD, method="pbkdf2:sha256:1000")
-    store.replace_password_hash(alice.id, old)
-    assert users.authenticate(store, "alice", "wrong password") is None
-    assert store.get_user("alice")["password_hash"] == old  # no upgrade on failure
-    assert users.authenticate(store, "alice", PASSWORD) is not None
-    new = store.get_user("alice")["password_hash"]
+    any_store.replace_password_hash(alice.id, old)
+    assert users.authenticate(any_store, "alice", "wrong password") is None
+    assert any_store.get_user("alice")["password_hash"] == old  # no upgrade on failure
+    assert users.authenticate(any_store, "alice", PASSWORD) is not None
+    new = any_store.get_user("alice")["password_hash"]
     assert new.startswith(users.PASSWORD_METHOD + "$") and new != old
-    assert users.authenticate(store, "alice", PASSWORD) is not None
-    assert store.get_user("alice")["password_hash"] == new  # current: left alone
+    assert users.authenticate(any_store, "alice", PASSWORD) is not None
+    assert any_store.get_user("alice")["password_hash"] == new  # current: left alone
 
 
-def test_a_damaged_hash_signs_nobody_in(store: Store) -> None:
-    alice = users.add_user(store, "alice", PASSWORD)
-    store.replace_password_hash(alice.id, "nonsense")
-    assert users.authenticate(store, "alice", PASSWORD) is None
+def test_a_damaged_hash_signs_nobody_in(any_store: Store) -> None:
+    alice = users.add_user(any_store, "alice", PASSWORD)
+    any_store.replace_password_hash(alice.id, "nonsense")
+    assert users.authenticate(any_store, "alice", PASSWORD) is None
 
 
 @pytest.mark.parametrize("name", ["", " ", "a b", "-dash", "x" * 65, "semi;colon", "ünïcode"])
-def test_bad_user_names_are_refused_with_a_remedy(store: Store, name: str) -> None:
+def test_bad_user_names_are_refused_with_a_remedy(any_store: Store, name: str) -> None:
     with pytest.raises(UserError) as err:
-        users.add_user(store, name, PASSWORD)
+        users.add_user(any_store, name, PASSWORD)
     assert "letters" in err.value.remedy
 
 
 @pytest.mark.parametrize("password", ["short", " leading space is bad", "line\nbreak password", "x" * 1025])
-def test_weak_or_odd_passwords_are_refused(store: Store, password: str) -> None:
+def test_weak_or_odd_passwords_are_refused(any_store: Store, password: str) -> None:
     with pytest.raises(UserError):
-        users.add_user(store, "alice", password)
-    assert users.list_users(store) == []
+        users.add_user(any_store, "alice", password)
+    assert users.list_users(any_store) == []
 
 
-def test_duplicate_names_are_refused_whatever_the_case(store: Store) -> None:
-    users.add_user(store, "alice", PASSWORD)
+def test_duplicate_names_are_refused_whatever_the_case(any_store: Store) -> None:
+    users.add_user(any_store, "alice", PASSWORD)
     with pytest.raises(UserError, match="already"):
-        users.add_user(store, "Alice", PASSWORD)
-    assert [u.name for u in users.list_users(store)] == ["alice"]
+        users.add_user(any_store, "Alice", PASSWORD)
+    assert [u.name for u in users.list_users(any_store)] == ["alice"]
 
 
 def test_sessions_start_end_expire_and_are_stored_hashed(store: Store) -> None:
@@ -119,23 +119,23 @@ def test_sessions_start_end_expire_and_are_stored_hashed(store: Store) -> None:
     assert users.session_user(store, expired) is None
 
 
-def test_new_password_ends_sessions_and_removal_ends_everything(store: Store) -> None:
-    alice = users.add_user(store, "alice", PASSWORD)
-    sid = users.start_session(store, alice)
-    _, secret = users.create_token(store, "alice", "script")
-    users.set_password(store, "alice", "another long password")
-    assert users.session_user(store, sid) is None
-    assert users.authenticate(store, "alice", PASSWORD) is None
-    assert users.authenticate(store, "alice", "another long password") is not None
-    assert users.token_user(store, secret) is not None  # tokens survive a password change
-    sid = users.start_session(store, alice)
-    users.remove_user(store, "alice")
-    assert users.session_user(store, sid) is None and users.token_user(store, secret) is None
-    assert users.list_users(store) == [] and users.list_tokens(store) == []
+def test_new_password_ends_sessions_and_removal_ends_everything(any_store: Store) -> None:
+    alice = users.add_user(any_store, "alice", PASSWORD)
+    sid = users.start_session(any_store, alice)
+    _, secret = users.create_token(any_store, "alice", "script")
+    users.set_password(any_store, "alice", "another long password")
+    assert users.session_user(any_store, sid) is None
+    assert users.authenticate(any_store, "alice", PASSWORD) is None
+    assert users.authenticate(any_store, "alice", "another long password") is not None
+    assert users.token_user(any_store, secret) is not None  # tokens survive a password change
+    sid = users.start_session(any_store, alice)
+    users.remove_user(any_store, "alice")
+    assert users.session_user(any_store, sid) is None and users.token_user(any_store, secret) is None
+    assert users.list_users(any_store) == [] and users.list_tokens(any_store) == []
     with pytest.raises(UserError, match="no user"):
-        users.remove_user(store, "alice")
+        users.remove_user(any_store, "alice")
     with pytest.raises(UserError, match="no user"):
-        users.set_password(store, "alice", "another long password")
+        users.set_password(any_store, "alice", "another long password")
 
 
 def test_api_tokens_are_hashed_revocable_and_their_use_is_audited(store: Store) -> None:

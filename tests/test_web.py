@@ -651,3 +651,33 @@ def test_merged_result_lists_other_sources_as_safe_links(make_app):
     assert soup.select_one(".result-meta a.source-link")["href"] == "https://derm.example.org/conditions/acne-1#treatment"
     plain = get(make_app(FakeSearcher(make_results())), "/search?q=acne").get_data(as_text=True)
     assert "also-published" not in plain
+
+
+def test_corrected_search_says_so_and_offers_the_typed_words_exactly(make_app):
+    results = make_results(query="psorisis", total=2, hits=[make_hit(1), make_hit(2)])
+    results.corrected_query = "psoriasis"
+    searcher = FakeSearcher(results)
+    app = make_app(searcher)
+    page = soup(get(app, "/search?q=psorisis&tag=laser"))
+    banner = page.select_one(".corrected")
+    assert " ".join(banner.get_text(" ", strip=True).split()) == "Showing results for psoriasis . Search instead for psorisis"
+    assert banner.select_one("strong").get_text() == "psoriasis"
+    exact = banner.select_one("a")
+    assert parse_qs(urlsplit(exact["href"]).query) == {"q": ["psorisis"], "tag": ["laser"], "exact": ["1"]}
+    assert "for “psoriasis”" in page.select_one("h1").get_text()
+    assert "exact" not in searcher.calls[-1][1]  # corrections allowed by default
+    get(app, "/search?q=psorisis&exact=1")
+    assert searcher.calls[-1][1]["exact"] is True
+    assert get(app, "/search?q=psorisis&exact=maybe").status_code == 400
+
+
+def test_faq_answer_box_is_not_repeated_in_the_result_list(make_app, store):
+    faq_id, _ = store.save_article(article(url="https://c.example/faq#a", title="How often should I have a skin check?",
+                                        text="Once a year for most adults.", kind="faq"))
+    hits = [make_hit(faq_id), make_hit(faq_id + 100), make_hit(faq_id + 101)]
+    hits[0].kind = "faq"
+    page = soup(get(make_app(FakeSearcher(make_results(total=3, hits=hits))), "/search?q=skin+check"))
+    assert page.select_one(".faq-answer h2").get_text(strip=True).startswith("How often should I have")
+    listed = [a["href"] for a in page.select("#results .result-title")]
+    assert f"/article/{faq_id}" not in listed and len(listed) == 2
+    assert page.select_one("#results")["start"] == "2"

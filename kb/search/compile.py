@@ -16,6 +16,7 @@ from whoosh import query as wq
 
 from kb.querylang import Either, Group, Node, Not, Parsed, Phrase, Word, intent_words
 from kb.schema import title_key
+from kb.search.language import is_function_word
 from kb.search.state import _Request
 from kb.search.vocabulary import _expansions
 
@@ -31,6 +32,8 @@ EXPANSION_WEIGHT = 1.0  # times the vocabulary's own weight
 EXPANSION_FIELDS: tuple[tuple[str, float], ...] = (("title", 3.0), ("headings", 2.0), ("body", 1.0))
 MAX_EXPANSIONS = 4  # per vocabulary entry found in the query
 INTENT_FIELDS: tuple[tuple[str, float], ...] = (("lead", 1.0), ("body", 1.0))
+#: Question and function words (kb.search.language) beside other words: ranking only, at this weight.
+FUNCTION_WEIGHT = 0.5
 
 
 @dataclass
@@ -39,16 +42,20 @@ class _Compiled:
     score: Any | None  # match plus optional ranking-only clauses
     phrase: tuple[str, ...] = ()  # the whole query's terms, for the phrase bonus when re-ranking
     concepts: list[set[tuple[str, ...]]] = field(default_factory=list)  # for the coordination factor
-    highlight: list[str] = field(default_factory=list)  # analysed terms, for snippet marks
-    surface: list[str] = field(default_factory=list)  # words as typed, for snippet marks
+    highlight: list[str] = field(default_factory=list)  # analysed single words, for snippet marks
+    surface: list[str] = field(default_factory=list)  # words and whole phrases as typed, for snippet marks
 
 
 class _Compiler:
     """Turns the parsed tree into Whoosh queries, keeping the number of leaves (= cost) small."""
 
-    def __init__(self, ctx: _Request) -> None:
+    def __init__(self, ctx: _Request, quiet_function_words: bool = False) -> None:
         self.ctx = ctx
+        #: function words only rank (they do not select nor mark) when the query has other words
+        self.quiet_function_words = quiet_function_words
+        self.quiet: list[str] = []  # their analysed terms, for the score query
         self.terms: list[str] = []
+        self.marks: list[str] = []  # analysed single words that decide matching, for snippet marks
         self.surface: list[str] = []
         #: query word (analysed) -> the token sequences that satisfy it (itself, its expansions)
         self.concepts: dict[str, set[tuple[str, ...]]] = {}
@@ -89,8 +96,10 @@ class _Compiler:
                 continue
             have.add(tuple(toks))
             self.expanded.append(tuple(toks))
-            self.surface.append(term)
+            self.surface.append(term)  # a multi-word synonym is marked only as a whole phrase
             self.terms += toks
+            if len(toks) == 1:
+                self.marks += toks
             # multi-word expansions need not be exact phrases: reading positions costs ~10x
             out.append(self.clause(toks, weight * EXPANSION_WEIGHT, EXPANSION_FIELDS, exact=False))
             if len(out) >= MAX_EXPANSIONS:
@@ -100,17 +109,22 @@ class _Compiler:
     def words_run(self, words: list[str]) -> list[Any]:
         """Clauses for consecutive plain words: each analysed term, plus vocabulary expansions."""
         out: list[Any] = []
-        self.surface += words
-        tokens = list(dict.fromkeys(self.tokens(" ".join(words))))
+        quiet_words = {w for w in words if self.quiet_function_words and is_function_word(w)}
+        # analysed in context ("vitamin a" keeps its "a"), then the function words' own terms set aside
+        quiet = {t for w in quiet_words for t in self.tokens(w)}
+        self.surface += [w for w in words if w not in quiet_words]
+        tokens = [t for t in dict.fromkeys(self.tokens(" ".join(words))) if t not in quiet]
+        self.quiet += [t for t in dict.fromkeys(self.tokens(" ".join(words))) if t in quiet]
         for token in tokens:
             self.terms.append(token)
+            self.marks.append(token)
             self.concepts.setdefault(token, set()).add((token,))
             out.append(self.clause((token,)))
         have: set[Any] = set(tokens)
         covered: set[int] = set()
         for n in (4, 3, 2, 1):
             for i in range(0, len(words) - n + 1):
-                if covered & set(range(i, i + n)):
+                if covered & set(range(i, i + n)) or all(w in quiet_words for w in words[i:i + n]):
                     continue
                 text = " ".join(words[i:i + n])
                 self.expanded = []
@@ -119,7 +133,8 @@ class _Compiler:
                     covered |= set(range(i, i + n))
                     out += found
                     for token in self.tokens(text):
-                        self.concepts.setdefault(token, set()).update(self.expanded)
+                        if token not in quiet:
+                            self.concepts.setdefault(token, set()).update(self.expanded)
         return out
 
     def node(self, node: Node) -> Any | None:
@@ -151,7 +166,7 @@ class _Compiler:
                     positive += self.words_run(run)
                     run = []
                 if isinstance(child, Not):
-                    negative.append(_Compiler(self.ctx).node(child.child))
+                    negative.append(_Compiler(self.ctx, self.quiet_function_words).node(child.child))
                 else:
                     positive.append(self.node(child))
             if run:
@@ -190,8 +205,13 @@ def _new_or(parts: list[Any]) -> Any:
     return q
 
 
+def _has_content_words(parsed: Parsed) -> bool:
+    """Whether any searched word is more than a question or function word (then those only rank)."""
+    return any(not is_function_word(part) for word in parsed.words() for part in word.split())
+
+
 def compile_query(ctx: _Request, parsed: Parsed, text: str) -> _Compiled:
-    compiler = _Compiler(ctx)
+    compiler = _Compiler(ctx, _has_content_words(parsed))
     tree = Group([parsed.tree]) if isinstance(parsed.tree, Not) else parsed.tree
     match = compiler.node(tree) if tree is not None else None
     if isinstance(match, _NegativeOnly):
@@ -208,9 +228,16 @@ def compile_query(ctx: _Request, parsed: Parsed, text: str) -> _Compiled:
         if key and ctx.has("title_key", key):
             bonus.append(wq.Term("title_key", key, boost=EXACT_TITLE_BOOST))
         toks = compiler.tokens(" ".join(words))
+        quiet = set(compiler.quiet)
+        if quiet and len([t for t in toks if t not in quiet]) > 1:
+            toks = tuple(t for t in toks if t not in quiet)  # a question's phrase is its deciding words
         if len(toks) > 1:
             phrase = toks
     seen = set(compiler.terms)
+    for token in dict.fromkeys(compiler.quiet):
+        if token not in seen:
+            seen.add(token)
+            bonus.append(compiler.clause((token,), FUNCTION_WEIGHT))
     for word in intent_words(text):
         for token in compiler.tokens(word):
             if token not in seen:
@@ -219,5 +246,5 @@ def compile_query(ctx: _Request, parsed: Parsed, text: str) -> _Compiled:
     bonus_q = _or(bonus)
     score = wq.AndMaybe(match, bonus_q) if bonus_q is not None else match
     return _Compiled(match=match, score=score, phrase=phrase, concepts=list(compiler.concepts.values()),
-                     highlight=list(dict.fromkeys(compiler.terms)),
+                     highlight=list(dict.fromkeys(compiler.marks)),
                      surface=list(dict.fromkeys(compiler.surface)))

@@ -23,7 +23,7 @@ class SearchService(Protocol):
     Audiences: every method takes `audiences`, the record audiences the caller may see, decided by
     its sign-in (never by request parameters). Anonymous callers pass ("public",), the default, and
     receive nothing that depends on staff material: not the hits, their order or scores, totals,
-    facet values or counts, "Did you mean", completions, nor timing that grows with staff volume.
+    facet values or counts, "Did you mean", corrections, completions, nor timing that grows with staff volume.
     The answer is the one a kb that never held staff records would give (DESIGN.md, security
     rules). Staff callers pass ("public", "staff") and search both as one collection.
 
@@ -33,7 +33,8 @@ class SearchService(Protocol):
     """
 
     def search(self, query: str, *, page: int = 1, per_page: int = 10, filters: dict[str, list[str]] | None = None,
-               sort: str = "relevance", audiences: tuple[str, ...] = DEFAULT_AUDIENCES) -> Results:
+               sort: str = "relevance", audiences: tuple[str, ...] = DEFAULT_AUDIENCES,
+               exact: bool = False) -> Results:
         """One page of the documents `audiences` may see that match `query`, in kb's query language.
 
         query: words, "phrases", OR, -exclusions, ( ) and field filters such as `tag:laser`; a
@@ -44,10 +45,15 @@ class SearchService(Protocol):
             ignored and an unknown value matches nothing. Filters alone (empty query) browse newest first.
         sort: "relevance" (BM25F; exact title and phrase matches first, newer first on equal
             scores) or "date" (newest first).
+        exact: search the words as typed; otherwise words unknown to the audience's documents, the
+            medical vocabulary and the English dictionary are corrected when one correction is
+            clearly nearest, and that query is searched (never one clinical term into another).
         Returns `Results`: `total` counts every match, `hits` holds this page (escaped
         `snippet_html` with <mark>s, `anchor`/`section` of the matching section), `facets` the top
         values per category, tag, site and year over every match, `suggestions` the "Did you mean"
-        queries (offered, never applied), `notice` what was changed or ignored in the query.
+        queries (offered, not applied; equally near corrections are offered here as choices),
+        `corrected_query` the words searched when misspelt words were corrected (`query` stays as
+        typed; None when nothing was corrected), `notice` what was changed or ignored in the query.
         """
         ...
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -38,9 +37,9 @@ from kb.search.compile import _NegativeOnly, compile_query
 from kb.search.interface import DEFAULT_AUDIENCES
 from kb.search.postings import DocSet, _union
 from kb.search.rank import _docs, rank
-from kb.search.snippets import highlight_pattern, make_snippet
+from kb.search.snippets import Marker, highlight_pattern, make_snippet
 from kb.search.state import _Request, _Retired, _State
-from kb.search.suggest import completions, did_you_mean
+from kb.search.suggest import check_spelling, completions
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +59,12 @@ def _no_index(index_root: Path) -> IndexUnavailable:
         return IndexDamaged(f"The search index in {index_root} cannot be read: generation {named.name} is damaged "
                             "or missing (`kb check` says what is wrong).")
     return IndexUnavailable(f"There is no search index in {index_root} yet.", "Run `kb reindex` to build it.")
+
+
+def _matched_word(ctx: _Request, terms: list[str]) -> Callable[[str], bool]:
+    """Whether a word in a result is one the query matched: it analyses to a searched term."""
+    wanted = set(terms)
+    return lambda word: any(t in wanted for t in ctx.analyze("body", word))
 
 
 class Searcher:
@@ -152,7 +157,8 @@ class Searcher:
             raise IndexDamaged(f"Part of the search index in {state.generation} cannot be read ({exc}).") from None
 
     def search(self, query: str, *, page: int = 1, per_page: int = 10, filters: dict[str, list[str]] | None = None,
-               sort: str = "relevance", audiences: tuple[str, ...] = DEFAULT_AUDIENCES) -> Results:
+               sort: str = "relevance", audiences: tuple[str, ...] = DEFAULT_AUDIENCES,
+               exact: bool = False) -> Results:
         """One page of results; malformed queries degrade to their words with a notice, never an error."""
         parsed = parse(query if isinstance(query, str) else str(query or ""))
         text, _ = clean(query if isinstance(query, str) else "")
@@ -167,8 +173,8 @@ class Searcher:
                         if value and value not in merged.setdefault(name, []):
                             merged[name].append(value)
         audiences = tuple(audiences or DEFAULT_AUDIENCES)
-        return self._with(lambda ctx: self._search(
-            ctx, parsed, text, page, per_page, merged, sort, audiences), audiences)
+        return self._with(lambda ctx: self._corrected_search(
+            ctx, parsed, text, page, per_page, merged, sort, audiences, exact), audiences)
 
     def _allowed(self, ctx: _Request, audiences: tuple[str, ...], filters: dict[str, list[str]]) -> DocSet:
         """The audience's documents narrowed by every filter (values of one filter are alternatives)."""
@@ -184,8 +190,34 @@ class Searcher:
             allowed = allowed & docs
         return allowed
 
+    def _corrected_search(self, ctx: _Request, parsed: Parsed, text: str, page: int, per_page: int,
+                          filters: dict[str, list[str]], sort: str, audiences: tuple[str, ...],
+                          exact: bool) -> Results:
+        """Search; when words are misspelt and a confident correction exists, search that, openly.
+
+        Unless `exact`, the corrected query is searched when it finds anything: `query` stays what
+        was typed and `corrected_query` says what was searched (the page offers the typed words
+        back). Ambiguous words (two equally near clinical terms) are offered, never applied.
+        """
+        results, browse = self._search(ctx, parsed, text, page, per_page, filters, sort, audiences)
+        if browse or parsed.tree is None:
+            return results
+        spelling = check_spelling(ctx, parsed, text, audiences, results.total)
+        if spelling.corrected and not exact:
+            fixed_parsed = parse(spelling.corrected)
+            if fixed_parsed.tree is not None:
+                fixed, _ = self._search(ctx, fixed_parsed, spelling.corrected, page, per_page, filters, sort,
+                                        audiences)
+                if fixed.total:
+                    fixed.query, fixed.corrected_query, fixed.notice = text, spelling.corrected, results.notice
+                    fixed.suggestions = spelling.suggestions
+                    return fixed
+        results.suggestions = ([spelling.corrected] if spelling.corrected else []) + spelling.suggestions
+        return results
+
     def _search(self, ctx: _Request, parsed: Parsed, text: str, page: int, per_page: int,
-                filters: dict[str, list[str]], sort: str, audiences: tuple[str, ...]) -> Results:
+                filters: dict[str, list[str]], sort: str, audiences: tuple[str, ...]) -> tuple[Results, bool]:
+        """(one page of results for `parsed`, whether it was a browse of filters alone)."""
         results = Results(query=text, total=0, page=page, per_page=per_page, notice=parsed.notice)
         allowed = self._allowed(ctx, audiences, filters)
         compiled = compile_query(ctx, parsed, text)
@@ -193,14 +225,14 @@ class Searcher:
         if isinstance(compiled.match, _NegativeOnly):
             if not filters:
                 results.notice = results.notice or "Add a word to search for: a query of exclusions only matches nothing."
-                return results
+                return results, True
             docs = allowed - _docs(ctx, compiled.match.exclude)
             browse = True
         elif compiled.match is None:
             if not filters:
                 if text and not results.notice:
                     results.notice = "There are no searchable words in your query."
-                return results
+                return results, True
             docs = allowed
             browse = True
         else:
@@ -217,13 +249,11 @@ class Searcher:
                 ranked = [(0.0, d) for d in ctx.newest(docs, first + per_page)[first:]]
             else:
                 ranked = rank(ctx, compiled, docs, first, per_page)
-        pattern = highlight_pattern(compiled.highlight, compiled.surface)
+        pattern = highlight_pattern(compiled.highlight, compiled.surface, _matched_word(ctx, compiled.highlight))
         results.hits = [self._hit(ctx.searcher, docnum, score, pattern) for score, docnum in ranked]
-        if not browse and parsed.tree is not None:
-            results.suggestions = did_you_mean(ctx, parsed, text, audiences, results.total)
-        return results
+        return results, browse
 
-    def _hit(self, searcher: Any, docnum: int, score: float, pattern: re.Pattern[str] | None) -> Hit:
+    def _hit(self, searcher: Any, docnum: int, score: float, pattern: Marker | None) -> Hit:
         stored = searcher.stored_fields(docnum)
         body = stored_body(stored)
         sections = stored_sections(stored)

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
+from dataclasses import dataclass, field
 from itertools import islice
 
 from whoosh.support.levenshtein import distance
 
 from kb.querylang import Parsed
+from kb.search.language import is_dictionary_word, is_function_word
 from kb.search.postings import DocSet
 from kb.search.state import _Request
 from kb.search.vocabulary import _is_clinical, _vocab_terms
 
 SUGGESTION_LIMIT = 3
+CONFIDENT_DF_RATIO = 3  # a non-clinical candidate this many times commoner than an equally near one wins
 RARE_DF = 2  # with few results, a word this rare may be a typo of a much commoner one
 #: Spelling look-ups per query: only the first this many words that need one get it (in query order,
 #: so the answer does not depend on what is cached). Each look-up walks the word list with a
@@ -57,8 +60,8 @@ def _visible_df(ctx: _Request, word: str, audience_docs: DocSet, cap: int = 50) 
     return seen
 
 
-def _corrections(ctx: _Request, word: str, audience_docs: DocSet) -> list[str]:
-    """Indexed or vocabulary words within a small edit distance that the audience can find."""
+def _corrections(ctx: _Request, word: str, audience_docs: DocSet) -> list[tuple[str, int, int]]:
+    """(term, edit distance, visible df) of indexed or vocabulary words near `word`, nearest then commonest."""
     maxdist = 1 if len(word) <= 5 else 2
     candidates = _indexed_lookalikes(ctx, word, maxdist, audience_docs)
     for key, d in _vocabulary_lookalikes(word, maxdist):
@@ -72,7 +75,7 @@ def _corrections(ctx: _Request, word: str, audience_docs: DocSet) -> list[str]:
         if df:
             ranked.append((dist, -df, term))
     ranked.sort()
-    return [t for _, _, t in ranked[:SUGGESTION_LIMIT]]
+    return [(t, dist, -negdf) for dist, negdf, t in ranked[:SUGGESTION_LIMIT]]
 
 
 def _indexed_lookalikes(ctx: _Request, word: str, maxdist: int, audience_docs: DocSet) -> dict[str, int]:
@@ -89,10 +92,49 @@ def _indexed_lookalikes(ctx: _Request, word: str, maxdist: int, audience_docs: D
     return candidates
 
 
-def did_you_mean(ctx: _Request, parsed: Parsed, text: str, audiences: tuple[str, ...], total: int) -> list[str]:
-    """"Did you mean" queries for words this audience's documents do not contain; never applied."""
+@dataclass
+class Spelling:
+    """What the query's spelling calls for: a correction to search, or suggestions to offer."""
+
+    corrected: str = ""  # the query with confident corrections applied ("" when none)
+    suggestions: list[str] = field(default_factory=list)  # offered: ambiguous choices, rare-word look-alikes
+
+
+def _known(ctx: _Request, token: str, part: str) -> bool:
+    """Known words are never misspellings: clinical, in the vocabulary, ordinary English, or a function word."""
+    return _is_clinical(token) or _is_clinical(part) or _in_vocabulary(part) or is_dictionary_word(part) \
+        or is_function_word(part)
+
+
+def _in_vocabulary(word: str) -> bool:
+    terms = _vocab_terms()
+    key = word.casefold()
+    i = bisect_left(terms, (key,))
+    return i < len(terms) and terms[i][0] == key
+
+
+def _confident(found: list[tuple[str, int, int]]) -> str:
+    """The one correction worth applying, or "" when two are equally near (then the patient chooses).
+
+    Equally near clinical terms are never decided for the patient; for other words a clearly
+    commoner candidate (CONFIDENT_DF_RATIO times the documents) may win the tie.
+    """
+    if not found:
+        return ""
+    best = found[0]
+    ties = [f for f in found[1:] if f[1] == best[1]]
+    if not ties:
+        return best[0]
+    if any(_is_clinical(t) for t, _, _ in [best, *ties]):
+        return ""
+    return best[0] if best[2] >= CONFIDENT_DF_RATIO * max(d for _, _, d in ties) else ""
+
+
+def check_spelling(ctx: _Request, parsed: Parsed, text: str, audiences: tuple[str, ...], total: int) -> Spelling:
+    """Corrections for words unknown to the audience's documents, the vocabulary and the dictionary."""
     audience_docs = ctx.audience_docs(audiences)
-    fixes: list[tuple[str, list[str]]] = []
+    confident: list[tuple[str, str]] = []
+    offered: list[tuple[str, list[str]]] = []
     looked_up = 0
     for word in parsed.words():
         for part in word.split():
@@ -106,35 +148,52 @@ def did_you_mean(ctx: _Request, parsed: Parsed, text: str, audiences: tuple[str,
                 continue
             df = _visible_df(ctx, token, audience_docs, cap=RARE_DF + 1)
             rare = df <= RARE_DF and total < 3
-            if df and not rare:
-                continue
-            if _is_clinical(token):
-                continue  # a real clinical term: never offer a look-alike (melasma is not melanoma)
+            if (df and not rare) or _known(ctx, token, part):
+                continue  # a known word is never a misspelling (melasma is not melanoma)
             looked_up += 1
-            found = ctx.state.corrections(token, audiences,
-                                          lambda t=token: _corrections(ctx, t, audience_docs))
-            if df:  # rare but present: only a much commoner look-alike is worth offering
+            found = ctx.state.corrections(token, audiences, lambda t=token: _corrections(ctx, t, audience_docs))
+            if df:  # rare but present: never corrected; only a much commoner look-alike is offered
                 found = [f for f in found
-                         if _visible_df(ctx, ctx.analyze("spell", f)[0], audience_docs, 10 * df) >= 10 * df]
-            if found:
-                fixes.append((part, found))
-    if not fixes:
-        return []
+                         if _visible_df(ctx, ctx.analyze("spell", f[0])[0], audience_docs, 10 * df) >= 10 * df]
+                if found:
+                    offered.append((part, [f[0] for f in found]))
+                continue
+            choice = _confident(found)
+            if choice:
+                confident.append((part, choice))
+            elif found:
+                offered.append((part, [f[0] for f in found if f[1] == found[0][1]]))
+    corrected = _replace(text, confident) if confident else ""
+    return Spelling(corrected=corrected if corrected != text else "",
+                    suggestions=_variants(corrected or text, offered))
+
+
+def _replace(text: str, fixes: list[tuple[str, str]]) -> str:
+    """`text` with each (typed word, replacement) applied once, as a whole word."""
+    for part, choice in fixes:
+        text = re.sub(r"(?<!\w)" + re.escape(part) + r"(?!\w)", lambda _m, c=choice: c, text,
+                      count=1, flags=re.IGNORECASE)
+    return text
+
+
+def _variants(text: str, fixes: list[tuple[str, list[str]]]) -> list[str]:
+    """Up to SUGGESTION_LIMIT queries: the first word's alternatives in turn, the others' best."""
     out: list[str] = []
-    for rank in range(SUGGESTION_LIMIT):
-        suggestion = text
-        changed = False
-        for i, (part, found) in enumerate(fixes):
-            choice = found[min(rank, len(found) - 1)] if i == 0 else found[0]
-            new = re.sub(r"(?<!\w)" + re.escape(part) + r"(?!\w)", lambda _m, c=choice: c, suggestion,
-                         count=1, flags=re.IGNORECASE)
-            changed |= new != suggestion
-            suggestion = new
-        if changed and suggestion not in out:
+    if not fixes:
+        return out
+    for rank in range(min(SUGGESTION_LIMIT, len(fixes[0][1]))):
+        chosen = [(part, found[min(rank, len(found) - 1)] if i == 0 else found[0])
+                  for i, (part, found) in enumerate(fixes)]
+        suggestion = _replace(text, chosen)
+        if suggestion != text and suggestion not in out:
             out.append(suggestion)
-        if rank + 1 >= len(fixes[0][1]):
-            break
     return out
+
+
+def did_you_mean(ctx: _Request, parsed: Parsed, text: str, audiences: tuple[str, ...], total: int) -> list[str]:
+    """"Did you mean" queries only (nothing applied): confident corrections first, then choices."""
+    spelling = check_spelling(ctx, parsed, text, audiences, total)
+    return ([spelling.corrected] if spelling.corrected else []) + spelling.suggestions
 
 
 def completions(ctx: _Request, key: str, limit: int, audiences: tuple[str, ...]) -> list[str]:

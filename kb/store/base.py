@@ -1,8 +1,8 @@
 """The store interface: what kb asks of its source of truth, whatever database keeps it.
 
 Web, CLI, pipeline, indexer and the domain modules (users, querylog, faq, maintenance) call only the
-methods of `Store`; `kb.store.sqlite.SQLiteStore` implements them over one SQLite file and a PostgreSQL
-implementation will implement the same contract. Rules every implementation keeps:
+methods of `Store`; `kb.store.sqlite.SQLiteStore` implements them over one SQLite file and
+`kb.store.postgres.PostgresStore` over a PostgreSQL primary and its replicas. Rules every implementation keeps:
 
 - Nothing of the driver crosses the interface: arguments and results are kb's dataclasses (`Article`,
   `Section`), plain dicts, lists, tuples, strings and numbers. Dict rows are fresh copies the caller owns.
@@ -13,6 +13,10 @@ implementation will implement the same contract. Rules every implementation keep
   the filter runs inside the query. None means every audience and is only for callers that answer no
   reader (pipeline, indexer, CLI); code answering a request passes the reader's audiences. The pipeline's
   and indexer's bookkeeping (ids, hashes, pages, the change and crawl logs) takes none: it answers nobody.
+- Reader reads: a read given an `audiences` tuple (and `topic_counts`, `faq_entries`, `faq_count`) answers a
+  reader and may be served by a read replica, slightly behind the primary; every other read, every account,
+  session, token and rate-limit read, and any read by a store that has written or is inside `transaction()`,
+  sees the primary (read-your-writes).
 - A store opens ready to use: its schema is created or migrated once, when it opens (`kb.store.migrations`).
 - Times are ISO 8601 UTC strings to the second (`kb.clock.utc_iso()`), except login attempts (seconds since the epoch).
 

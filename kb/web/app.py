@@ -34,7 +34,7 @@ from kb import __version__, config
 from kb.config import data_paths
 from kb.errors import IndexDamaged, IndexUnavailable
 from kb.querylog import QueryLogWriter
-from kb.store import Store, open_store
+from kb.store import Store, open_from_settings
 from kb.web.format import host_name, http_url, human_date, iso_date
 from kb.web.params import FILTER_LABELS, ArticleIdConverter, BadParam
 
@@ -183,7 +183,7 @@ def get_searcher() -> "Searcher":
 def get_store() -> Store:
     """The request's Store connection (SQLite connections are per thread), closed on teardown."""
     if "kb_store" not in g:
-        g.kb_store = open_store(state().paths["store"])
+        g.kb_store = open_from_settings(state().settings)
     return g.kb_store
 
 

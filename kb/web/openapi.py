@@ -69,6 +69,8 @@ def openapi_document() -> dict[str, Any]:
                     _param("per_page", "Results per page.", {"type": "integer", "minimum": 1,
                                                               "maximum": MAX_PER_PAGE, "default": 10}),
                     _param("sort", "Ranking order.", {"type": "string", "enum": list(SORTS), "default": "relevance"}),
+                    _param("exact", "1: search the words as typed, with no spelling correction.",
+                           {"type": "string", "enum": ["0", "1", "true", "false"], "default": "0"}),
                     *filters,
                 ],
                 "responses": {
@@ -135,7 +137,11 @@ def openapi_document() -> dict[str, Any]:
                 "query": {"type": "string"}, "total": {"type": "integer"}, "page": {"type": "integer"},
                 "per_page": {"type": "integer"}, "pages": {"type": "integer"},
                 "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
-                "suggestions": {**string_list, "description": "\"Did you mean …?\" alternatives"},
+                "suggestions": {**string_list, "description": "\"Did you mean …?\" alternatives (offered, "
+                                "not searched), or the choices when two corrections are equally near"},
+                "corrected_query": {"type": ["string", "null"], "description": "The words actually searched "
+                                    "when misspelt words were corrected (`query` is what was typed); null "
+                                    "when nothing was corrected or `exact=1`"},
                 "facets": {"type": "object", "additionalProperties": {"type": "array", "items": {
                     "type": "object", "properties": {"value": {"type": "string"}, "count": {"type": "integer"}}}}},
                 "notice": {"type": "string"}}},

@@ -231,12 +231,14 @@ def search() -> Any:
     faq_answer = None
     if results.page == 1 and params.q and results.hits and results.hits[0].kind == "faq":
         faq_answer = visible_article(results.hits[0].id)  # the best match is a question: answer it inline
+    # the answer box shows that record: the list below starts with the next one, never repeats it
+    hits = [h for h in results.hits if faq_answer is None or h.id != faq_answer.id]
     facets = facet_groups(results, params)
     return render_template(
         "search.html", q=params.q, params=params, results=results, window=page_window(results.page, results.pages),
         facets=audience_group(params, audiences()) + facets if facets or params.audience else facets,
         first=first, last=first + len(results.hits) - 1, audience_labels=AUDIENCE_LABELS,
-        faq_answer=faq_answer, faq_paragraphs=paragraphs(faq_answer.text) if faq_answer else [],
+        hits=hits, faq_answer=faq_answer, faq_paragraphs=paragraphs(faq_answer.text) if faq_answer else [],
         can_browse=not results.total and _has_topics(),
     )
 

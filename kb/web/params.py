@@ -48,9 +48,12 @@ class SearchParams:
     filters: dict[str, list[str]] = field(default_factory=dict)
     sort: str = "relevance"
     audience: str = ""  # one audience a staff reader narrowed results to; "" is everything they may see
+    exact: bool = False  # search the typed words as they are: no spelling correction ("Search instead for")
 
     def pairs(self, *, q: str | None = None, page: int | None = None, filters: dict[str, list[str]] | None = None,
-              sort: str | None = None, audience: str | None = None) -> list[tuple[str, str]]:
+              sort: str | None = None, audience: str | None = None,
+              exact: bool | None = None) -> list[tuple[str, str]]:
+        exact = (self.exact and q is None) if exact is None else exact  # a new query is corrected again
         q = self.q if q is None else q
         filters = self.filters if filters is None else filters
         sort = self.sort if sort is None else sort
@@ -60,6 +63,8 @@ class SearchParams:
             out += [(name, v) for v in filters.get(name, [])]
         if audience:
             out.append(("audience", audience))
+        if exact:
+            out.append(("exact", "1"))
         if sort != "relevance":
             out.append(("sort", sort))
         if page and page > 1:
@@ -81,6 +86,10 @@ class SearchParams:
 
     def query_url(self, q: str) -> str:
         return self.url(q=q)
+
+    def exact_url(self) -> str:
+        """This search with the typed words as they are ("Search instead for …")."""
+        return self.url(exact=True)
 
     def has(self, name: str, value: str) -> bool:
         return value in self.filters.get(name, [])
@@ -150,7 +159,17 @@ def parse_search_args(args: MultiDict, *, default_per_page: int = 10, allow_per_
             raise BadParam(f"Use at most {MAX_FILTER_VALUES} values for filter {name}.")
         if values:
             filters[name] = values
-    return SearchParams(q=q, page=page, per_page=per_page, filters=filters, sort=sort)
+    return SearchParams(q=q, page=page, per_page=per_page, filters=filters, sort=sort, exact=_flag(args, "exact"))
+
+
+def _flag(args: MultiDict, name: str) -> bool:
+    """A yes/no parameter: absent, "", "0" or "false" is no; "1" or "true" is yes; anything else is a 400."""
+    raw = (args.get(name) or "").strip().lower()
+    if raw in ("", "0", "false"):
+        return False
+    if raw in ("1", "true"):
+        return True
+    raise BadParam(f"Parameter {name} must be 1 or 0, not {raw[:40]!r}.")
 
 
 def audience_choice(args: MultiDict, allowed: tuple[str, ...]) -> str:

@@ -32,7 +32,7 @@ def run_search(params: SearchParams) -> Results:
     started = time.perf_counter()
     results = get_searcher().search(params.q, page=params.page, per_page=params.per_page,
                                     filters=params.filters or None, sort=params.sort,
-                                    audiences=params.scope(audiences()))
+                                    audiences=params.scope(audiences()), exact=params.exact)
     if params.q and params.page == 1:
         _log_search(params.q, results.total, (time.perf_counter() - started) * 1000)
     return results
