@@ -16,8 +16,10 @@ parameter needs the cluster: without PostgreSQL it skips with "PostgreSQL not av
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass
+from itertools import count
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,64 @@ def any_store(backend: Backend, data_dir: Path):
             yield s
     finally:
         close_pools()  # before pg_database drops the database under the pools' connections
+
+
+@dataclass
+class SearchBackend:
+    """A search backend for one test module: "whoosh" (SQLite store + Whoosh index) or "postgresql" (both in a
+    database of the test cluster). `open_store`, `reindex(store)` and `searcher()` work the same on both."""
+
+    name: str
+    root: Path
+    url: str | None = None
+
+    def open_store(self):
+        from kb.store import open_store
+
+        return open_store(self.url or self.root / "kb.sqlite3")
+
+    def reindex(self, store) -> None:
+        """A full build of the backend's search index from `store`, swapped in for readers."""
+        if self.url is None:
+            from kb import index
+
+            index.rebuild(store, self.root / "ix", force=True)
+        else:
+            from kb.search.pg_build import build
+
+            build(store, self.url)
+
+    def searcher(self):
+        """A new SearchService over the backend's current index (close it when done)."""
+        if self.url is None:
+            from kb.search import Searcher
+
+            return Searcher(self.root / "ix")
+        from kb.search.pg import PgSearcher
+
+        return PgSearcher(self.url)
+
+
+@pytest.fixture(scope="module", params=["whoosh", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def search_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Run a module's search tests on the Whoosh backend and on the PostgreSQL one (its own database per module)."""
+    root = tmp_path_factory.mktemp(f"search-{request.param}")
+    if request.param == "whoosh":
+        yield SearchBackend("whoosh", root)
+        return
+    cluster = request.getfixturevalue("pg_cluster")
+    name = f"kb_search_{os.getpid()}_{next(_search_databases)}"
+    database = cluster.create_database(name)
+    try:
+        yield SearchBackend("postgresql", root, database.url)
+    finally:
+        from kb.store.postgres_pool import close_pools
+        from kb.store.postgres_search import close_search_pool
+
+        close_search_pool(database.url)
+        close_pools()
+        cluster.ensure_replica_running()
+        cluster.drop_database(name)
+
+
+_search_databases = count(1)

@@ -73,9 +73,19 @@ def built(tmp_path_factory) -> tuple[Path, dict[str, int]]:
     return root, ids
 
 
+@pytest.fixture(scope="module")
+def any_built(search_backend):
+    """The articles on each search backend (tests/conftest.py `search_backend`: Whoosh, then PostgreSQL)."""
+    with search_backend.open_store() as store:
+        for article in _articles():
+            store.save_article(article)
+        search_backend.reindex(store)
+    return search_backend
+
+
 @pytest.fixture
-def searcher(built):
-    s = Searcher(built[0] / "ix")
+def searcher(any_built):
+    s = any_built.searcher()
     yield s
     s.close()
 

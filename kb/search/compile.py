@@ -10,7 +10,7 @@ compiled tree stays as small as the index allows; the trees are evaluated by kb.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from whoosh import query as wq
 
@@ -36,6 +36,16 @@ INTENT_FIELDS: tuple[tuple[str, float], ...] = (("lead", 1.0), ("body", 1.0))
 FUNCTION_WEIGHT = 0.5
 
 
+class TermStatistics(Protocol):
+    """What compiling (and pruning) asks of an index: analysis and document frequencies, on any backend."""
+
+    def analyze(self, fieldname: str, text: str) -> tuple[str, ...]: ...
+
+    def has(self, fieldname: str, text: str) -> bool: ...
+
+    def doc_frequency(self, fieldname: str, text: str) -> int: ...
+
+
 @dataclass
 class _Compiled:
     match: Any | None  # whoosh query whose matches are the results (total, facets)
@@ -49,7 +59,7 @@ class _Compiled:
 class _Compiler:
     """Turns the parsed tree into Whoosh queries, keeping the number of leaves (= cost) small."""
 
-    def __init__(self, ctx: _Request, quiet_function_words: bool = False) -> None:
+    def __init__(self, ctx: _Request | TermStatistics, quiet_function_words: bool = False) -> None:
         self.ctx = ctx
         #: function words only rank (they do not select nor mark) when the query has other words
         self.quiet_function_words = quiet_function_words
@@ -210,7 +220,7 @@ def _has_content_words(parsed: Parsed) -> bool:
     return any(not is_function_word(part) for word in parsed.words() for part in word.split())
 
 
-def compile_query(ctx: _Request, parsed: Parsed, text: str) -> _Compiled:
+def compile_query(ctx: _Request | TermStatistics, parsed: Parsed, text: str) -> _Compiled:
     compiler = _Compiler(ctx, _has_content_words(parsed))
     tree = Group([parsed.tree]) if isinstance(parsed.tree, Not) else parsed.tree
     match = compiler.node(tree) if tree is not None else None

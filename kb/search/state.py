@@ -466,3 +466,19 @@ class _Request:
 
     def analyze(self, fieldname: str, text: str) -> tuple[str, ...]:
         return self.state.analyze(fieldname, text)
+
+    def visible_df(self, word: str, audience_docs: DocSet, cap: int = 50) -> int:
+        """Documents of `audience_docs` holding the unstemmed `word` (counting stops at `cap`): spelling."""
+        if not self.has("spell", word):
+            return 0
+        seen = 0
+        for docnum in self.reader.postings("spell", word).all_ids():
+            if docnum in audience_docs:
+                seen += 1
+                if seen >= cap:
+                    break
+        return seen
+
+    def words_within(self, word: str, maxdist: int, prefix: int) -> Iterable[str]:
+        """Unstemmed indexed words within `maxdist` edits of `word` sharing its first `prefix` letters, in order."""
+        return self.reader.terms_within("spell", word, maxdist, prefix=prefix)

@@ -49,15 +49,7 @@ def _vocabulary_lookalikes(word: str, maxdist: int) -> list[tuple[str, int]]:
 
 def _visible_df(ctx: _Request, word: str, audience_docs: DocSet, cap: int = 50) -> int:
     """Documents this audience can see that contain `word` (counting stops at `cap`)."""
-    if not ctx.has("spell", word):
-        return 0
-    seen = 0
-    for docnum in ctx.reader.postings("spell", word).all_ids():
-        if docnum in audience_docs:
-            seen += 1
-            if seen >= cap:
-                break
-    return seen
+    return ctx.visible_df(word, audience_docs, cap)
 
 
 def _corrections(ctx: _Request, word: str, audience_docs: DocSet) -> list[tuple[str, int, int]]:
@@ -82,7 +74,7 @@ def _indexed_lookalikes(ctx: _Request, word: str, maxdist: int, audience_docs: D
     """Visible indexed words near `word` -> edit distance; at most MAX_CORRECTION_CANDIDATES examined per pass."""
     candidates: dict[str, int] = {}
     for prefix in (2, 1):
-        near = ctx.reader.terms_within("spell", word, maxdist, prefix=prefix)
+        near = ctx.words_within(word, maxdist, prefix)
         for term in islice(near, MAX_CORRECTION_CANDIDATES):
             # Only visible words may stop the search: a staff-only look-alike must not hide a public one.
             if term != word and _visible_df(ctx, term, audience_docs):

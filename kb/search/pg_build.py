@@ -1,0 +1,171 @@
+"""Build a PostgreSQL search generation from any Store: kb's document mapping and analyzers, rows for COPY.
+
+Each primary article becomes kb.schema's document (`article_document`), analysed with the same analyzers the
+Whoosh index uses (kb.vocab), so VBeam/V-Beam and protected stems behave the same on both backends. The rows,
+term-major postings (what BM25F needs) and unstemmed word counts go to kb.store.postgres_search, which loads,
+indexes and swaps the generation in. Field lengths are rounded to Whoosh's one-byte lengths so scores agree.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from array import array
+from collections import Counter, defaultdict
+from typing import Any, Callable, Iterable, Iterator
+
+from whoosh.util.numeric import byte_to_length, length_to_byte
+
+from kb.models import Article
+from kb.schema import SCHEMA_VERSION, article_document, subindex_for
+from kb.store import Store
+from kb.store.postgres_search import DocRow, GenerationWriter
+from kb.vocab import plain_analyzer, text_analyzer
+
+log = logging.getLogger(__name__)
+
+#: tsvector weight per weighted kb field (title > headings > tags > body); the lead has its own tsvector.
+WEIGHT = {"title": "A", "headings": "B", "tagtext": "C", "body": "D"}
+LENGTH_OF = {"A": "title", "B": "headings", "C": "tagtext", "D": "body", "L": "lead"}
+MAX_POS = 16383  # PostgreSQL's largest tsvector position
+MAX_POSITIONS = 256  # positions PostgreSQL keeps per lexeme
+FIELD_GAP = 1  # position gap between fields: no phrase spans two fields
+ANALYSIS = f"kb schema {SCHEMA_VERSION}"
+
+Progress = Callable[[int, int], None]
+
+
+def quantise(length: int) -> int:
+    """Whoosh keeps field lengths as one byte; the same rounding gives the same BM25F scores."""
+    return byte_to_length(length_to_byte(length))
+
+
+def _quote(lexeme: str) -> str:
+    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _tokens(text: str) -> list[str]:
+    return [t.text for t in text_analyzer()(text, positions=True) if t.text] if text else []
+
+
+def _tsvector(positions: dict[str, list[tuple[int, str]]]) -> str:
+    """A tsvector literal; positions past MAX_POS reuse free slots of the same lexeme so frequencies survive."""
+    parts = []
+    for lexeme, plist in positions.items():
+        plist = plist[:MAX_POSITIONS]
+        if plist[-1][0] > MAX_POS:
+            used = {p for p, _ in plist if p <= MAX_POS}
+            spare = (p for p in range(MAX_POS, 0, -1) if p not in used)
+            plist = sorted((p, w) if p <= MAX_POS else (next(spare), w) for p, w in plist)
+        parts.append(_quote(lexeme) + ":" + ",".join(f"{p}{w}" for p, w in plist))
+    return " ".join(parts)
+
+
+class _Analysed:
+    """One document: its row for COPY, its postings (term, field letter, tf), its unstemmed words."""
+
+    def __init__(self, article: Article) -> None:
+        doc = article_document(article)
+        positions: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        lengths: dict[str, int] = {}
+        pos = 1
+        for name, w in WEIGHT.items():
+            toks = _tokens(doc.get(name, ""))
+            lengths[name] = len(toks)
+            for i, tok in enumerate(toks):
+                positions[tok].append((pos + i, w))
+            pos += len(toks) + FIELD_GAP
+        lead = Counter(_tokens(doc.get("lead", "")))
+        lengths["lead"] = sum(lead.values())
+        lengths["all"] = sum(lengths[f] for f in WEIGHT)
+        self.exact = lengths  # Whoosh's average field length sums exact lengths
+        self.lengths = {k: quantise(v) for k, v in lengths.items()}
+        lead_tsv = " ".join(_quote(t) + ":" + ",".join(str(i + 1) for i in range(min(n, MAX_POSITIONS)))
+                            for t, n in lead.items())
+        self.id = int(doc["id"])
+        self.subindex = subindex_for(doc["audience"])
+        self.words = {t.text for t in plain_analyzer()(doc.get("spell", "")) if t.text}
+        self.postings = [(t, w, n) for t, plist in positions.items() for w, n in Counter(w for _, w in plist).items()]
+        self.postings += [(t, "L", n) for t, n in lead.items()]
+        published = doc.get("published")
+        L = self.lengths
+        self.row = DocRow(values=(
+            self.id, self.subindex, doc["audience"], published, doc.get("pubdate", ""), doc.get("year"),
+            doc.get("title_key", ""), doc["url"], doc["title"], doc["site"], doc["kind"],
+            [t for t in doc["tags"].split(",") if t], [c for c in doc["categories"].split(",") if c],
+            doc.get("sources", "[]"), doc["sections"], L["title"], L["headings"], L["tagtext"], L["body"],
+            L["lead"], L["all"], _tsvector(positions), lead_tsv), subindex=self.subindex)
+
+
+class _Postings:
+    """Term-major postings of a whole generation in compact arrays, written once after the documents."""
+
+    def __init__(self) -> None:
+        self.lists: dict[tuple[str, str, str], tuple[array, array, array]] = {}
+
+    def add(self, doc: _Analysed) -> None:
+        for term, w, tf in doc.postings:
+            key = (term, w, doc.subindex)
+            lists = self.lists.get(key)
+            if lists is None:
+                lists = self.lists[key] = (array("i"), array("h"), array("i"))
+            lists[0].append(doc.id)
+            lists[1].append(min(tf, 32767))
+            lists[2].append(doc.lengths[LENGTH_OF[w]])
+
+    def rows(self) -> Iterator[tuple[str, str, str, list[int], list[int], list[int]]]:
+        for (term, w, sub), (ids, tfs, lens) in self.lists.items():
+            yield term, w, sub, ids.tolist(), tfs.tolist(), lens.tolist()
+
+
+def _articles(store: Store, chunk: int = 1000) -> Iterator[Article]:
+    """Every primary article (near-duplicates listed in their primary's `sources`), as kb.index reads them."""
+    ids = store.primary_ids()
+    for i in range(0, len(ids), chunk):
+        part = ids[i:i + chunk]
+        sources = store.group_sources(part)
+        for article in store.iter_articles(part):
+            article.sources = sources.get(int(article.id or 0), [])
+            yield article
+
+
+def build_from_articles(url: str, articles: Iterable[Article], *, progress: Progress | None = None,
+                        total: int = 0) -> dict[str, int]:
+    """Analyse `articles` into a new generation at `url` and make it current; documents per sub-index."""
+    start = time.perf_counter()
+    postings = _Postings()
+    words: dict[str, Counter[str]] = {"public": Counter(), "all": Counter()}
+    fields: dict[str, Counter[str]] = {"public": Counter(), "all": Counter()}
+    docs = Counter[str]()
+
+    def rows() -> Iterator[DocRow]:
+        for n, article in enumerate(articles, 1):
+            doc = _Analysed(article)
+            postings.add(doc)
+            for scope in ("public", "all") if doc.subindex == "public" else ("all",):
+                words[scope].update(doc.words)
+                fields[scope].update(doc.exact)
+                docs[scope] += 1
+            if progress and n % 200 == 0:
+                progress(n, max(total, n))
+            yield doc.row
+
+    with GenerationWriter(url) as writer:
+        writer.begin()
+        counts = writer.add_documents(rows())
+        writer.add_postings(postings.rows())
+        writer.add_words({scope: dict(c) for scope, c in words.items()})
+        writer.add_field_stats({scope: {f: (docs[scope], total) for f, total in fields[scope].items()}
+                                for scope in fields})
+        writer.finish(json.dumps({"analysis": ANALYSIS}))
+    elapsed = time.perf_counter() - start
+    done = sum(counts.values())
+    log.info("search generation built on PostgreSQL: %d documents in %.1fs (%.0f/s)", done, elapsed,
+             done / elapsed if elapsed else 0.0)
+    return counts
+
+
+def build(store: Store, url: str, *, progress: Progress | None = None) -> dict[str, Any]:
+    """Build the PostgreSQL search generation of every primary article in `store` (any backend) at `url`."""
+    return build_from_articles(url, _articles(store), progress=progress, total=store.count_primaries())

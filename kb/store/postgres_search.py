@@ -1,0 +1,465 @@
+"""Search generations on PostgreSQL: the tables, the bulk load, the swap, and every statement a search runs.
+
+The analysis (kb's analyzers over kb.schema's document mapping) happens in kb.search.pg_build; this module
+receives finished rows and speaks SQL only. Layout per generation G (created by the build, never migrated):
+
+  kb_article_search_gG          one row per document, partitioned by sub-index ('public' | 'staff'); a weighted
+                                tsvector of kb-analysed tokens (title A, headings B, tagtext C, body D) + the lead
+  kb_search_posting_gG          (subindex, term, field) -> article ids, term frequencies, field lengths: BM25F
+  kb_search_term_gG             (scope, term, field) -> df        scope 'public' (public rows) | 'all'
+  kb_search_field_gG            (scope, field) -> docs, total length
+  kb_search_word_gG             (scope, word) -> df of unstemmed words: "Did you mean" and completions
+
+The fixed tables `kb_search_generations` and `kb_search_current` (one row: the generation readers use) come
+from kb.store.pg_migrations. Anonymous requests read the public partition and 'public' statistics only, so
+nothing they receive depends on staff rows (DESIGN.md, security rules).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Sequence
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import tuple_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from kb.errors import IndexDamaged, IndexUnavailable, KBError
+from kb.store.postgres_pool import CONNECT_TIMEOUT, redact
+
+log = logging.getLogger(__name__)
+
+#: Dropped generations stay readable this long after a swap, so searches running on them finish.
+GRACE_SECONDS = 300.0
+#: A generation still 'building' after this long belongs to a crashed build and is dropped.
+STALE_BUILD_SECONDS = 24 * 3600.0
+STAT_FIELDS = ("title", "headings", "tagtext", "body", "lead", "all")
+DOC_COLUMNS = ("article_id", "subindex", "audience", "published", "pubdate", "year", "title_key", "url", "title",
+               "site", "kind", "tags", "categories", "sources", "sections", "len_title", "len_headings",
+               "len_tagtext", "len_body", "len_lead", "len_all", "tsv", "lead_tsv")
+
+
+@dataclass
+class DocRow:
+    """One analysed document, ready for COPY (see kb.search.pg_build.document_row)."""
+
+    values: tuple[Any, ...]  # in DOC_COLUMNS order
+    subindex: str
+
+
+def _t(name: str, gen: int) -> sql.Identifier:
+    return sql.Identifier(f"{name}_g{gen}")
+
+
+def _ddl(gen: int) -> list[sql.Composable]:
+    """Tables of one generation, created empty, filled, indexed and analysed before the swap."""
+    doc, part = _t("kb_article_search", gen), f"kb_article_search_g{gen}"
+    return [
+        sql.SQL("""CREATE TABLE {} (
+             article_id bigint NOT NULL,
+             subindex text COLLATE "C" NOT NULL CHECK (subindex IN ('public', 'staff')),
+             audience text COLLATE "C" NOT NULL, published timestamp, pubdate text NOT NULL, year text,
+             title_key text COLLATE "C", url text NOT NULL, title text NOT NULL, site text COLLATE "C" NOT NULL,
+             kind text NOT NULL, tags text[] COLLATE "C" NOT NULL, categories text[] COLLATE "C" NOT NULL,
+             sources text NOT NULL, sections text NOT NULL,
+             len_title integer NOT NULL, len_headings integer NOT NULL, len_tagtext integer NOT NULL,
+             len_body integer NOT NULL, len_lead integer NOT NULL, len_all integer NOT NULL,
+             tsv tsvector NOT NULL, lead_tsv tsvector NOT NULL,
+             PRIMARY KEY (subindex, article_id)) PARTITION BY LIST (subindex)""").format(doc),
+        sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES IN ('public')").format(
+            sql.Identifier(part + "_public"), doc),
+        sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES IN ('staff')").format(sql.Identifier(part + "_staff"), doc),
+        sql.SQL("""CREATE TABLE {} (subindex text COLLATE "C" NOT NULL, term text COLLATE "C" NOT NULL,
+             field "char" NOT NULL, article_ids integer[] NOT NULL, tfs smallint[] NOT NULL, lens integer[] NOT NULL,
+             PRIMARY KEY (term, field, subindex))""").format(_t("kb_search_posting", gen)),
+        sql.SQL("""CREATE TABLE {} (scope text COLLATE "C" NOT NULL, term text COLLATE "C" NOT NULL,
+             field text COLLATE "C" NOT NULL, df integer NOT NULL, PRIMARY KEY (scope, term, field))""").format(
+            _t("kb_search_term", gen)),
+        sql.SQL("""CREATE TABLE {} (scope text COLLATE "C" NOT NULL, field text COLLATE "C" NOT NULL,
+             docs integer NOT NULL, total_len bigint NOT NULL, PRIMARY KEY (scope, field))""").format(
+            _t("kb_search_field", gen)),
+        sql.SQL("""CREATE TABLE {} (scope text COLLATE "C" NOT NULL, facet text COLLATE "C" NOT NULL,
+             k text COLLATE "C" NOT NULL, label text COLLATE "C" NOT NULL, PRIMARY KEY (scope, facet, k))""").format(
+            _t("kb_search_facet", gen)),
+        sql.SQL("""CREATE TABLE {} (scope text COLLATE "C" NOT NULL, word text COLLATE "C" NOT NULL,
+             df integer NOT NULL, PRIMARY KEY (scope, word))""").format(_t("kb_search_word", gen)),
+    ]
+
+
+def _index_ddl(gen: int) -> list[sql.Composable]:
+    """Indexes built after the bulk load (one GIN build is ~3x faster than maintaining it per row)."""
+    out: list[sql.Composable] = []
+    for part in ("public", "staff"):
+        name = f"kb_article_search_g{gen}_{part}"
+        t = sql.Identifier(name)
+        out += [
+            sql.SQL("CREATE INDEX {} ON {} USING gin (tsv) WITH (fastupdate = off)").format(
+                sql.Identifier(name + "_tsv"), t),
+            sql.SQL("CREATE INDEX {} ON {} (published DESC NULLS LAST, article_id)").format(
+                sql.Identifier(name + "_published"), t),
+            sql.SQL("CREATE INDEX {} ON {} (title_key)").format(sql.Identifier(name + "_title_key"), t),
+            sql.SQL("CREATE INDEX {} ON {} (article_id)").format(sql.Identifier(name + "_article"), t),
+        ]
+    return out
+
+
+_WEIGHTS = "(VALUES ('title', 'A'), ('headings', 'B'), ('tagtext', 'C'), ('body', 'D'), ('all', NULL)) AS f(field, w)"
+
+
+def _stats_sql(gen: int) -> list[sql.Composable]:
+    """Per-scope term statistics from the loaded rows: public rows alone, then all rows."""
+    out: list[sql.Composable] = []
+    term = _t("kb_search_term", gen)
+    for scope, source in (("public", sql.Identifier(f"kb_article_search_g{gen}_public")),
+                          ("all", _t("kb_article_search", gen))):
+        s = sql.Literal(scope)
+        out += [
+            sql.SQL("INSERT INTO {} (scope, term, field, df) SELECT {}, u.lexeme, f.field, count(*) FROM {} d "
+                    "CROSS JOIN LATERAL unnest(d.tsv) u CROSS JOIN LATERAL " + _WEIGHTS + " "
+                    "WHERE f.w IS NULL OR f.w = ANY(u.weights) GROUP BY u.lexeme, f.field").format(term, s, source),
+            sql.SQL("INSERT INTO {} (scope, term, field, df) SELECT {}, u.lexeme, 'lead', count(*) FROM {} d "
+                    "CROSS JOIN LATERAL unnest(d.lead_tsv) u GROUP BY u.lexeme").format(term, s, source),
+            # a facet value's label is its first case variant in the scope (as Whoosh's lexicon gives it)
+            sql.SQL("INSERT INTO {} (scope, facet, k, label) SELECT {}, f, lower(v), min(v) FROM {} d CROSS JOIN "
+                    "LATERAL (SELECT 'tag', unnest(d.tags) UNION ALL SELECT 'category', unnest(d.categories) "
+                    "UNION ALL SELECT 'site', d.site) AS x(f, v) GROUP BY f, lower(v)").format(
+                _t("kb_search_facet", gen), s, source),
+            sql.SQL("INSERT INTO {} (scope, term, field, df) SELECT {}, d.title_key, 'title_key', count(*) FROM {} d "
+                    "WHERE d.title_key <> '' GROUP BY d.title_key").format(term, s, source),
+        ]
+    return out
+
+
+def _tables(gen: int) -> list[str]:
+    return [f"kb_article_search_g{gen}", f"kb_search_posting_g{gen}", f"kb_search_term_g{gen}",
+            f"kb_search_field_g{gen}", f"kb_search_word_g{gen}", f"kb_search_facet_g{gen}"]
+
+
+def _connect(url: str) -> psycopg.Connection:
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, application_name="kb build")
+    except psycopg.Error as exc:
+        raise KBError(f"The PostgreSQL database {redact(url)} cannot be reached: {exc}",
+                      "Check DATABASE_URL and that the server is running.") from exc
+
+
+class GenerationWriter:
+    """Builds one search generation: `begin`, `add_documents`, `add_postings`, `finish` (stats, indexes, swap)."""
+
+    def __init__(self, url: str) -> None:
+        self.conn = _connect(url)
+        self.gen = 0
+
+    def __enter__(self) -> "GenerationWriter":
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is not None and self.gen:
+            self._drop(self.gen)  # a failed build leaves nothing behind; readers keep the current generation
+            self.conn.execute("DELETE FROM kb_search_generations WHERE generation = %s", (self.gen,))
+        self.conn.close()
+
+    def begin(self) -> int:
+        """Register a new generation ('building') and create its empty tables."""
+        self.gen = int(self.conn.execute("INSERT INTO kb_search_generations (state) VALUES ('building') "
+                                         "RETURNING generation").fetchone()[0])
+        with self.conn.transaction():
+            for stmt in _ddl(self.gen):
+                self.conn.execute(stmt)
+        return self.gen
+
+    def add_documents(self, rows: Iterable[DocRow]) -> dict[str, int]:
+        """COPY the analysed documents in; documents per sub-index."""
+        counts = {"public": 0, "staff": 0}
+        stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            _t("kb_article_search", self.gen), sql.SQL(", ").join(map(sql.Identifier, DOC_COLUMNS)))
+        with self.conn.cursor() as cur, cur.copy(stmt) as copy:
+            for row in rows:
+                copy.write_row(row.values)
+                counts[row.subindex] += 1
+        return counts
+
+    def add_postings(self, postings: Iterable[tuple[str, str, str, list[int], list[int], list[int]]]) -> None:
+        """COPY (term, field letter, subindex, article ids, term frequencies, field lengths) rows in."""
+        stmt = sql.SQL("COPY {} (term, field, subindex, article_ids, tfs, lens) FROM STDIN").format(
+            _t("kb_search_posting", self.gen))
+        with self.conn.cursor() as cur, cur.copy(stmt) as copy:
+            for row in postings:
+                copy.write_row(row)
+
+    def add_words(self, words: dict[str, dict[str, int]]) -> None:
+        """Unstemmed words per scope with their document frequency (spelling, completions)."""
+        stmt = sql.SQL("COPY {} (scope, word, df) FROM STDIN").format(_t("kb_search_word", self.gen))
+        with self.conn.cursor() as cur, cur.copy(stmt) as copy:
+            for scope, counts in words.items():
+                for word, df in counts.items():
+                    copy.write_row((scope, word, df))
+
+    def add_field_stats(self, stats: dict[str, dict[str, tuple[int, int]]]) -> None:
+        """(documents, total exact length) per scope and field: BM25F's average field lengths."""
+        with self.conn.cursor() as cur:
+            cur.executemany(sql.SQL("INSERT INTO {} (scope, field, docs, total_len) VALUES (%s, %s, %s, %s)").format(
+                _t("kb_search_field", self.gen)),
+                [(scope, f, docs, total) for scope, per in stats.items() for f, (docs, total) in per.items()])
+
+    def finish(self, analysis: str, grace: float = GRACE_SECONDS) -> None:
+        """Statistics, indexes, ANALYZE, then the swap: one transaction moves every reader over; old ones go later."""
+        for stmt in _stats_sql(self.gen):
+            self.conn.execute(stmt)
+        self.conn.execute("SET maintenance_work_mem = '256MB'")
+        for stmt in _index_ddl(self.gen):
+            self.conn.execute(stmt)
+        for name in _tables(self.gen)[1:] + [f"kb_article_search_g{self.gen}_public",
+                                              f"kb_article_search_g{self.gen}_staff"]:
+            # VACUUM sets the visibility map: counts over the GIN index then skip the heap
+            self.conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(name)))
+        self.conn.execute(sql.SQL("ANALYZE {}").format(_t("kb_article_search", self.gen)))
+        with self.conn.transaction():
+            self.conn.execute("UPDATE kb_search_generations SET state = 'retired', retired_at = now() "
+                              "WHERE state = 'current'")
+            self.conn.execute("UPDATE kb_search_generations SET state = 'current', analysis = %s "
+                              "WHERE generation = %s", (analysis, self.gen))
+            self.conn.execute("""INSERT INTO kb_search_current (generation) VALUES (%s)
+                                 ON CONFLICT (only_row) DO UPDATE SET generation = excluded.generation,
+                                 swapped_at = now()""", (self.gen,))
+        log.info("search generation %d is current", self.gen)
+        self.drop_old(grace)
+        self.gen = 0  # committed: __exit__ no longer drops it
+
+    def drop_old(self, grace: float = GRACE_SECONDS) -> list[int]:
+        """Drop generations retired more than `grace` seconds ago, and builds abandoned long ago."""
+        old = [int(r[0]) for r in self.conn.execute(
+            "SELECT generation FROM kb_search_generations WHERE (state = 'retired' AND retired_at < "
+            "now() - make_interval(secs => %s)) OR (state = 'building' AND generation <> %s AND created_at < "
+            "now() - make_interval(secs => %s))", (grace, self.gen, STALE_BUILD_SECONDS)).fetchall()]
+        for gen in old:
+            self._drop(gen)
+            self.conn.execute("DELETE FROM kb_search_generations WHERE generation = %s", (gen,))
+        return old
+
+    def _drop(self, gen: int) -> None:
+        for name in _tables(gen):
+            self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+# -- reading -----------------------------------------------------------------------------------------------
+
+_pools: dict[str, ConnectionPool] = {}
+_pools_lock = threading.Lock()
+
+
+def _configure(conn: psycopg.Connection) -> None:
+    """Search sessions: no JIT (plans are tiny, JIT costs 10-100 ms), custom plans (selectivity of each tsquery)."""
+    conn.execute("SET jit = off")
+    conn.execute("SET plan_cache_mode = force_custom_plan")
+    conn.execute("SET work_mem = '32MB'")
+
+
+def search_pool(url: str) -> ConnectionPool:
+    """The process's pool of search sessions on `url`."""
+    with _pools_lock:
+        pool = _pools.get(url)
+        if pool is None:
+            pool = _pools[url] = ConnectionPool(
+                url, min_size=1, max_size=8, open=True, timeout=10.0, configure=_configure,
+                name="search " + redact(url),
+                kwargs={"autocommit": True, "row_factory": tuple_row, "connect_timeout": CONNECT_TIMEOUT,
+                        "application_name": "kb search"})
+        return pool
+
+
+def close_search_pool(url: str) -> None:
+    with _pools_lock:
+        pool = _pools.pop(url, None)
+    if pool is not None:
+        pool.close()
+
+
+@contextmanager
+def session(url: str) -> Iterator[psycopg.Connection]:
+    """A search session from the pool; an unreachable database is IndexUnavailable, missing tables IndexDamaged."""
+    try:
+        with search_pool(url).connection() as conn:
+            yield conn
+    except psycopg.errors.UndefinedTable as exc:
+        raise IndexDamaged(f"The PostgreSQL search generation cannot be read ({exc}).") from None
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        raise IndexUnavailable(f"The PostgreSQL search database {redact(url)} cannot be reached ({exc}).",
+                               "Check DATABASE_URL and that the server is running.") from None
+
+
+def current_generation(conn: psycopg.Connection) -> int | None:
+    """The generation readers use, or None before the first build."""
+    try:
+        row = conn.execute("SELECT generation FROM kb_search_current").fetchone()
+    except psycopg.errors.UndefinedTable:
+        return None
+    return int(row[0]) if row else None
+
+
+def field_stats(conn: psycopg.Connection, gen: int, scope: str) -> list[tuple[str, int, int]]:
+    """(field, documents, total length) of one scope."""
+    return conn.execute(sql.SQL("SELECT field, docs, total_len FROM {} WHERE scope = %s").format(
+        _t("kb_search_field", gen)), (scope,)).fetchall()
+
+
+def term_stats(conn: psycopg.Connection, gen: int, scope: str, terms: Sequence[str]) -> list[tuple[str, str, int]]:
+    """(term, field, df) of every field holding one of `terms` in `scope`: one round trip per query."""
+    return conn.execute(sql.SQL("SELECT term, field, df FROM {} WHERE scope = %s AND term = ANY(%s)").format(
+        _t("kb_search_term", gen)), (scope, list(terms))).fetchall()
+
+
+def doc_table(gen: int, scope: str) -> sql.Identifier:
+    """Anonymous: the public partition alone (its own GIN index and statistics); staff: the parent."""
+    return sql.Identifier(f"kb_article_search_g{gen}_public" if scope == "public" else f"kb_article_search_g{gen}")
+
+
+#: Filters inside every matching statement: tag/category values match case-insensitively, as on Whoosh.
+_FILTERS = """
+  AND (%(f_tag)s::text[] IS NULL OR EXISTS (SELECT 1 FROM unnest(d.tags) v WHERE lower(v) = ANY(%(f_tag)s)))
+  AND (%(f_category)s::text[] IS NULL OR EXISTS (SELECT 1 FROM unnest(d.categories) v WHERE lower(v) = ANY(%(f_category)s)))
+  AND (%(f_site)s::text[] IS NULL OR lower(d.site) = ANY(%(f_site)s))
+  AND (%(f_year)s::text[] IS NULL OR d.year = ANY(%(f_year)s))
+  AND (%(match)s::tsquery IS NULL OR d.tsv @@ %(match)s::tsquery)
+  AND (%(exclude)s::tsquery IS NULL OR NOT d.tsv @@ %(exclude)s::tsquery)"""
+
+#: BM25F of the selective terms from their posting arrays, over the matching (filtered) documents only.
+_RANK_SQL = """
+WITH m AS MATERIALIZED (SELECT d.article_id FROM {table} d WHERE true""" + _FILTERS + """
+), leaf AS (
+  SELECT * FROM unnest(%(l_clause)s::int[], %(l_term)s::text[], %(l_w)s::"char"[], %(l_coef)s::float8[],
+                       %(l_avg)s::float8[], %(l_n)s::int[], %(l_req)s::bool[]) AS l(clause, term, w, coef, avg, n, req)
+), hit AS (
+  SELECT p.article_id, l.clause, l.n, l.req,
+         l.coef * p.tf / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.len / l.avg)) AS part
+  FROM leaf l
+  JOIN {postings} pp ON pp.term = l.term AND pp.field = l.w AND pp.subindex = ANY(%(subs)s)
+  CROSS JOIN LATERAL kb_search_postings(pp.article_ids, pp.tfs, pp.lens) AS p(article_id, tf, len)
+  UNION ALL
+  SELECT d.article_id, -1, 1, false, %(tk_boost)s::float8 FROM {table} d WHERE d.title_key = %(tk)s
+), per_clause AS (
+  SELECT article_id, bool_or(req) AS req, sum(part) AS s FROM hit
+  WHERE article_id IN (SELECT article_id FROM m) GROUP BY article_id, clause HAVING count(*) = min(n)
+), top AS (
+  SELECT article_id, sum(s) AS score FROM per_clause GROUP BY article_id HAVING bool_or(req)
+  ORDER BY score DESC, article_id LIMIT %(depth)s
+)
+SELECT t.article_id, t.score, coalesce(extract(epoch FROM d.published), 0)::float8, {checks},
+       (SELECT count(*) FROM m)
+FROM top t JOIN {table} d USING (article_id)
+"""
+
+_CHECKS = """ARRAY(SELECT CASE WHEN x.lead THEN d.lead_tsv @@ x.q ELSE d.tsv @@ x.q END
+  FROM unnest(%(checks)s::tsquery[], %(check_lead)s::bool[]) WITH ORDINALITY AS x(q, lead, i) ORDER BY i)"""
+
+_NEWEST_SQL = """
+SELECT d.article_id, 0.0::float8, coalesce(extract(epoch FROM d.published), 0)::float8, {checks}, NULL::bigint
+FROM {table} d WHERE NOT (d.article_id = ANY(%(skip)s))""" + _FILTERS + """
+ORDER BY d.published DESC NULLS LAST, d.article_id LIMIT %(limit)s OFFSET %(offset)s
+"""
+
+_COUNT_SQL = "SELECT count(*) FROM {table} d WHERE true" + _FILTERS
+
+_FACET_SQL = """
+WITH m AS MATERIALIZED (SELECT d.article_id, d.tags, d.categories, d.site, d.year FROM {table} d WHERE true"""\
+    + _FILTERS + """
+), v AS (
+  SELECT 'category' AS facet, c AS value, article_id FROM m, unnest(m.categories) c
+  UNION ALL SELECT 'tag', t, article_id FROM m, unnest(m.tags) t
+  UNION ALL SELECT 'site', site, article_id FROM m WHERE site <> ''
+  UNION ALL SELECT 'year', year, article_id FROM m WHERE year IS NOT NULL
+), g AS (
+  SELECT facet, min(value) AS label, lower(value) AS k, count(DISTINCT article_id) AS n FROM v
+  GROUP BY facet, lower(value)
+), r AS (
+  SELECT g.facet, coalesce(l.label, g.label) AS label, n,
+         row_number() OVER (PARTITION BY g.facet ORDER BY n DESC, lower(coalesce(l.label, g.label))) AS i
+  FROM g LEFT JOIN {labels} l ON l.scope = %(scope)s AND l.facet = g.facet AND l.k = g.k
+)
+SELECT facet, label, n FROM r WHERE i <= %(limit)s ORDER BY facet, i
+"""
+
+def filter_params(filters: dict[str, list[str]], match: str | None, exclude: str | None = None) -> dict[str, Any]:
+    """Parameters of _FILTERS: each filter's values (case-folded where Whoosh folds them) or NULL."""
+    def values(name: str, fold: bool) -> list[str] | None:
+        found = filters.get(name)
+        return [v.lower() if fold else v for v in found] if found else None
+
+    return {"f_tag": values("tag", True), "f_category": values("category", True), "f_site": values("site", True),
+            "f_year": values("year", False), "match": match, "exclude": exclude}
+
+
+def rank(conn: psycopg.Connection, gen: int, scope: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """(article id, BM25F score, published epoch, check results, total matches) of the best `depth` documents."""
+    stmt = sql.SQL(_RANK_SQL).format(table=doc_table(gen, scope), postings=_t("kb_search_posting", gen),
+                                     checks=sql.SQL(_CHECKS))
+    return conn.execute(stmt, {**params, "subs": ["public"] if scope == "public" else ["public", "staff"]}).fetchall()
+
+
+def newest(conn: psycopg.Connection, gen: int, scope: str, params: dict[str, Any], skip: list[int], limit: int,
+           offset: int = 0) -> list[tuple[Any, ...]]:
+    """Matching documents newest first (browse, date sort, and candidates holding frequent words only)."""
+    stmt = sql.SQL(_NEWEST_SQL).format(table=doc_table(gen, scope), checks=sql.SQL(_CHECKS))
+    return conn.execute(stmt, {**params, "skip": skip, "limit": limit, "offset": offset}).fetchall()
+
+
+def count(conn: psycopg.Connection, gen: int, scope: str, params: dict[str, Any]) -> int:
+    return int(conn.execute(sql.SQL(_COUNT_SQL).format(table=doc_table(gen, scope)), params).fetchone()[0])
+
+
+def facets(conn: psycopg.Connection, gen: int, scope: str, params: dict[str, Any],
+           limit: int) -> dict[str, list[tuple[str, int]]]:
+    """The top `limit` values per facet over every matching document, case variants merged."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    stmt = sql.SQL(_FACET_SQL).format(table=doc_table(gen, scope), labels=_t("kb_search_facet", gen))
+    for facet, label, n in conn.execute(stmt, {**params, "limit": limit, "scope": scope}).fetchall():
+        out.setdefault(facet, []).append((label, int(n)))
+    return out
+
+
+def documents(conn: psycopg.Connection, gen: int, scope: str, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """What a hit shows, per article id: the generation's fields and the body text from the store."""
+    cols = ("url", "title", "site", "pubdate", "tags", "categories", "audience", "kind", "sources", "sections")
+    stmt = sql.SQL("SELECT d.article_id, {}, coalesce(a.text, '') FROM {} d LEFT JOIN kb_articles a ON a.id = "
+                   "d.article_id WHERE d.article_id = ANY(%s)").format(
+        sql.SQL(", ").join(sql.SQL("d.") + sql.Identifier(c) for c in cols), doc_table(gen, scope))
+    out: dict[int, dict[str, Any]] = {}
+    for row in conn.execute(stmt, (ids,)).fetchall():
+        out[int(row[0])] = {**dict(zip(cols, row[1:-1])), "body": row[-1], "id": int(row[0])}
+    return out
+
+
+def words_near(conn: psycopg.Connection, gen: int, scope: str, prefix: str, shortest: int, longest: int,
+               limit: int = 2000) -> list[str]:
+    """Words of `scope` starting with `prefix` whose length is in range, in code-point order (spelling candidates)."""
+    return [r[0] for r in conn.execute(sql.SQL(
+        "SELECT word FROM {} WHERE scope = %s AND word >= %s AND word < %s AND length(word) BETWEEN %s AND %s "
+        "ORDER BY word LIMIT %s").format(_t("kb_search_word", gen)),
+        (scope, prefix, prefix + "\U0010ffff", shortest, longest, limit)).fetchall()]
+
+
+def word_df(conn: psycopg.Connection, gen: int, scope: str, words: Sequence[str]) -> dict[str, int]:
+    """Documents of `scope` holding each unstemmed word."""
+    return {w: int(df) for w, df in conn.execute(sql.SQL(
+        "SELECT word, df FROM {} WHERE scope = %s AND word = ANY(%s)").format(_t("kb_search_word", gen)),
+        (scope, list(words))).fetchall()}
+
+
+def words_with_prefix(conn: psycopg.Connection, gen: int, scope: str, prefix: str, limit: int) -> list[tuple[str, int]]:
+    """(word, df) of `scope` starting with `prefix`, commonest first (completions)."""
+    return [(w, int(df)) for w, df in conn.execute(sql.SQL(
+        "SELECT word, df FROM (SELECT word, df FROM {} WHERE scope = %s AND word >= %s AND word < %s ORDER BY word "
+        "LIMIT 300) w ORDER BY least(df, 50) DESC, word LIMIT %s").format(_t("kb_search_word", gen)),
+        (scope, prefix, prefix + "\U0010ffff", limit)).fetchall()]
+
+
+def titles_with_prefix(conn: psycopg.Connection, gen: int, scope: str, key: str, limit: int) -> list[str]:
+    """Titles whose title key starts with `key`, in title-key order (completions)."""
+    return [r[0] for r in conn.execute(sql.SQL(
+        "SELECT DISTINCT ON (d.title_key) d.title FROM {} d WHERE d.title_key >= %s AND d.title_key < %s "
+        "ORDER BY d.title_key, d.article_id LIMIT %s").format(doc_table(gen, scope)),
+        (key, key + "\U0010ffff", limit)).fetchall()]
