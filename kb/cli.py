@@ -243,10 +243,10 @@ def update(obj: Context) -> None:
 @pass_ctx
 def search(obj: Context, query: str, as_json: bool, limit: int, page: int, audience: str, sort: str) -> None:
     """Search the index and print ranked results with their source links."""
-    from kb.search import Searcher
+    from kb.search.pg import open_searcher
 
     audiences = ("public",) if audience == "public" else ("public", "staff")
-    searcher = Searcher(obj.paths["index"])
+    searcher = open_searcher(obj.settings, obj.paths["index"])
     try:
         results = searcher.search(query, page=page, per_page=limit, sort=sort, audiences=audiences)
     finally:

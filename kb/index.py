@@ -13,10 +13,15 @@ store, verifies it, then flips CURRENT with write-temp + fsync + os.replace + fs
 crash at any point leaves either the old or the new index in service, never half of one.
 An update commits the public sub-index before the staff one, so a record moving from public to
 staff leaves the public index first; the store sequence advances only after both commits.
+An update that only adds segments and marks deletions (a new TOC; no file a reader holds is
+removed) commits in place. One that must rewrite segments (a moved record's purge, the fold of small
+segments) would delete files that searches opened before it still read lazily, so it is made in a
+copy-on-write generation of hard links, verified and swapped in like a rebuild (`_reindex_locked`).
 
 Measured at 100,000 synthetic 600-word articles on 2 cores: ~300 articles/s, index 2.3x the
 text. A full build commits one segment per SEGMENT_TEXT_MB of text (see `_build`), and updates
-only merge their own small segments (see `_merge_small`).
+only merge their own small segments, plus the public segments still holding a record that has just
+become staff, so its words leave the anonymous statistics at once (see `_merge_policy`).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from kb.models import Article
 from kb.schema import (
     META,
     POINTER,
+    PUBLIC_INDEX,
     SCHEMA_VERSION,
     article_document,
     build_schema,
@@ -73,6 +79,17 @@ SMALL_SEGMENT_DOCS = 2000  # updates merge segments smaller than this ...
 MERGE_SMALL_COUNT = 4  # ... once there are this many
 
 Progress = Callable[[int, int], None]
+#: A Whoosh merge policy: (writer, its segments) -> the segments kept as they are.
+MergePolicy = Callable[[Any, list[Any]], list[Any]]
+
+
+def _search_database(store: Store) -> str | None:
+    """The database URL when `store` is a PostgresStore (its search index is a generation there), else None."""
+    if store.path is not None:
+        return None
+    from kb.store.postgres import PostgresStore
+
+    return store.url if isinstance(store, PostgresStore) else None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -89,6 +106,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    if path.is_dir() and not path.is_symlink():  # a damaged pointer: a rename cannot replace a directory
+        shutil.rmtree(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
@@ -158,6 +177,16 @@ def _doc_count(generation: Path) -> int:
     return total
 
 
+def _swap(root: Path, generation: Path, old: Path | None) -> None:
+    """Point CURRENT at `generation`; `old` is touched so its grace period counts from now, not its last write."""
+    _write_atomic(root / POINTER, generation.name + "\n")
+    if old is not None:
+        try:
+            os.utime(old)  # _cleanup ages a generation by its mtime: a reader may have opened it a moment ago
+        except OSError:
+            pass
+
+
 def _cleanup(root: Path, keep: set[str], grace: float) -> None:
     """Remove generations other than `keep` once older than `grace` seconds (readers may linger)."""
     now = time.time()
@@ -217,7 +246,13 @@ def rebuild(store: Store, index_root: Path, *, progress: Progress | None = None,
 
     Refuses (KBError) to replace an index that would lose more than `max_loss` of its documents
     unless `force`: an emptied or half-crawled store should not silently empty the search.
+    A PostgresStore's index is its database's search generation (kb.search.pg_build); no Whoosh directory is made.
     """
+    url = _search_database(store)
+    if url is not None:
+        from kb.search import pg_build
+
+        return pg_build.rebuild(store, url, progress=progress, max_loss=max_loss, force=force)
     root = Path(index_root)
     with _write_lock(root):
         return _rebuild_locked(store, root, progress=progress, max_loss=max_loss, force=force, grace=grace)
@@ -248,7 +283,7 @@ def _rebuild_locked(store: Store, root: Path, *, progress: Progress | None, max_
         _write_meta(generation, {"seq": seq, "schema": SCHEMA_VERSION, "docs": count, "subindexes": counts,
                                  "built": utc_iso()})
         checkpoint("reindex:before-swap")  # crash tests: new generation committed and verified, not live
-        _write_atomic(root / POINTER, generation.name + "\n")
+        _swap(root, generation, old)
     except BaseException:
         shutil.rmtree(generation, ignore_errors=True)
         raise
@@ -333,7 +368,13 @@ def update(store: Store, index_root: Path) -> tuple[int, int]:
 
     Builds the first generation when there is none, and rebuilds when the schema changed.
     The store sequence is saved only after the commit, so a crash replays, never skips.
+    On a PostgresStore, any change rebuilds the whole search generation (kb.search.pg_build.update).
     """
+    url = _search_database(store)
+    if url is not None:
+        from kb.search import pg_build
+
+        return pg_build.update(store, url)
     root = Path(index_root)
     with _write_lock(root):
         generation = current_generation(root)
@@ -344,45 +385,168 @@ def update(store: Store, index_root: Path) -> tuple[int, int]:
         upserts, deletes, newest = store.changes_since(int(meta.get("seq", 0)))
         if not upserts and not deletes:
             return 0, 0
-        indexed, deleted = _reindex_locked(store, generation, upserts, deletes)
-        meta = read_meta(generation)
-        meta["seq"] = max(int(meta.get("seq", 0)), newest)
-        _write_meta(generation, meta)
-        return indexed, deleted
+        return _reindex_locked(store, root, generation, upserts, deletes, seq=newest)
 
 
 def reindex_ids(store: Store, index_root: Path, *, upsert: set[int], delete: set[int]) -> tuple[int, int]:
-    """(Re)index exactly these article ids in the current generation; ids gone from the store are deleted."""
+    """(Re)index exactly these article ids in the current generation; ids gone from the store are deleted.
+
+    On a PostgresStore the whole search generation is rebuilt instead (no incremental path there yet).
+    """
+    url = _search_database(store)
+    if url is not None:
+        from kb.search import pg_build
+
+        pg_build.build(store, url)
+        return len(upsert), len(delete)
     root = Path(index_root)
     with _write_lock(root):
         generation = current_generation(root)
         if generation is None:
             raise KBError("There is no search index to update.", "Run `kb reindex` first.")
-        return _reindex_locked(store, generation, upsert, delete)
+        return _reindex_locked(store, root, generation, upsert, delete)
 
 
-def _merge_small(writer: Any, segments: list[Any]) -> list[Any]:
-    """Merge policy for updates: fold only small segments (left by earlier updates) together.
+def _small_segments(segments: list[Any]) -> list[Any]:
+    """Small segments (left by earlier updates) to fold together, once there are enough of them.
 
     Whoosh's default policy would, on the first update after a full build, merge nearly all of
     its equal-sized segments, re-sorting every posting (minutes at 100,000 articles).
     """
     small = [seg for seg in segments if seg.doc_count_all() < SMALL_SEGMENT_DOCS]
-    if len(small) < MERGE_SMALL_COUNT:
-        return list(segments)
-    for seg in small:
-        reader = SegmentReader(writer.storage, writer.schema, seg)
+    return small if len(small) >= MERGE_SMALL_COUNT else []
+
+
+def _holds_deleted(writer: Any, segment: Any, ids: frozenset[str]) -> bool:
+    """Whether `segment` still holds a (deleted) document of one of `ids`: postings keep deleted ones."""
+    if not ids or not segment.has_deletions():
+        return False
+    reader = SegmentReader(writer.storage, writer.schema, segment)
+    try:
+        return any(reader.doc_frequency("id", article_id) for article_id in ids)
+    finally:
+        reader.close()
+
+
+def _merge_policy(purge: frozenset[str] = frozenset()) -> MergePolicy:
+    """Merge policy for updates: fold small segments together, and rewrite the segments holding `purge` ids.
+
+    Whoosh counts a deleted document in document counts, field lengths, term frequencies and the
+    word lists until its segment is rewritten. A record that left `public/` for staff must leave
+    those anonymous statistics at once (README "Security"), so the segments holding its deleted
+    copy are rewritten without it: only those, so the cost is the size of the segments it was in.
+    """
+    def policy(writer: Any, segments: list[Any]) -> list[Any]:
+        merged = _small_segments(segments)
+        purged = [seg for seg in segments if seg not in merged and _holds_deleted(writer, seg, purge)]
+        if any(not seg.is_compound() for seg in purged):
+            writer.compound = False  # keep a full build's layout: separate files search ~30% faster
+        for seg in merged + purged:
+            if seg.doc_count():  # a segment whose documents are all deleted is just dropped
+                reader = SegmentReader(writer.storage, writer.schema, seg)
+                try:
+                    writer.add_reader(reader)
+                finally:
+                    reader.close()
+        if purged:
+            log.info("rewriting %d segment(s) of %d documents to drop records that left the public index",
+                     len(purged), sum(seg.doc_count_all() for seg in purged))
+        return [seg for seg in segments if seg not in merged and seg not in purged]
+
+    return policy
+
+
+class _RewriteNeeded(Exception):
+    """Raised before an in-place commit that would rewrite segments: the update is redone in a copy."""
+
+
+def _reindex_locked(store: Store, root: Path, generation: Path, upsert: set[int], delete: set[int],
+                    seq: int | None = None) -> tuple[int, int]:
+    """Apply these changes in place, or in a copy of the generation swapped in when segments are rewritten.
+
+    Whoosh deletes a rewritten segment's files at commit, and a searcher opened before it reads its
+    columns lazily: it would answer with empty fields and wrong scores. In a hard-linked copy the old
+    generation keeps every file until `_cleanup` removes it after the grace period. `seq`, when given,
+    is saved with the changes (the store sequence they bring the index up to).
+    """
+    try:
+        return _apply(store, generation, upsert, delete, seq, rewrite=False)
+    except _RewriteNeeded:
+        pass
+    started = time.perf_counter()
+    copy = _copy_generation(root, generation)
+    try:
+        indexed, deleted = _apply(store, copy, upsert, delete, seq, rewrite=True)
+        meta = read_meta(copy)
+        _verify(copy, int(meta["docs"]), _samples(copy))
+        checkpoint("update:before-swap")  # crash tests: the copy committed and verified, not live
+        _swap(root, copy, generation)
+    except BaseException:
+        shutil.rmtree(copy, ignore_errors=True)
+        raise
+    log.info("index update rewrote segments in a new generation %s in %.1fs", copy.name,
+             time.perf_counter() - started)
+    _cleanup(root, {copy.name, generation.name}, GRACE_SECONDS)
+    return indexed, deleted
+
+
+def _copy_generation(root: Path, generation: Path) -> Path:
+    """A new generation directory of hard links to `generation`'s files (copies where linking fails).
+
+    Safe to write into: Whoosh never reopens an existing file for writing (segments get new random
+    names, a TOC is written to a temporary name and renamed, kb's meta is replaced), it only
+    deletes names, which removes the copy's link and leaves the old generation's. Lock files are
+    not carried over: an flock on a shared inode would lock both generations.
+    """
+    target = _new_generation_dir(root)
+    try:
+        _link_tree(generation, target)
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    return target
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Mirror `source` into the existing directory `target` with hard links, falling back to copies."""
+    for entry in sorted(source.iterdir()):
+        dest = target / entry.name
+        if entry.is_dir():
+            dest.mkdir()
+            _link_tree(entry, dest)
+        elif not entry.name.endswith("LOCK"):
+            try:
+                os.link(entry, dest)
+            except OSError as exc:  # another filesystem, or links not supported
+                log.debug("copying %s instead of linking it (%s)", entry, exc)
+                shutil.copy2(entry, dest)
+    _fsync_dir(target)
+
+
+def _samples(generation: Path) -> dict[str, str]:
+    """One live document id of each non-empty sub-index, for `_verify` to search for."""
+    out: dict[str, str] = {}
+    for name, path in subindex_dirs(generation).items():
+        ix = _open(path)
         try:
-            writer.add_reader(reader)
+            with ix.reader() as reader:
+                for docnum in reader.all_doc_ids():
+                    out[name] = str(reader.stored_fields(docnum)["id"])
+                    break
         finally:
-            reader.close()
-    return [seg for seg in segments if seg not in small]
+            ix.close()
+    return out
 
 
-def _reindex_locked(store: Store, generation: Path, upsert: set[int], delete: set[int]) -> tuple[int, int]:
+def _apply(store: Store, generation: Path, upsert: set[int], delete: set[int], seq: int | None, *,
+           rewrite: bool) -> tuple[int, int]:
     """Each id leaves every sub-index and is written again into its audience's one (when still stored).
 
-    Sub-indexes nothing changed in are not committed (no new commit: their readers keep their caches).
+    Sub-indexes nothing changed in are not committed (no new commit: their readers keep their caches),
+    unless `rewrite` and their small segments are due to be folded.
+    A record that leaves the public one for another audience is purged from its public segments
+    (`_merge_policy`): anonymous statistics then equal those of a build that never had it public.
+    Without `rewrite`, raises _RewriteNeeded (having committed nothing) when a commit would rewrite segments.
     The public one commits first, so a crash between the commits never leaves a record that became
     staff in the public index; the store sequence is not advanced, and the next update replays both.
     """
@@ -391,10 +555,14 @@ def _reindex_locked(store: Store, generation: Path, upsert: set[int], delete: se
     try:
         indexed = deleted = 0
         changed: set[str] = set()
+        left_public: set[str] = set()  # ids of records whose audience is no longer public
         try:
             for name, path in subindex_dirs(generation).items():
                 indexes[name] = _open(path)
                 writers[name] = _open_writer(indexes[name], limitmb=LIMIT_MB)
+            due = {name for name, writer in writers.items() if _small_segments(writer.segments)}
+            if due and not rewrite:
+                raise _RewriteNeeded
             found: set[int] = set()
             live = sorted(set(upsert) - store.duplicate_ids(upsert))  # a duplicate's document is deleted below
             for article in _with_sources(store, live):
@@ -406,6 +574,8 @@ def _reindex_locked(store: Store, generation: Path, upsert: set[int], delete: se
                         changed.add(name)
                     elif writer.delete_by_term("id", doc["id"]):  # its audience changed
                         changed.add(name)
+                        if name == PUBLIC_INDEX:
+                            left_public.add(doc["id"])
                 found.add(int(article.id or 0))
                 indexed += 1
             for article_id in sorted(set(delete) | (set(upsert) - found)):
@@ -414,14 +584,17 @@ def _reindex_locked(store: Store, generation: Path, upsert: set[int], delete: se
                     if removed:
                         changed.add(name)
                         deleted += removed
+            if left_public and not rewrite:
+                raise _RewriteNeeded
         except BaseException:
             _cancel(writers.values())
             raise
         checkpoint("update:before-commit")  # crash tests: changes written, not committed
         try:
             for name, writer in writers.items():  # SUBINDEXES order: public first
-                if name in changed:
-                    writer.commit(mergetype=_merge_small)
+                if name in changed or name in due:
+                    writer.commit(mergetype=_merge_policy(frozenset(left_public) if name == PUBLIC_INDEX
+                                                          else frozenset()))
                 else:
                     writer.cancel()
         except BaseException:
@@ -434,6 +607,8 @@ def _reindex_locked(store: Store, generation: Path, upsert: set[int], delete: se
     meta = read_meta(generation)
     meta["docs"] = sum(counts.values())
     meta["subindexes"] = counts
+    if seq is not None:
+        meta["seq"] = max(int(meta.get("seq", 0)), seq)
     _write_meta(generation, meta)
     log.info("index updated: %d indexed, %d deleted in %s", indexed, deleted, generation.name)
     return indexed, deleted

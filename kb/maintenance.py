@@ -43,18 +43,16 @@ def check(store: Store, index_root: Path, repair: bool = False) -> dict[str, Any
     `damaged` lists what cannot be read in the generation CURRENT names (kb.search.check, thorough):
     a damaged index counts as none. Repair rebuilds a missing or damaged index from the store and
     otherwise indexes exactly what differs, through `kb.index` (the only writer). The caller holds
-    the writer lock.
+    the writer lock. On a PostgresStore the live search generation is compared instead (`_check_postgres`).
     """
     from kb import index
-    from kb.schema import document_hash, named_generation
+    from kb.schema import named_generation
     from kb.search.check import current_generation
 
-    in_store = store.read_hashes()  # as read, boilerplate stripped: the hash the indexer stored
-    # One document per near-duplicate group: the primary, its hash covering the copies it lists.
-    primaries = store.primary_ids()
-    groups = store.group_sources(primaries)
-    duplicates = len(in_store) - len(primaries)
-    in_store = {i: document_hash(in_store[i], groups.get(i, [])) for i in primaries if i in in_store}
+    url = _search_database(store)
+    if url is not None:
+        return _check_postgres(store, url, repair)
+    in_store, duplicates = _store_hashes(store)
     named = named_generation(index_root)
     damaged = _damage(named)
     generation = current_generation(index_root) if not damaged else None
@@ -85,6 +83,60 @@ def check(store: Store, index_root: Path, repair: bool = False) -> dict[str, Any
                                                  "stale")}
         log.info("Index repaired: %d missing, %d orphaned, %d stale fixed.", len(missing), len(orphaned), len(stale),
                  extra={"missing": len(missing), "orphaned": len(orphaned), "stale": len(stale)})
+    return result
+
+
+def _search_database(store: Store) -> str | None:
+    """The database URL of a PostgresStore, whose search index is a generation in that database; else None."""
+    if store.path is not None:
+        return None
+    from kb.store.postgres import PostgresStore
+
+    return store.url if isinstance(store, PostgresStore) else None
+
+
+def _store_hashes(store: Store) -> tuple[dict[int, str], int]:
+    """Primary article id -> the document hash the indexer stores (covering its near-duplicates); duplicates."""
+    from kb.schema import document_hash
+
+    in_store = store.read_hashes()  # as read, boilerplate stripped: the hash the indexer stored
+    primaries = store.primary_ids()
+    groups = store.group_sources(primaries)
+    duplicates = len(in_store) - len(primaries)
+    return {i: document_hash(in_store[i], groups.get(i, [])) for i in primaries if i in in_store}, duplicates
+
+
+def _check_postgres(store: Store, url: str, repair: bool) -> dict[str, Any]:
+    """`check` on PostgreSQL: the store against the live search generation by content hash; repair rebuilds it."""
+    from kb.search import pg_build
+    from kb.store.postgres_search import generation_facts
+
+    in_store, duplicates = _store_hashes(store)
+    facts = generation_facts(url)
+    in_index = pg_build.indexed_hashes(url) if facts is not None else {}
+    missing = sorted(set(in_store) - set(in_index))
+    orphaned = sorted(set(in_index) - set(in_store))
+    stale = sorted(i for i in set(in_store) & set(in_index) if in_index[i] != in_store[i])
+    result: dict[str, Any] = {
+        "generation": f"postgresql:{facts['generation']}" if facts else None,
+        "damaged": [],
+        "store_articles": len(in_store) + duplicates,
+        "store_duplicates": duplicates,
+        "index_documents": len(in_index),
+        "missing": missing,
+        "orphaned": orphaned,
+        "stale": stale,
+        "ok": not (missing or orphaned or stale) and (facts is not None or not in_store),
+        "repaired": False,
+    }
+    if repair and not result["ok"]:
+        pg_build.build(store, url)  # no incremental path on PostgreSQL yet: a new generation, swapped in
+        after = _check_postgres(store, url, repair=False)
+        result["repaired"] = after["ok"]
+        result["after"] = {k: after[k] for k in ("generation", "damaged", "index_documents", "missing", "orphaned",
+                                                 "stale")}
+        log.info("Search generation rebuilt: %d missing, %d orphaned, %d stale fixed.", len(missing), len(orphaned),
+                 len(stale), extra={"missing": len(missing), "orphaned": len(orphaned), "stale": len(stale)})
     return result
 
 
@@ -123,7 +175,8 @@ def stats(store: Store, index_root: Path) -> dict[str, Any]:
     for row in by:
         sites.setdefault(row["site"], {})[row["audience"]] = row["articles"]
     crawls = store.recent_crawls(1)
-    generation = current_generation(index_root)
+    url = _search_database(store)
+    generation = current_generation(index_root) if url is None else None
     meta = read_meta(generation) if generation else {}
     upserts, deletes, _ = store.changes_since(int(meta.get("seq", 0))) if generation else (set(), set(), 0)
     queries = store.count_queries()
@@ -133,7 +186,7 @@ def stats(store: Store, index_root: Path) -> dict[str, Any]:
         "by_site": sites,
         "last_crawl": crawls[0] if crawls else None,
         "last_change": store.last_change(),
-        "index": {
+        "index": _postgres_index_stats(store, url) if url is not None else {
             "generation": generation.name if generation else None,
             "built_at": meta.get("built") or (_mtime(generation) if generation else None),
             "documents": meta.get("docs"),
@@ -145,6 +198,22 @@ def stats(store: Store, index_root: Path) -> dict[str, Any]:
         "queries_logged": queries,
         "writer": lock_status(Path(index_root).parent),
     }
+
+
+def _postgres_index_stats(store: Store, url: str) -> dict[str, Any]:
+    """`stats`' index facts for the live PostgreSQL search generation (same keys as for Whoosh)."""
+    from kb.search.pg_build import notes
+    from kb.store.postgres_search import generation_facts
+
+    facts = generation_facts(url)
+    if facts is None:
+        return {"generation": None, "built_at": None, "documents": None, "pending_changes": None, "size_bytes": 0,
+                "total_bytes": 0}
+    built = notes(facts)
+    upserts, deletes, _ = store.changes_since(int(built.get("seq", 0)))
+    return {"generation": f"postgresql:{facts['generation']}", "built_at": built.get("built") or facts["swapped_at"],
+            "documents": sum(facts["subindexes"].values()), "pending_changes": len(upserts) + len(deletes),
+            "size_bytes": facts["size_bytes"], "total_bytes": facts["size_bytes"]}
 
 
 def _store_facts(store: Store) -> dict[str, Any]:
@@ -342,13 +411,37 @@ def health(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
     paths = data_paths(data_dir)
     checks: dict[str, Any] = {"store": "ok" if _store_answers(data_dir, paths["store"]) else "unavailable"}
-    generation = current_generation(paths["index"])  # an unreadable generation counts as none
-    named = named_generation(paths["index"])
-    checks["index"] = generation.name if generation else (
-        "unreadable" if named is not None and not is_legacy(named) else "missing")
+    url = _settings_database(data_dir)
+    if url is not None:
+        generation: Any = _postgres_generation(url) if checks["store"] == "ok" else None
+        checks["index"] = f"postgresql:{generation}" if generation is not None else "missing"
+    else:
+        generation = current_generation(paths["index"])  # an unreadable generation counts as none
+        named = named_generation(paths["index"])
+        checks["index"] = generation.name if generation else (
+            "unreadable" if named is not None and not is_legacy(named) else "missing")
     writer = lock_status(paths["root"])
     checks["writer"] = {"command": writer.get("command"), "since": writer.get("started")} if writer else None
     return {"ok": checks["store"] == "ok" and generation is not None, **checks}
+
+
+def _settings_database(data_dir: str | os.PathLike[str]) -> str | None:
+    """DATABASE_URL of the configuration of `data_dir`, when set."""
+    from kb import config
+
+    return str(config.load({"DATA_DIR": str(data_dir)}).get("DATABASE_URL") or "").strip() or None
+
+
+def _postgres_generation(url: str) -> int | None:
+    """The live PostgreSQL search generation; None before the first build or when it cannot be read."""
+    from kb.store.postgres_search import generation_facts
+
+    try:
+        facts = generation_facts(url)
+    except KBError as exc:
+        log.warning("health check: the search generation could not be read: %s", exc.message)
+        return None
+    return int(facts["generation"]) if facts else None
 
 
 def _store_answers(data_dir: str | os.PathLike[str], store_path: Path) -> bool:

@@ -282,9 +282,10 @@ def stored_hit(stored: Mapping[str, Any], *, score: float, snippet_html: str, an
 def named_generation(index_root: Path) -> Path | None:
     """The directory CURRENT safely names, whether or not it holds a usable index."""
     root = Path(index_root)
-    try:
-        name = (root / POINTER).read_text("utf-8").strip()
-    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
+    try:  # a damaged pointer (a directory, a link loop, a huge or binary file) names nothing
+        with open(root / POINTER, "rb") as fh:
+            name = fh.read(256).decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError):
         return None
     if not name or "/" in name or "\\" in name or name in {".", ".."}:
         return None
@@ -292,8 +293,17 @@ def named_generation(index_root: Path) -> Path | None:
 
 
 def read_meta(generation: Path) -> dict[str, Any]:
-    """A generation's kb-meta.json (store sequence, schema version, counts); empty when missing or unreadable."""
+    """A generation's kb-meta.json (store sequence, schema version, counts); empty when missing or unreadable.
+
+    Empty also when it is not what kb writes (not an object, a sequence or schema that is not a whole number):
+    callers then treat the generation as one to rebuild, never trip over a field.
+    """
     try:
-        return json.loads((Path(generation) / META).read_text("utf-8"))
-    except (FileNotFoundError, ValueError):
+        with open(Path(generation) / META, "rb") as fh:
+            meta = json.loads(fh.read(1_000_000))
+    except (OSError, ValueError):
         return {}
+    if not isinstance(meta, dict) or not all(isinstance(meta.get(key, 0), int) and not isinstance(meta.get(key), bool)
+                                             for key in ("seq", "schema", "docs")):
+        return {}
+    return meta

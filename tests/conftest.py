@@ -21,6 +21,7 @@ import socket
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from click.testing import CliRunner
@@ -163,3 +164,55 @@ def search_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 
 
 _search_databases = count(1)
+
+
+@dataclass
+class DataDirBackend:
+    """A data directory configured for one backend: for PostgreSQL its kb.toml names the test's database, so
+    the CLI, the app and /healthz all select it exactly as an operator's DATABASE_URL would."""
+
+    name: str  # "sqlite" or "postgresql"
+    dir: Path
+    url: str | None = None
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        from kb.config import data_paths
+
+        return data_paths(self.dir)
+
+    def open_store(self):
+        from kb import config
+        from kb.store import open_from_settings
+
+        return open_from_settings(config.load({"DATA_DIR": str(self.dir)}))
+
+
+@pytest.fixture
+def data_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DataDirBackend]:
+    """A data directory on SQLite + Whoosh, or (parametrised indirectly with "postgresql") on the test cluster."""
+    yield from _data_backend(request, getattr(request, "param", "sqlite"), tmp_path)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def each_data_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DataDirBackend]:
+    """`data_backend` on both backends: a test taking it runs as [sqlite] and [postgresql]."""
+    yield from _data_backend(request, request.param, tmp_path)
+
+
+def _data_backend(request: pytest.FixtureRequest, name: str, tmp_path: Path) -> Iterator[DataDirBackend]:
+    root = tmp_path / "data"  # the `data_dir` fixture's directory: a test may take both
+    root.mkdir(exist_ok=True)
+    if name == "sqlite":
+        yield DataDirBackend(name, root)
+        return
+    database = request.getfixturevalue("pg_database")
+    (root / "kb.toml").write_text(f'database_url = "{database.url}"\n', encoding="utf-8")
+    try:
+        yield DataDirBackend(name, root, database.url)
+    finally:
+        from kb.store.postgres_pool import close_pools
+        from kb.store.postgres_search import close_search_pool
+
+        close_search_pool(database.url)
+        close_pools()  # before pg_database drops the database under the pools' connections

@@ -23,7 +23,7 @@ from kb.cli import cli
 from kb.config import data_paths
 from kb.errors import KBError
 from kb.models import Article, Section
-from kb.schema import PUBLIC_INDEX
+from kb.schema import META, POINTER, PUBLIC_INDEX
 from kb.search.check import current_generation, generation_problems
 from kb.store import open_store
 from kb.web import create_app
@@ -286,3 +286,55 @@ def test_garbage_inside_a_file_is_503_for_the_searches_that_meet_it(app_on, kb_d
         assert generation_problems(generation, thorough=True), fraction
         unseen_by_quick_check += not generation_problems(generation)
     assert unseen_by_quick_check, "at least one case must be beyond the quick check, or this tests nothing new"
+
+
+# -- the pointer and the metadata: damage the tests above did not reach (found by an outside attack) -------------
+
+def _loop(path: Path) -> None:
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    path.symlink_to(path.name)
+
+
+def _replace_with_directory(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+SHELL_DAMAGE: dict[str, Callable[[Path, Path], None]] = {
+    "CURRENT is a directory": lambda root, g: _replace_with_directory(root / POINTER),
+    "CURRENT is a link loop": lambda root, g: _loop(root / POINTER),
+    "CURRENT is binary": lambda root, g: (root / POINTER).write_bytes(b"\xff\xfe\x00gen" * 1000),
+    "meta is a list": lambda root, g: (g / META).write_text("[1, 2]"),
+    "meta seq is not a number": lambda root, g: (g / META).write_text('{"seq": "z", "schema": 3, "docs": 1}'),
+    "meta is a directory": lambda root, g: _replace_with_directory(g / META),
+    "meta is a link loop": lambda root, g: _loop(g / META),
+}
+
+
+@pytest.mark.parametrize("kind", list(SHELL_DAMAGE))
+def test_a_damaged_pointer_or_metadata_counts_as_no_index_and_reindex_restores(runner, app_on, kb_dir: Path,
+                                                                               kind: str) -> None:
+    root = data_paths(kb_dir)["index"]
+    SHELL_DAMAGE[kind](root, current_generation(root))
+    assert current_generation(root) is None
+    for args in (("search", "acne"), ("check",), ("stats",), ("stats", "--json")):
+        result = kb(runner, kb_dir, *args)
+        assert result.exit_code in (0, 1, 3), (args, result.output)
+    with app_on().test_client() as client:
+        health = client.get("/healthz")
+        assert health.status_code == 503 and health.is_json
+        assert client.get("/api/search?q=acne").status_code == 503
+    assert kb(runner, kb_dir, "reindex").exit_code == 0
+    assert current_generation(root) is not None
+    found = kb(runner, kb_dir, "search", "acne")
+    assert found.exit_code == 0 and "Acne guide" in found.output
+    assert kb(runner, kb_dir, "check").exit_code == 0
+
+
+def test_update_rebuilds_an_index_whose_metadata_is_damaged(runner, kb_dir: Path) -> None:
+    root = data_paths(kb_dir)["index"]
+    (current_generation(root) / META).write_text('{"seq": "z"}')
+    updated = kb(runner, kb_dir, "update")
+    assert updated.exit_code == 0 and f"index: {PUBLIC + STAFF} indexed" in updated.output
+    assert current_generation(root) is not None

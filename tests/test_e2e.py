@@ -14,8 +14,10 @@ SCRIPT_TITLE = '<script>alert("kb")</script> Sebaceous filaments explained'
 
 
 @pytest.fixture
-def crawled(site, data_dir: Path, runner) -> Path:
-    """The fixture blog plus a page whose title carries a script tag, crawled through the CLI."""
+def crawled(site, each_data_backend, runner) -> Path:
+    """The fixture blog plus a page whose title carries a script tag, crawled through the CLI, on each backend
+    (PostgreSQL: DATABASE_URL in the data directory's kb.toml, no kb.sqlite3 and no Whoosh index there)."""
+    data_dir = each_data_backend.dir
     site.set("/filaments/", (
         "<!doctype html><html lang='en'><head><title>&lt;script&gt;alert(\"kb\")&lt;/script&gt; Sebaceous "
         "filaments explained</title></head><body><main><article><h1>&lt;script&gt;alert(\"kb\")&lt;/script&gt; "
@@ -29,6 +31,8 @@ def crawled(site, data_dir: Path, runner) -> Path:
     result = runner.invoke(cli, ["--data-dir", str(data_dir), "crawl", site.url], env={"KB_CRAWL_DELAY": "0"})
     assert result.exit_code == 0, result.output
     assert "fetched" in result.output and "stored" in result.output and "errors" in result.output
+    if each_data_backend.url is not None:
+        assert not each_data_backend.paths["store"].exists() and not each_data_backend.paths["index"].exists()
     return data_dir
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from whoosh import index as whoosh_index
+from whoosh.query import Term
 from whoosh.util.filelock import FileLock
 
 from kb import index, schema
@@ -15,6 +16,7 @@ from kb.errors import KBError, LockHeld
 from kb.models import Article, Section
 from kb.search import Searcher
 from kb.search.check import current_generation
+from kb.search.state import _State
 from tests.texts import ARTICLE, REPOST_FOOTER, REPOST_HEADER
 
 
@@ -504,3 +506,153 @@ def test_kb_check_sees_a_document_filed_in_the_wrong_sub_index_and_repair_moves_
     assert not report["ok"] and report["stale"] == [staff_id]
     assert check(store, root, repair=True)["repaired"]
     assert staff_id not in sub_ids(root, "public") and staff_id in sub_ids(root, "staff")
+
+
+# -- a record leaving the public sub-index is purged from its segments -------------------------------------
+
+def segments(root: Path, name: str) -> dict[str, tuple[int, int]]:
+    """Segment name -> (documents including deleted ones, deleted ones) of one sub-index, read from its TOC."""
+    ix = whoosh_index.open_dir(str(schema.subindex_dirs(current_generation(root))[name]))
+    try:
+        return {seg.segment_id(): (seg.doc_count_all(), seg.deleted_count()) for seg in ix._segments()}
+    finally:
+        ix.close()
+
+
+def segment_files(root: Path, name: str) -> set[str]:
+    """File names on disk of one sub-index's segments (the TOC and locks left out)."""
+    path = schema.subindex_dirs(current_generation(root))[name]
+    return {p.name for p in path.iterdir() if p.name.startswith("MAIN_") and not p.name.endswith(".toc")}
+
+
+def test_an_ordinary_public_edit_or_deletion_rewrites_no_segment(store, tmp_path):
+    ids = fill(store, 6)
+    root = tmp_path / "ix"
+    index.rebuild(store, root)
+    built, files = segments(root, "public"), segment_files(root, "public")
+    store.save_article(article(1, text="Edited: sunscreen and melasma."))  # its old text was public
+    store.delete_article(ids[4])
+    assert index.update(store, root) == (1, 1)
+    after = segments(root, "public")
+    assert set(built) < set(after)  # the full build's segment is still there, one segment added
+    assert [after[name] for name in built] == [(6, 2)]  # holding both old copies, marked deleted
+    assert files < segment_files(root, "public")  # not one of its files was rewritten
+
+
+def test_a_record_moving_to_staff_rewrites_only_the_public_segments_that_held_it(store, tmp_path):
+    ids = fill(store, 6)
+    root = tmp_path / "ix"
+    index.rebuild(store, root)
+    (built,) = segments(root, "public")
+    later = []
+    for n in (20, 21):  # two updates: two small segments of one document each
+        later.append(store.save_article(article(n))[0])
+        assert index.update(store, root) == (1, 0)
+    before = segments(root, "public")
+    assert len(before) == 3 and before[built] == (6, 0)
+    staff_toc = segments(root, "staff")
+    store.save_article(article(2, audience="staff"))  # leaves the full build's segment
+    store.save_article(article(21, audience="staff"))  # leaves a small one
+    assert index.update(store, root) == (2, 0)
+    after = segments(root, "public")
+    assert all(deleted == 0 for _, deleted in after.values())  # no deleted copy of a staff record remains
+    assert built not in after  # rewritten without it ...
+    first, second = (name for name in before if name != built)  # the segments of article 20, then 21
+    assert first in after and second not in after  # ... a segment that never held one was not
+    assert sorted(after.values()) == [(1, 0), (5, 0)]  # 21's segment, all deleted, was dropped
+    assert sub_ids(root, "public") == (set(ids) - {ids[2]}) | {later[0]}
+    (rewritten,) = set(after) - {first}
+    public = schema.subindex_dirs(current_generation(root))["public"]
+    assert (public / f"{rewritten}.trm").exists()  # kept the full build's separate files (not one .seg)
+    assert set(staff_toc) <= set(segments(root, "staff"))  # staff is only added to
+    assert index.indexed_hashes(root) == {
+        int(r["id"]): r["content_hash"] for r in store.db.execute("SELECT id, content_hash FROM articles")}
+
+
+# -- an update that rewrites segments leaves running searches their files ------------------------------
+
+def held_answers(searcher) -> tuple[list[dict], list[tuple[str, float]]]:
+    """What a search holding `searcher` reads: every stored document, and BM25 scores of a body query."""
+    stored = [searcher.stored_fields(n) for n in searcher.reader().all_doc_ids()]
+    hits = searcher.search(Term("body", "sunscreen"), limit=None)
+    return stored, [(hit["id"], hit.score) for hit in hits]
+
+
+def hold_public_searcher(root: Path):
+    """A public state and a searcher borrowed from it, as a web worker's running request holds them.
+
+    Returns also what it should answer, read through another state: the held one has loaded nothing
+    lazily yet (the race is with files a searcher opens after the commit).
+    """
+    generation = current_generation(root)
+    reference = _State(generation, ("public",))
+    searcher = reference.acquire()
+    try:
+        expected = held_answers(searcher)
+    finally:
+        reference.release(searcher)
+        reference.retire()
+    state = _State(generation, ("public",))
+    return state, state.acquire(), expected
+
+
+def test_a_search_opened_before_a_move_to_staff_keeps_its_files_and_scores(store, tmp_path):
+    ids = fill(store, 6)
+    root = tmp_path / "ix"
+    index.rebuild(store, root)
+    old_generation = current_generation(root)
+    state, held, before = hold_public_searcher(root)
+    try:
+        assert len(before[0]) == 6 and len(before[1]) == 6
+        store.save_article(article(2, audience="staff"))  # its public segment is rewritten without it
+        assert index.update(store, root) == (1, 0)
+        assert held_answers(held) == before  # same stored fields, same scores: no file was taken away
+        assert current_generation(root) != old_generation and old_generation.is_dir()
+    finally:
+        state.release(held)
+        state.retire()
+    fresh = Searcher(root)  # a new request reads the new generation
+    try:
+        results = fresh.search("sunscreen", per_page=20)
+        assert sorted(int(h.id) for h in results.hits) == sorted(set(ids) - {ids[2]})
+    finally:
+        fresh.close()
+    assert sub_ids(root, "public") == set(ids) - {ids[2]} and ids[2] in sub_ids(root, "staff")
+
+
+def test_a_search_opened_before_small_segments_are_folded_keeps_its_files(store, tmp_path):
+    fill(store, 3)
+    root = tmp_path / "ix"
+    index.rebuild(store, root)
+    for n in range(20, 20 + index.MERGE_SMALL_COUNT - 1):  # with the build's, MERGE_SMALL_COUNT small segments
+        store.save_article(article(n))
+        index.update(store, root)
+    old_generation = current_generation(root)
+    assert len(segments(root, "public")) == index.MERGE_SMALL_COUNT
+    state, held, before = hold_public_searcher(root)
+    try:
+        store.save_article(article(1, text="Edited: sunscreen and melasma, sunscreen daily."))
+        assert index.update(store, root) == (1, 0)
+        assert held_answers(held) == before
+        assert current_generation(root) != old_generation
+        assert len(segments(root, "public")) == 1  # folded in the new generation
+    finally:
+        state.release(held)
+        state.retire()
+
+
+def test_an_update_that_only_adds_and_deletes_stays_in_its_generation(store, tmp_path):
+    ids = fill(store, 4)
+    root = tmp_path / "ix"
+    index.rebuild(store, root)
+    generation = current_generation(root)
+    state, held, before = hold_public_searcher(root)
+    try:
+        store.save_article(article(1, text="Edited: sunscreen twice, sunscreen."))
+        store.delete_article(ids[3])
+        assert index.update(store, root) == (1, 1)
+        assert current_generation(root) == generation  # no copy, no swap
+        assert held_answers(held) == before  # deletions went to a new TOC; the old reader is untouched
+    finally:
+        state.release(held)
+        state.retire()

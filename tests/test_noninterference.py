@@ -103,24 +103,28 @@ def answers(data_dir: Path, urls: list[str]) -> dict[str, tuple[int, bytes]]:
         app.extensions["kb"].close()
 
 
+#: Tests marked so run on SQLite + Whoosh and on PostgreSQL (store and search generation in the test database).
+BOTH_BACKENDS = pytest.mark.parametrize(
+    "data_backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)], indirect=True)
+
+
 @pytest.fixture
-def public_site(tmp_path: Path) -> dict[str, Any]:
+def public_site(data_backend) -> dict[str, Any]:
     """A data directory whose store and index hold the public articles only, plus a staff user."""
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
+    data_dir = data_backend.dir
     paths = data_paths(data_dir)
-    with open_store(paths["store"]) as store:
+    with data_backend.open_store() as store:
         public_ids = [store.save_article(a)[0] for a in public_articles()]
         users.add_user(store, "alice", PASSWORD)
         _, token = users.create_token(store, "alice", "tests")
         index.rebuild(store, paths["index"])
     urls = anonymous_urls(public_ids)
-    return {"dir": data_dir, "paths": paths, "urls": urls, "token": token,
+    return {"dir": data_dir, "paths": paths, "urls": urls, "token": token, "backend": data_backend,
             "before": answers(data_dir, urls + ["/healthz"])}
 
 
-def add_staff(paths: dict[str, Path]) -> list[int]:
-    with open_store(paths["store"]) as store:
+def add_staff(site: dict[str, Any]) -> list[int]:
+    with site["backend"].open_store() as store:
         return [store.save_article(a)[0] for a in staff_articles()]
 
 
@@ -141,12 +145,15 @@ def staff_get(data_dir: Path, token: str, url: str) -> dict[str, Any]:
         app.extensions["kb"].close()
 
 
+@BOTH_BACKENDS
 def test_anonymous_answers_are_byte_identical_after_staff_documents_arrive_by_update(public_site) -> None:
-    add_staff(public_site["paths"])
-    with open_store(public_site["paths"]["store"]) as store:
+    add_staff(public_site)
+    with public_site["backend"].open_store() as store:
         assert index.update(store, public_site["paths"]["index"]) == (3, 0)
-    after = answers(public_site["dir"], public_site["urls"] + ["/healthz"])  # same generation: health too
-    assert_same(public_site["before"], after)
+    # Whoosh updates its generation in place, so health is the same too; PostgreSQL swaps in a new one.
+    health = ["/healthz"] if public_site["backend"].url is None else []
+    after = answers(public_site["dir"], public_site["urls"] + health)
+    assert_same({u: a for u, a in public_site["before"].items() if u in after}, after)
     # The staff view does see them, so the staff documents were indexed and would have disturbed the answers.
     staff = staff_get(public_site["dir"], public_site["token"], "/api/search?q=acne")
     anonymous = json.loads(public_site["before"]["/api/search?q=acne"][1])
@@ -157,16 +164,17 @@ def test_anonymous_answers_are_byte_identical_after_staff_documents_arrive_by_up
     assert staff_get(public_site["dir"], public_site["token"], f"/api/search?q={STAFF_WORD}")["total"] == 1
 
 
+@BOTH_BACKENDS
 def test_anonymous_answers_are_byte_identical_after_a_full_rebuild_with_staff_documents(public_site) -> None:
-    add_staff(public_site["paths"])
-    with open_store(public_site["paths"]["store"]) as store:
+    add_staff(public_site)
+    with public_site["backend"].open_store() as store:
         assert index.rebuild(store, public_site["paths"]["index"]) == 8
     after = answers(public_site["dir"], public_site["urls"])
     assert_same({u: a for u, a in public_site["before"].items() if u != "/healthz"}, after)
 
 
 def test_a_record_moving_between_audiences_changes_sub_index_both_ways(public_site) -> None:
-    staff_ids = add_staff(public_site["paths"])
+    staff_ids = add_staff(public_site)
     paths = public_site["paths"]
     search, article = "/api/search?q=dosing", f"/api/articles/{staff_ids[0]}"
     with open_store(paths["store"]) as store:
@@ -190,7 +198,7 @@ def test_a_record_moving_between_audiences_changes_sub_index_both_ways(public_si
 
 
 def test_anonymous_requests_open_the_public_sub_index_only(public_site) -> None:
-    add_staff(public_site["paths"])
+    add_staff(public_site)
     with open_store(public_site["paths"]["store"]) as store:
         index.update(store, public_site["paths"]["index"])
     app = make_app(public_site["dir"])
@@ -206,3 +214,59 @@ def test_anonymous_requests_open_the_public_sub_index_only(public_site) -> None:
             assert sorted(searcher._states) == [("public",), ("public", "staff")]
     finally:
         app.extensions["kb"].close()
+
+
+# -- a record that leaves the public sub-index leaves its statistics too --------------------------------
+
+MOVED_WORDS = ("tranexamic", "melasma")  # only the moving record holds them
+
+
+def moving_article() -> Article:
+    text = ("Tranexamic acid lightens melasma. Tranexamic acid tablets and acne retinoids together; "
+            "melasma returns without sunscreen. ") * 3
+    return Article(url="https://clinic.example/melasma/", title="Tranexamic acid for melasma", text=text,
+                   categories=["Pigment"], tags=["tranexamic", "retinoids"], site="clinic.example",
+                   published="2022-09-09", sections=[Section("Tranexamic acid for melasma", "tx", text)])
+
+
+def site_with_moving_record(data_dir: Path, audience: str) -> tuple[dict[str, Path], list[int], int]:
+    """A data directory with the public articles and the moving record (saved third) as `audience`, built fresh."""
+    data_dir.mkdir()
+    paths = data_paths(data_dir)
+    articles = public_articles()
+    moving = moving_article()
+    moving.audience = audience
+    with open_store(paths["store"]) as store:
+        ids = [store.save_article(a)[0] for a in articles[:2]]
+        moved_id = store.save_article(moving)[0]
+        ids += [store.save_article(a)[0] for a in articles[2:]]
+        index.rebuild(store, paths["index"])
+    return paths, ids, moved_id
+
+
+MOVE_QUERIES: list[dict[str, str]] = [
+    {"q": "tranexamic"}, {"q": "melasma"}, {"q": "acne"}, {"q": "retinoids"}, {"q": "acne retinoids"},
+    {"q": "tranexamik"}, {"q": "melasm"}, {"q": "acid"}, {"category": "Acne"}, {"q": "sunscreen"},
+]
+MOVE_PREFIXES = ["tra", "mel", "ac", "ret", "a", "s"]
+
+
+def test_a_record_moved_from_public_to_staff_leaves_no_trace_in_anonymous_answers(tmp_path: Path) -> None:
+    moved_paths, public_ids, moved_id = site_with_moving_record(tmp_path / "moved", "public")
+    urls = ["/api/search?" + urlencode(q) for q in MOVE_QUERIES]
+    urls += ["/api/suggest?" + urlencode({"q": p, "limit": 20}) for p in MOVE_PREFIXES]
+    urls += [f"/api/articles/{i}" for i in public_ids] + [f"/api/articles/{moved_id}"]
+    while_public = answers(tmp_path / "moved", urls)
+    assert json.loads(while_public["/api/search?q=tranexamic"][1])["total"] == 1  # R was findable
+    with open_store(moved_paths["store"]) as store:
+        moving = store.get_article(moved_id)
+        moving.audience = "staff"
+        store.save_article(moving)
+        assert index.update(store, moved_paths["index"]) == (1, 0)
+    _, fresh_ids, fresh_moved = site_with_moving_record(tmp_path / "fresh", "staff")
+    assert (fresh_ids, fresh_moved) == (public_ids, moved_id)  # same store ids, so article JSON compares too
+    after_move, never_public = answers(tmp_path / "moved", urls), answers(tmp_path / "fresh", urls)
+    for url in urls:
+        assert after_move[url] == never_public[url], url
+    assert after_move["/api/search?q=acne"] != while_public["/api/search?q=acne"]  # statistics did change
+    assert json.loads(after_move["/api/search?q=tranexamic"][1])["total"] == 0

@@ -168,17 +168,32 @@ def _unique_urls(docs: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def run_kb(collection: Collection, queries: list[dict[str, str]], workdir: Path) -> SystemRun:
-    """kb end to end: articles into a Store, kb.index.rebuild, kb.search.Searcher."""
+def run_kb(collection: Collection, queries: list[dict[str, str]], workdir: Path,
+           database_url: str | None = None) -> SystemRun:
+    """kb end to end: articles into a Store, kb.index.rebuild, the backend's searcher.
+
+    With `database_url` (the DATABASE_URL setting) the store and the search generation are PostgreSQL's, in a
+    scratch schema of that database dropped afterwards; else a SQLite file and a Whoosh index in `workdir`.
+    """
+    if database_url is None:
+        return _run_kb_on(collection, queries, workdir, str(workdir / "kb.sqlite3"))
+    from kb.store.postgres_search import scratch_schema
+
+    with scratch_schema(database_url, prefix="kb_eval") as url:
+        return _run_kb_on(collection, queries, workdir, url)
+
+
+def _run_kb_on(collection: Collection, queries: list[dict[str, str]], workdir: Path, location: str) -> SystemRun:
+    """Load, index and query the collection in the store at `location` (a SQLite path or a PostgreSQL URL)."""
     from kb import index as kb_index
     from kb.models import Article
-    from kb.search import Searcher
+    from kb.search.pg import open_searcher
     from kb.store import open_store
 
     run = SystemRun("kb")
     start = time.perf_counter()
     ids: dict[int, str] = {}
-    with open_store(workdir / "kb.sqlite3") as store:
+    with open_store(location) as store:
         with store.transaction():
             for doc, url in zip(collection.docs, _unique_urls(collection.docs)):
                 article = Article(url=url, title=str(doc.get("title") or ""), text=str(doc.get("body") or ""),
@@ -187,7 +202,8 @@ def run_kb(collection: Collection, queries: list[dict[str, str]], workdir: Path)
                 ids[article_id] = doc["id"]
         kb_index.rebuild(store, workdir / "whoosh", force=True)
     run.build_seconds = time.perf_counter() - start
-    searcher = Searcher(workdir / "whoosh")
+    database = location if "://" in location else None
+    searcher = open_searcher({"DATABASE_URL": database}, workdir / "whoosh")
     try:
         _timed_queries(run, queries, lambda text: [
             ids[h.id] for h in searcher.search(text, per_page=K, audiences=("public",)).hits])
@@ -233,30 +249,39 @@ def summary_line(scores: dict[str, dict[str, Any]], queries: int) -> str:
 
 
 def evaluate(collection_dir: Path, *, limit: int | None = None, seed: int = 0,
-             systems: Iterable[str] = SYSTEMS, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Index the collection into every system and score them on the same (sampled) queries."""
+             systems: Iterable[str] = SYSTEMS, progress: Callable[[str], None] | None = None,
+             database_url: str | None = None) -> dict[str, Any]:
+    """Index the collection into every system and score them on the same (sampled) queries.
+
+    `database_url` (DATABASE_URL) makes the "kb" system the PostgreSQL backend, in a scratch schema.
+    """
     collection = load_collection(Path(collection_dir))
     queries = sample_queries(collection.queries, limit, seed)
+    runners = {**RUNNERS, "kb": partial(run_kb, database_url=database_url)}
     report: dict[str, Any] = {"collection": str(collection_dir), "docs": len(collection.docs),
-                              "queries": len(queries), "seed": seed, "limit": limit, "systems": {}}
+                              "queries": len(queries), "seed": seed, "limit": limit,
+                              "backend": "postgresql" if database_url else "whoosh", "systems": {}}
     with tempfile.TemporaryDirectory(prefix="kb-eval-") as tmp:
         for name in systems:
             if progress:
                 progress(f"{name}: indexing {len(collection.docs)} documents, running {len(queries)} queries")
             workdir = Path(tmp) / name
             workdir.mkdir()
-            run = RUNNERS[name](collection, queries, workdir)
+            run = runners[name](collection, queries, workdir)
             report["systems"][name] = score_run(run, collection, queries)
     report["summary"] = summary_line(report["systems"], len(queries))
     return report
 
 
-def run(collection_dir: Path, *, json_out: bool = False, limit: int | None = None, seed: int = 0) -> int:
+def run(collection_dir: Path, *, json_out: bool = False, limit: int | None = None, seed: int = 0,
+        database_url: str | None = None) -> int:
     """Print the comparison (text, or JSON with per-query scores); returns the exit code."""
     def progress(message: str) -> None:
         click.echo(f"eval: {message}", err=True)
 
-    report = evaluate(Path(collection_dir), limit=limit, seed=seed, progress=progress)
+    if database_url:
+        progress("kb runs on PostgreSQL (DATABASE_URL), in a scratch schema dropped afterwards")
+    report = evaluate(Path(collection_dir), limit=limit, seed=seed, progress=progress, database_url=database_url)
     if json_out:
         click.echo(json.dumps(report, indent=1, sort_keys=False))
         return 0
@@ -277,10 +302,22 @@ def run(collection_dir: Path, *, json_out: bool = False, limit: int | None = Non
               help="Score a seeded sample of this many queries (default: all).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the query sample.")
 def eval_command(collection_dir: Path, json_out: bool, limit: int | None, seed: int) -> None:
-    """Compare kb's ranking with plain Whoosh and SQLite FTS5 on a judged collection (nDCG@10, MRR@10)."""
+    """Compare kb's ranking with plain Whoosh and SQLite FTS5 on a judged collection (nDCG@10, MRR@10).
+
+    kb runs on the backend the settings select: PostgreSQL when DATABASE_URL is set.
+    """
     try:
-        code = run(collection_dir, json_out=json_out, limit=limit, seed=seed)
+        code = run(collection_dir, json_out=json_out, limit=limit, seed=seed, database_url=_database_url())
     except KBError as exc:
         raise click.ClickException(str(exc)) from None
     if code:
         raise SystemExit(code)
+
+
+def _database_url() -> str | None:
+    """DATABASE_URL of the invoking `kb` command's settings (or of the environment when run alone)."""
+    from kb.config import load
+    from kb.search.pg import database_url
+
+    settings = getattr(click.get_current_context().find_root().obj, "settings", None)
+    return database_url(settings if settings is not None else load({}))

@@ -912,6 +912,9 @@ def bench(ctx: click.Context, quick: bool, articles: int | None, json_path: Path
     """
     if ctx.invoked_subcommand is not None:
         return
+    if os.environ.get("KB_DATABASE_URL"):
+        _echo("note: kb bench measures the embedded backend (SQLite + Whoosh) in a scratch directory; "
+              "DATABASE_URL is not used (a PostgreSQL benchmark is not built yet: `kb eval` does evaluate it)")
     overrides = dict(queries_per_type=queries_per_type, http_seconds=http_seconds, http_requests=http_requests,
                      server_workers=server_workers, server_threads=server_threads)
     common = dict(seed=seed, eval_dir=eval_dir, work_dir=work_dir, keep=keep, profile_dir=profile_dir,

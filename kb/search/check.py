@@ -40,7 +40,7 @@ from whoosh.filedb.filestore import FileStorage
 from whoosh.index import TOC, EmptyIndexError
 from whoosh.reading import CorruptIndexError, SegmentReader
 
-from kb.schema import is_legacy, named_generation, subindex_dirs
+from kb.schema import META, is_legacy, named_generation, read_meta, subindex_dirs
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,8 @@ def current_generation(index_root: Path) -> Path | None:
     if path is None or not path.is_dir() or is_legacy(path):
         return None  # an older single-index generation counts as none: see kb.index `_note_legacy`
     damage = generation_problems(path)
+    if not read_meta(path):  # written last when a generation is made: without it the build never finished
+        damage.append(f"{META} is missing or is not what kb writes (a store sequence and a schema version)")
     if damage:
         _warn_damaged(str(path), tuple(damage))
         return None

@@ -21,7 +21,8 @@ import threading
 from bisect import bisect_left
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
 
 from whoosh import query as wq
 from whoosh.support.levenshtein import distance
@@ -538,3 +539,18 @@ def _completions(ctx: _Context, key: str, limit: int) -> list[str]:
                 if len(out) >= limit:
                     break
     return list(out.values())[:limit]
+
+
+def database_url(settings: Mapping[str, Any]) -> str | None:
+    """The DATABASE_URL setting when set: the store and the search index are then that database's."""
+    return str(settings.get("DATABASE_URL") or "").strip() or None
+
+
+def open_searcher(settings: Mapping[str, Any], index_root: Path) -> Any:
+    """The SearchService the settings select: PgSearcher when DATABASE_URL is set, else Whoosh at `index_root`."""
+    url = database_url(settings)
+    if url is not None:
+        return PgSearcher(url)
+    from kb.search.searcher import Searcher
+
+    return Searcher(index_root)

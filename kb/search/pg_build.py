@@ -17,10 +17,12 @@ from typing import Any, Callable, Iterable, Iterator
 
 from whoosh.util.numeric import byte_to_length, length_to_byte
 
+from kb.clock import utc_iso
+from kb.errors import KBError
 from kb.models import Article
 from kb.schema import SCHEMA_VERSION, article_document, subindex_for
 from kb.store import Store
-from kb.store.postgres_search import DocRow, GenerationWriter
+from kb.store.postgres_search import DocRow, GenerationWriter, generation_facts, indexed_rows
 from kb.vocab import plain_analyzer, text_analyzer
 
 log = logging.getLogger(__name__)
@@ -95,7 +97,7 @@ class _Analysed:
             doc.get("title_key", ""), doc["url"], doc["title"], doc["site"], doc["kind"],
             [t for t in doc["tags"].split(",") if t], [c for c in doc["categories"].split(",") if c],
             doc.get("sources", "[]"), doc["sections"], L["title"], L["headings"], L["tagtext"], L["body"],
-            L["lead"], L["all"], _tsvector(positions), lead_tsv), subindex=self.subindex)
+            L["lead"], L["all"], _tsvector(positions), lead_tsv, doc["hash"]), subindex=self.subindex)
 
 
 class _Postings:
@@ -131,8 +133,11 @@ def _articles(store: Store, chunk: int = 1000) -> Iterator[Article]:
 
 
 def build_from_articles(url: str, articles: Iterable[Article], *, progress: Progress | None = None,
-                        total: int = 0) -> dict[str, int]:
-    """Analyse `articles` into a new generation at `url` and make it current; documents per sub-index."""
+                        total: int = 0, seq: int = 0) -> dict[str, int]:
+    """Analyse `articles` into a new generation at `url` and make it current; documents per sub-index.
+
+    `seq` is the store's change sequence the articles were read at: `update` rebuilds once the store is past it.
+    """
     start = time.perf_counter()
     postings = _Postings()
     words: dict[str, Counter[str]] = {"public": Counter(), "all": Counter()}
@@ -158,7 +163,7 @@ def build_from_articles(url: str, articles: Iterable[Article], *, progress: Prog
         writer.add_words({scope: dict(c) for scope, c in words.items()})
         writer.add_field_stats({scope: {f: (docs[scope], total) for f, total in fields[scope].items()}
                                 for scope in fields})
-        writer.finish(json.dumps({"analysis": ANALYSIS}))
+        writer.finish(json.dumps({"analysis": ANALYSIS, "seq": seq, "built": utc_iso()}))
     elapsed = time.perf_counter() - start
     done = sum(counts.values())
     log.info("search generation built on PostgreSQL: %d documents in %.1fs (%.0f/s)", done, elapsed,
@@ -168,4 +173,54 @@ def build_from_articles(url: str, articles: Iterable[Article], *, progress: Prog
 
 def build(store: Store, url: str, *, progress: Progress | None = None) -> dict[str, Any]:
     """Build the PostgreSQL search generation of every primary article in `store` (any backend) at `url`."""
-    return build_from_articles(url, _articles(store), progress=progress, total=store.count_primaries())
+    seq = store.last_change()  # changes after this make the next `update` rebuild
+    return build_from_articles(url, _articles(store), progress=progress, total=store.count_primaries(), seq=seq)
+
+
+def notes(facts: dict[str, Any] | None) -> dict[str, Any]:
+    """The build notes of a generation (analysis, store sequence, build time); {} when unreadable or absent."""
+    try:
+        found = json.loads(facts["analysis"]) if facts else {}
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def rebuild(store: Store, url: str, *, progress: Progress | None = None, max_loss: float = 0.10,
+            force: bool = False) -> int:
+    """A full generation swapped in (`kb reindex`); refuses, unless `force`, to lose more than `max_loss` of it."""
+    facts = generation_facts(url)
+    old = sum(facts["subindexes"].values()) if facts else 0
+    new = store.count_primaries()
+    if old and new < (1.0 - max_loss) * old and not force:
+        raise KBError(f"The new index would have {new} documents instead of {old} (more than {max_loss:.0%} fewer); "
+                      "keeping the current index.", "Check the store (`kb stats`); if the loss is intended, use --force.")
+    return sum(build(store, url, progress=progress).values())
+
+
+def update(store: Store, url: str) -> tuple[int, int]:
+    """`kb update` on PostgreSQL: rebuild the whole generation when the store changed since it was built.
+
+    Returns (articles changed, articles removed) since that build, as kb.index.update counts them; the first
+    build (or one after an analysis change) counts every document. Readers keep the old generation until the swap.
+    """
+    facts = generation_facts(url)
+    meta = notes(facts)
+    if facts is None or meta.get("analysis") != ANALYSIS:
+        return sum(build(store, url).values()), 0
+    upserts, deletes, _ = store.changes_since(int(meta.get("seq", 0)))
+    if not upserts and not deletes:
+        return 0, 0
+    log.info("%d changed and %d removed article(s) since search generation %d: rebuilding it whole "
+             "(no incremental update on PostgreSQL yet)", len(upserts), len(deletes), facts["generation"])
+    build(store, url)
+    return len(upserts), len(deletes)
+
+
+def indexed_hashes(url: str) -> dict[int, str]:
+    """Article id -> content hash of every document in the current generation (`kb check`), as kb.index's:
+    a document in the wrong sub-index for its audience, or in both, has an empty hash."""
+    out: dict[int, str] = {}
+    for article_id, sub, audience, digest in indexed_rows(url):
+        out[article_id] = "" if article_id in out or subindex_for(audience) != sub else digest
+    return out

@@ -18,10 +18,13 @@ nothing they receive depends on staff rows (DESIGN.md, security rules).
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -40,7 +43,7 @@ STALE_BUILD_SECONDS = 24 * 3600.0
 STAT_FIELDS = ("title", "headings", "tagtext", "body", "lead", "all")
 DOC_COLUMNS = ("article_id", "subindex", "audience", "published", "pubdate", "year", "title_key", "url", "title",
                "site", "kind", "tags", "categories", "sources", "sections", "len_title", "len_headings",
-               "len_tagtext", "len_body", "len_lead", "len_all", "tsv", "lead_tsv")
+               "len_tagtext", "len_body", "len_lead", "len_all", "tsv", "lead_tsv", "hash")
 
 
 @dataclass
@@ -68,7 +71,7 @@ def _ddl(gen: int) -> list[sql.Composable]:
              sources text NOT NULL, sections text NOT NULL,
              len_title integer NOT NULL, len_headings integer NOT NULL, len_tagtext integer NOT NULL,
              len_body integer NOT NULL, len_lead integer NOT NULL, len_all integer NOT NULL,
-             tsv tsvector NOT NULL, lead_tsv tsvector NOT NULL,
+             tsv tsvector NOT NULL, lead_tsv tsvector NOT NULL, hash text COLLATE "C" NOT NULL DEFAULT '',
              PRIMARY KEY (subindex, article_id)) PARTITION BY LIST (subindex)""").format(doc),
         sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES IN ('public')").format(
             sql.Identifier(part + "_public"), doc),
@@ -463,3 +466,87 @@ def titles_with_prefix(conn: psycopg.Connection, gen: int, scope: str, key: str,
         "SELECT DISTINCT ON (d.title_key) d.title FROM {} d WHERE d.title_key >= %s AND d.title_key < %s "
         "ORDER BY d.title_key, d.article_id LIMIT %s").format(doc_table(gen, scope)),
         (key, key + "\U0010ffff", limit)).fetchall()]
+
+
+# -- maintenance: what `kb update`, `kb check`, `kb stats` and /healthz read ---------------------------------
+
+@contextmanager
+def _maintenance(url: str) -> Iterator[psycopg.Connection]:
+    """A short connection for maintenance reads; a generation that cannot be read is IndexDamaged."""
+    conn = _connect(url)
+    try:
+        yield conn
+    except psycopg.Error as exc:
+        raise IndexDamaged(f"The PostgreSQL search generation cannot be read ({exc}).") from None
+    finally:
+        conn.close()
+
+
+def generation_facts(url: str) -> dict[str, Any] | None:
+    """The current generation: number, build notes (JSON text), swap time, documents per sub-index, size; None
+    before the first build (or before the migrations made the ledger)."""
+    with _maintenance(url) as conn:
+        gen = current_generation(conn)
+        if gen is None:
+            return None
+        analysis, swapped = conn.execute(
+            "SELECT g.analysis, c.swapped_at FROM kb_search_current c JOIN kb_search_generations g "
+            "USING (generation)").fetchone()
+        counts = dict.fromkeys(("public", "staff"), 0)
+        for sub, n in conn.execute(sql.SQL("SELECT subindex, count(*) FROM {} GROUP BY subindex").format(
+                _t("kb_article_search", gen))).fetchall():
+            counts[str(sub)] = int(n)
+        size = conn.execute("SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() "
+                            "AND c.relkind IN ('r', 'p') AND c.relname = ANY(%s)",
+                            (_tables(gen)[1:] + [f"kb_article_search_g{gen}_public",
+                                                 f"kb_article_search_g{gen}_staff"],)).fetchone()[0]
+    return {"generation": gen, "analysis": analysis, "swapped_at": swapped, "subindexes": counts,
+            "size_bytes": int(size)}
+
+
+def indexed_rows(url: str) -> list[tuple[int, str, str, str]]:
+    """(article id, sub-index, audience, content hash) of every document of the current generation."""
+    with _maintenance(url) as conn:
+        gen = current_generation(conn)
+        if gen is None:
+            return []
+        return [(int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in conn.execute(sql.SQL(
+            "SELECT article_id, subindex, audience, hash FROM {} ORDER BY article_id").format(
+            _t("kb_article_search", gen))).fetchall()]
+
+
+# -- scratch copies: `kb eval` builds its copy in a schema of its own and drops it --------------------------
+
+def with_search_path(url: str, schema: str) -> str:
+    """`url` whose sessions see `schema` alone (search_path): kb's unqualified tables then live there."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    query["options"] = (query.get("options", "") + f" -csearch_path={schema}").strip()
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+@contextmanager
+def scratch_schema(url: str, prefix: str = "kb_scratch") -> Iterator[str]:
+    """A new empty schema in `url`'s database, dropped with everything in it afterwards; yields a URL on it.
+
+    Needs the CREATE privilege on the database (the owner has it), not CREATE DATABASE.
+    """
+    from kb.store.postgres_pool import close_pools
+
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
+    with _maintenance(url) as conn:
+        try:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+        except psycopg.errors.InsufficientPrivilege:
+            raise KBError(f"kb cannot create a scratch schema in {redact(url)}.",
+                          "Grant the kb role CREATE on its database (GRANT CREATE ON DATABASE ... TO ...).") from None
+    scoped = with_search_path(url, name)
+    try:
+        yield scoped
+    finally:
+        close_search_pool(scoped)
+        close_pools([scoped])
+        with _maintenance(url) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+        log.info("dropped the scratch schema %s", name)

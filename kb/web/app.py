@@ -39,7 +39,7 @@ from kb.web.format import host_name, http_url, human_date, iso_date
 from kb.web.params import FILTER_LABELS, ArticleIdConverter, BadParam
 
 if TYPE_CHECKING:
-    from kb.search import Searcher
+    from kb.search import SearchService
 
 log = logging.getLogger(__name__)
 
@@ -148,14 +148,14 @@ class KBState:
         self._lock = threading.Lock()
         self.query_log = QueryLogWriter(self.paths["store"], settings)
 
-    def searcher(self) -> "Searcher":
-        """The process-wide Searcher; not cached while the index is missing, so a later reindex is picked up."""
+    def searcher(self) -> "SearchService":
+        """The process-wide SearchService (PostgreSQL's when DATABASE_URL is set, else Whoosh's), opened lazily."""
         if self._searcher is None:
             with self._lock:
                 if self._searcher is None:
-                    from kb.search import Searcher
+                    from kb.search.pg import open_searcher
 
-                    self._searcher = Searcher(self.paths["index"])
+                    self._searcher = open_searcher(self.settings, self.paths["index"])
         return self._searcher
 
     def close(self) -> None:
@@ -176,7 +176,7 @@ def state() -> KBState:
     return current_app.extensions["kb"]
 
 
-def get_searcher() -> "Searcher":
+def get_searcher() -> "SearchService":
     return state().searcher()
 
 
