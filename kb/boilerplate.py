@@ -9,6 +9,10 @@ does not match a query for "consultation".
 Headings are never stripped on their own: "Causes" and "Treatment" repeat on every condition page of a
 medical site and are real structure. A section goes only when all of its paragraphs were boilerplate
 (a "Contact us" heading over the clinic's call to action).
+
+A site has one set per audience of reader: a public page is stripped with the set learned from the site's
+public pages only, so what an anonymous visitor reads never depends on staff pages (which paragraphs those
+repeat would otherwise show through); a staff page with the set learned from every page of the site.
 """
 
 from __future__ import annotations
@@ -28,7 +32,11 @@ log = logging.getLogger(__name__)
 
 MIN_CHARS = 12  # shorter paragraphs ("Yes.", "Share") are too common to tell anything apart
 
-__all__ = ["normalise_paragraph", "fingerprint", "block_fingerprints", "find_boilerplate", "strip_boilerplate"]
+#: Each boilerplate set of a site and the article audiences it is learned from (None: every article).
+SETS: dict[str, tuple[str, ...] | None] = {"public": ("public",), "staff": None}
+
+__all__ = ["SETS", "normalise_paragraph", "fingerprint", "block_fingerprints", "find_boilerplate",
+           "find_boilerplate_sets", "set_for", "strip_boilerplate"]
 
 
 def normalise_paragraph(text: str) -> str:
@@ -71,6 +79,20 @@ def find_boilerplate(pages_paragraph_hashes: Iterable[list[str]], min_share: flo
     log.debug("boilerplate: %d of %d paragraph fingerprints repeat on >= %.0f%% of %d pages",
               len(found), len(counts), min_share * 100, pages)
     return found
+
+
+def set_for(audience: str) -> str:
+    """The set an article of `audience` is stripped with: only a public page's ignores staff pages."""
+    return "public" if audience == "public" else "staff"
+
+
+def find_boilerplate_sets(pages: Iterable[tuple[str, list[str]]], min_share: float = 0.5,
+                          min_pages: int = 3) -> dict[str, set[str]]:
+    """Set name -> fingerprints, each learned (`find_boilerplate`) from the pages (audience, hashes) it counts."""
+    listed = list(pages)
+    return {name: find_boilerplate((hashes for audience, hashes in listed if counted is None or audience in counted),
+                                   min_share=min_share, min_pages=min_pages)
+            for name, counted in SETS.items()}
 
 
 def _keep(text: str, boilerplate: set[str]) -> bool:

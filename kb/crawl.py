@@ -25,6 +25,7 @@ import lxml.html
 from lxml import etree
 
 from kb.errors import SkipPage
+from kb.extract.tree import check_markup
 from kb.sources import Source, normalize_path, path_readings, server_paths
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ MAX_SITEMAPS = 50  # sitemap files read per crawl (an index nesting more is a bo
 MAX_SITEMAP_URLS = 50_000  # URLs taken from all sitemaps together (the sitemaps.org per-file limit)
 MAX_FEED_PAGES = 50  # ?paged=N pages of one feed
 MAX_REST_PAGES = 100  # ?page=N pages of one REST collection (100 items each)
+MAX_PAGE_LINKS = 10_000  # distinct links taken from one page (a real page has a few hundred)
 
 TRACKING_PARAMS = frozenset({
     "fbclid", "gclid", "dclid", "gbraid", "wbraid", "msclkid", "yclid", "mc_cid", "mc_eid", "_ga", "_gl",
@@ -140,6 +142,23 @@ def normalize_url(url: str, base: str | None = None) -> str | None:
                  if k.lower() not in TRACKING_PARAMS and not k.lower().startswith("utm_")]
         query = urlencode(sorted(pairs))
     return urlunsplit((scheme, netloc, normalize_path(parts.path), query, ""))
+
+
+_LINK_VALUE = re.compile(r"<([^>]*)>([^<]*)")
+_REL = re.compile(r"""(?:^|;)\s*rel\s*=\s*(?:"([^"]*)"|([^\s;,"]+))""", re.IGNORECASE)
+
+
+def link_header_canonicals(value: str, base: str) -> list[str]:
+    """Every rel="canonical" target of an HTTP `Link` header (RFC 8288), normalised against `base`: each one
+    counts for the audience like the HTML canonical, so all are kept, not only the first."""
+    found: list[str] = []
+    for match in _LINK_VALUE.finditer(value or ""):
+        rels = " ".join(a or b for a, b in _REL.findall(match.group(2))).lower().split()
+        if "canonical" in rels:
+            url = normalize_url(match.group(1).strip(), base)
+            if url:
+                found.append(url)
+    return dedupe(found)
 
 
 def robots_urls(url: str) -> list[str]:
@@ -476,12 +495,14 @@ def parse_html(html: str | bytes, base_url: str, robot_token: str = "kb") -> Htm
     """Links (normalised, in page order), meta robots, canonical and feed links of a page.
 
     rel="nofollow" on single links is ignored (it concerns ranking, not crawling); meta robots nofollow
-    turns off link discovery for the whole page.
+    turns off link discovery for the whole page. Raises SkipPage(kind="hostile_markup") for markup that would
+    take the parser minutes (kb.extract.tree.check_markup).
     """
     info = HtmlInfo()
     data = html.encode("utf-8", "replace") if isinstance(html, str) else html
     if not data.strip():
         return info
+    check_markup(html if isinstance(html, str) else data.decode("latin-1"))  # latin-1: keeps every "<" and ">"
     parser = lxml.html.HTMLParser(encoding="utf-8" if isinstance(html, str) else None, remove_comments=True)
     try:
         doc = lxml.html.document_fromstring(data, parser=parser)
@@ -521,6 +542,9 @@ def parse_html(html: str | bytes, base_url: str, robot_token: str = "kb") -> Htm
         if url and url not in seen:
             seen.add(url)
             info.links.append(url)
+            if len(info.links) >= MAX_PAGE_LINKS:
+                log.info("kept the first %d links of %s", MAX_PAGE_LINKS, base_url)
+                break
     return info
 
 

@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 
 from kb import crawl
 from kb import extract as extraction
-from kb.boilerplate import paragraphs
 from kb.config import data_paths
 from kb.crawl import HtmlInfo, Link
 from kb.errors import BlockedByRobots, ConfigError, FetchError, SkipPage
@@ -29,6 +28,7 @@ from kb.fetch import Fetcher, robot_token
 from kb.models import Article, CrawlStats, Page
 from kb.sources import Source, load_sources, source_from_url
 from kb.store import Store
+from kb.text import paragraphs
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +97,15 @@ def _hop_allowed(fetcher: Fetcher, scope: Callable[[str], bool], url: str) -> bo
 
 
 def _fetch_addresses(page: Page, requested: str) -> list[str]:
-    """Every address one fetch went through, normalised: requested, each redirect hop, the final URL."""
+    """Every address one fetch went through or names for itself, normalised: requested, each redirect hop,
+    the final URL and the canonicals of its HTTP `Link` header (counted like the HTML canonical)."""
     hops = (crawl.normalize_url(u) for u in [*page.redirects, page.url])
-    return crawl.dedupe([requested, *(u for u in hops if u)])
+    return crawl.dedupe([requested, *(u for u in hops if u), *_header_canonicals(page)])
+
+
+def _header_canonicals(page: Page) -> list[str]:
+    """The rel="canonical" targets of the page's HTTP `Link` header (resolved against its final URL)."""
+    return crawl.link_header_canonicals(page.headers.get("link", ""), page.url)
 
 
 def _canonical_target(article: Article, url: str, source: Source) -> str | None:
@@ -685,12 +691,14 @@ class _Crawl:
                 site, min_share=float(self.settings["BOILERPLATE_SHARE"]),
                 min_pages=int(self.settings["BOILERPLATE_MIN_PAGES"]))
             reindex = self.store.last_change() - before
-            count = len(self.store.boilerplate_fingerprints(site))
-            if count or added or dropped:
-                self.stats.boilerplate[site] = {"paragraphs": count, "added": added, "dropped": dropped,
-                                                "reindex": reindex}
-            if added or dropped:
-                message = (f"boilerplate: {count} repeated paragraph{'s' * (count != 1)} on {site} "
+            count = len(self.store.boilerplate_fingerprints(site, "public"))
+            staff = len(self.store.boilerplate_fingerprints(site, "staff"))
+            if count or staff or added or dropped:
+                self.stats.boilerplate[site] = {"paragraphs": count, "staff_paragraphs": staff, "added": added,
+                                                "dropped": dropped, "reindex": reindex}
+            if added or dropped:  # two sets: public pages learn from public pages only (non-interference)
+                also = f" ({staff} counting staff pages)" if staff != count else ""
+                message = (f"boilerplate: {count} repeated paragraph{'s' * (count != 1)} on {site}{also} "
                            f"({added} new, {dropped} dropped), {reindex} article{'s' * (reindex != 1)} to reindex")
                 self.progress(message)
                 self.stats.messages.append(message)  # printed after the crawl summary and kept in the crawl log
@@ -809,7 +817,8 @@ def explain(url: str, settings: dict, store: Store | None = None) -> dict:
     """Fetch one page (obeying robots.txt) and say what a crawl would store for it, or why nothing.
 
     Writes nothing. Keys: url, canonical, title, text, sections, published, modified, author, categories,
-    tags, skipped (None or the reason), plus skip_kind, final_url, status, source, audience, notes,
+    tags, skipped (None or the reason), plus skip_kind, link_canonicals (the HTTP Link header's, counted for the
+    audience), final_url, status, source, audience, notes,
     stored (None, or {"id", "up_to_date"} when `store` holds the article), disclaimer (the page carries a
     medical disclaimer) and boilerplate (paragraphs stripped on read, given the store's set for the site).
     """
@@ -817,7 +826,7 @@ def explain(url: str, settings: dict, store: Store | None = None) -> dict:
         "url": url, "canonical": "", "title": "", "text": "", "sections": [], "published": None, "modified": None,
         "author": "", "categories": [], "tags": [], "skipped": None, "skip_kind": None, "final_url": None,
         "status": None, "source": None, "audience": None, "stored": None, "notes": [],
-        "boilerplate": [], "disclaimer": False,
+        "boilerplate": [], "disclaimer": False, "link_canonicals": [],
     }
     norm = crawl.normalize_url(url)
     if norm is None:
@@ -841,6 +850,8 @@ def explain(url: str, settings: dict, store: Store | None = None) -> dict:
         info = crawl.parse_html(text, final, token)
         noindex, _ = _directives(info, page.headers, token)
         via = _fetch_addresses(page, norm)
+        out["link_canonicals"] = _header_canonicals(page)
+        out["notes"].extend(f"canonical from the HTTP Link header: {u}" for u in out["link_canonicals"])
         article = _build_article(text, final, info, noindex=noindex, source=source, content_type=content_type,
                                  via=via)
         target = _canonical_target(article, final, source)

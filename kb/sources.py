@@ -32,11 +32,12 @@ import logging
 import math
 import re
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
 import yarl
 
@@ -49,6 +50,11 @@ FIELDS = ("name", "url", "include", "exclude", "audience", "staff_paths", "staff
 EXAMPLE = '[[site]]\nname = "derm-blog"\nurl = "https://blog.example.org/"'
 PATH_FIELDS = ("include", "exclude", "staff_paths")
 MAX_DECODES = 3  # percent-decoding rounds a rule reading tries ("%2570" -> "%70" -> "p"); proxies rarely stack more
+MAX_LENIENT_ROUNDS = 8  # decode-and-fold rounds of a lenient reading; a path not settled by then is staff
+_IIS = re.compile(r"%u([0-9a-fA-F]{4})")  # IIS-style "%u0070"
+_OVERLONG = re.compile(rb"[\xc0\xc1][\x80-\xbf]|\xe0[\x80-\x9f][\x80-\xbf]|\xf0[\x80-\x8f][\x80-\xbf]{2}")
+_DROPPED = frozenset(("Cf", "Cc", "Mn", "Mc", "Me"))  # format (zero-width, soft hyphen, BOM, bidi), controls, marks
+WILDCARD = "\x00"  # a non-ASCII character in an ASCII skeleton: it may stand for any letter (homoglyphs)
 _SLASHES = re.compile(r"/{2,}")
 _PARAMS = re.compile(r";[^/]*")  # RFC 3986 path parameters; Tomcat and Jetty route "/a;x=1/b" as "/a/b"
 
@@ -92,13 +98,20 @@ class Source:
         return self.audience
 
     def staff_url(self, url: str) -> bool:
-        """Whether a staff path covers `url` in any of its readings (case-folded, percent-decoded, ...);
-        an address too broken to read counts as staff when there are staff paths (in doubt, staff)."""
+        """Whether a staff path covers `url` in any of its readings (case-folded, percent-decoded, Unicode-folded,
+        ...) or, for a path that needed lenient decoding or folding, as a path-segment sequence anywhere in its
+        ASCII skeleton; an address too broken to read unambiguously is staff when there are staff paths."""
+        if not self.staff_paths:
+            return False
         try:
             path = urlsplit(url).path
         except ValueError:
-            return bool(self.staff_paths)
-        return path_matches(path, self.staff_paths)
+            return True
+        if path_matches(path, self.staff_paths):
+            return True
+        reading = lenient_reading(path)  # a plain ASCII path ("/blog/protocols/") is read as written
+        return not reading.clean or any(skeleton_contains(form, rule_key(prefix))
+                                        for form in reading.forms for prefix in self.staff_paths)
 
     def excluded(self, path: str) -> str | None:
         """The `exclude` prefix that covers `path` in any of its readings, or None."""
@@ -187,12 +200,125 @@ def server_paths(path: str) -> frozenset[str]:
                      for collapse_first in (False, True))
 
 
+@dataclass(frozen=True)
+class LenientReading:
+    """What a lenient server may read a path as: decoded and folded forms, and whether decoding was clean."""
+
+    forms: frozenset[str]
+    clean: bool  # False: invalid UTF-8, a lone surrogate, or no fixed point within MAX_LENIENT_ROUNDS
+
+
+def _overlong(match: re.Match[bytes]) -> bytes:
+    """An overlong UTF-8 sequence (bytes C0 AF) as the character lenient decoders take it for ("/")."""
+    raw = match.group()
+    lead = {2: 0x1F, 3: 0x0F, 4: 0x07}[len(raw)]
+    code = raw[0] & lead
+    for byte in raw[1:]:
+        code = (code << 6) | (byte & 0x3F)
+    return chr(code).encode("utf-8", "surrogatepass")
+
+
+def _decode_once(text: str) -> tuple[str, bool]:
+    """One lenient percent-decoding round ("%uXXXX", escapes read as bytes, overlong UTF-8 accepted);
+    (text, clean) where clean is False when the bytes were not valid UTF-8 (bad bytes then dropped)."""
+    text = _IIS.sub(lambda m: chr(int(m.group(1), 16)), text)
+    raw = _OVERLONG.sub(_overlong, unquote_to_bytes(text.encode("utf-8", "surrogatepass")))
+    try:
+        return raw.decode("utf-8"), True
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "ignore"), False
+
+
+def fold(text: str) -> str:
+    """Unicode compatibility folding as lenient servers apply it: NFKD, format characters, controls and
+    combining marks dropped, case-folded, NFKC ("／"->"/", "𝐩"/"ⓟ"/"ｐ"->"p", "ℓ"->"l", soft hyphens gone)."""
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(c for c in text if unicodedata.category(c) not in _DROPPED)
+    return unicodedata.normalize("NFKC", text.casefold())
+
+
+def _resolve(text: str, *, merge_first: bool) -> str:
+    """A decoded path as a server routes it: "\\" is "/", no `;params`, dot segments resolved (slashes merged
+    before or after), one leading slash."""
+    text = _PARAMS.sub("", text.replace("\\", "/"))
+    if merge_first:
+        text = _SLASHES.sub("/", text)
+    segments: list[str] = []
+    parts = text.split("/")
+    for segment in parts:
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment != ".":
+            segments.append(segment)
+    if parts[-1] in (".", ".."):
+        segments.append("")
+    return "/" + _SLASHES.sub("/", "/".join(segments)).lstrip("/")
+
+
+@lru_cache(maxsize=65_536)
+def lenient_reading(path: str) -> LenientReading:
+    """Every reading of `path` by a server that decodes leniently and repeatedly and folds Unicode, in rule
+    form; decoding runs to a fixed point (bounded), so "%25u0070" and "％70" end as "p"."""
+    if path.isascii() and not any(c in path for c in "%\\"):
+        return LenientReading(frozenset(), True)  # nothing to decode or fold beyond what server_paths reads
+    texts, clean, current = set(), True, path
+    for _ in range(MAX_LENIENT_ROUNDS):
+        decoded, ok = _decode_once(current)
+        clean = clean and ok
+        folded = fold(decoded)
+        texts.update((decoded.casefold(), folded))
+        if folded == current:
+            break
+        current = folded
+    else:
+        clean = False
+    forms = {_resolve(t, merge_first=m) for t in texts for m in (False, True)}
+    return LenientReading(frozenset(forms), clean)
+
+
 @lru_cache(maxsize=65_536)
 def path_readings(path: str) -> frozenset[str]:
     """The server paths of `path` in rule form (percent-decoded, case-folded, and also without trailing dots
-    on segments): a staff or exclude rule that matches any one of them matches the URL, the safe side."""
-    forms = {unquote(p).casefold() for p in server_paths(path)}
+    on segments) and its lenient readings (overlong UTF-8, "%uXXXX", Unicode folding, repeated decoding):
+    a staff or exclude rule that matches any one of them matches the URL, the safe side."""
+    forms = {unquote(p).casefold() for p in server_paths(path)} | lenient_reading(path).forms
     return frozenset(forms | {_strip_dots(f) for f in forms})
+
+
+def skeleton(segment: str) -> str:
+    """A path segment reduced to ASCII: folded, whitespace dropped, any other non-ASCII letter a WILDCARD."""
+    return "".join(c if c.isascii() else WILDCARD for c in fold(segment) if not c.isspace())
+
+
+def _segment_like(segment: str, rule: str, *, whole: bool) -> bool:
+    """Whether a skeleton segment spells `rule` (whole, or as its start), non-ASCII characters standing in for
+    letters when most of the segment is ASCII and agrees (a homoglyph in a mixed-script segment)."""
+    if not whole:
+        segment = segment[:len(rule)]
+    if segment == rule:
+        return True
+    if len(segment) != len(rule) or WILDCARD not in segment:
+        return False
+    agree = sum(a == b for a, b in zip(segment, rule))
+    return agree * 2 >= len(rule) and all(a in (b, WILDCARD) for a, b in zip(segment, rule))
+
+
+def skeleton_contains(form: str, key: str) -> bool:
+    """Whether the ASCII skeleton of the path `form` holds the rule `key`'s segments in sequence anywhere
+    ("/x/protocols/y" under "/protocols/"): the conservative last check for staff paths."""
+    rule = [s for s in key.split("/") if s]
+    if not rule:
+        return True
+    whole_last = key.endswith("/")
+    segments = [skeleton(s) for s in form.split("/")]
+    segments = [s for s in segments if s]
+    for start in range(len(segments) - len(rule) + 1):
+        window = segments[start:start + len(rule)]
+        if all(_segment_like(seg, r, whole=whole_last or i < len(rule) - 1)
+               for i, (seg, r) in enumerate(zip(window, rule))):
+            return True
+    return False
 
 
 def path_matches(path: str, prefixes: Iterable[str]) -> bool:

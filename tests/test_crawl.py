@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -352,3 +353,46 @@ def test_iso_date() -> None:
     assert crawl.iso_date("2024-01-10T10:00:00Z") == "2024-01-10T10:00:00+00:00"
     assert crawl.iso_date(time.struct_time((2024, 1, 2, 3, 4, 5, 0, 2, 0))) == "2024-01-02T03:04:05+00:00"
     assert crawl.iso_date("yesterday") is None and crawl.iso_date(None) is None
+
+
+def test_link_header_canonicals_are_all_read() -> None:
+    from kb.crawl import link_header_canonicals
+
+    value = ('<https://a.org/feed/>; rel="alternate", <https://a.org/%70rotocols/x,y>; rel="prefetch canonical", '
+             "</protocols/z>;rel=canonical, <https://a.org/p2>; title=\"rel=canonical\"")
+    assert link_header_canonicals(value, "https://a.org/page/") == [
+        "https://a.org/protocols/x,y", "https://a.org/protocols/z"]
+    assert link_header_canonicals("", "https://a.org/") == []
+
+
+# -- hostile markup: refused before lxml parses it ----------------------------------------------------------
+
+def test_parse_html_refuses_an_attribute_bomb_fast() -> None:
+    bomb = "<html><body><p " + " ".join(f"a{i:x}=1" for i in range(20_000)) + ">x</p></body></html>"
+    for body in (bomb, bomb.encode()):  # lxml alone takes ~1 s on this page, a minute on 80k attributes
+        started = time.perf_counter()
+        with pytest.raises(SkipPage, match="more than 5,000 attributes") as caught:
+            crawl.parse_html(body, BASE)
+        assert caught.value.kind == "hostile_markup" and time.perf_counter() - started < 0.5
+
+
+def test_parse_html_refuses_an_element_flood() -> None:
+    flood = "<html><body><main>" + "".join(f"<a href=/{i:x}>" for i in range(60_000)) + "</main></body></html>"
+    with pytest.raises(SkipPage, match="more than 50,000 elements") as caught:
+        crawl.parse_html(flood, BASE)
+    assert caught.value.kind == "hostile_markup"
+
+
+def test_parse_html_keeps_at_most_max_page_links() -> None:
+    many = "<html><body>" + "".join(f"<a href=/p{i}/>{i}</a>" for i in range(12_000)) + "</body></html>"
+    links = crawl.parse_html(many, BASE).links
+    assert len(links) == crawl.MAX_PAGE_LINKS == 10_000
+    assert links[0] == normalize_url("/p0/", BASE) and links[-1] == normalize_url("/p9999/", BASE)
+
+
+def test_parse_html_accepts_real_pages() -> None:
+    root = Path(__file__).parent
+    pages = [*(root / "data" / "pages").glob("*.html"), *(root.parent / "kb" / "demo_site").rglob("*.html")]
+    assert len(pages) > 50
+    linked = [path for path in pages if crawl.parse_html(path.read_bytes(), "http://127.0.0.1:1/x/").links]
+    assert len(linked) >= len(pages) - 2  # all parsed, none refused (script_title.html and 404.html link nowhere)

@@ -23,6 +23,7 @@ from kb.extract import (
     meta_robots,
     normalise_date,
     slugify,
+    tree,
 )
 from kb.models import Article, Section
 
@@ -713,3 +714,65 @@ def test_public_names_live_in_their_parts() -> None:
     assert set(kb.extract.__all__) == set(homes)
     for name, home in homes.items():
         assert getattr(kb.extract, name) is getattr(home, name), name
+
+
+# -- hostile markup: refused before any parse ---------------------------------------------------------------
+
+def _attribute_bomb(n: int, sep: str = " ") -> str:
+    return "<html><body><p " + sep.join(f"a{i:x}=1" for i in range(n)) + ">x</p></body></html>"
+
+
+def test_check_markup_refuses_an_attribute_bomb() -> None:
+    with pytest.raises(SkipPage) as caught:
+        tree.check_markup(_attribute_bomb(tree.MAX_ATTRIBUTES + 1))
+    assert caught.value.kind == "hostile_markup" and "<p> element has more than 5,000 attributes" in str(caught.value)
+    tree.check_markup(_attribute_bomb(tree.MAX_ATTRIBUTES))  # at the bound: fine
+
+
+@pytest.mark.parametrize("attributes", [
+    "".join(f'a{i:x}="1"' for i in range(6000)),  # no space after a quoted value (HTML5 starts a new attribute)
+    'q=">" ' + " ".join(f"a{i:x}" for i in range(6000)),  # a quoted ">" does not end the tag
+    '="x ' + " ".join(f"a{i:x}" for i in range(6000)),  # "=" and a quote starting a name are not a value
+    " ".join(f'"a{i:x}' for i in range(6000)),  # names may start with a quote
+])
+def test_check_markup_reads_attributes_as_the_html5_tokenizer_does(attributes: str) -> None:
+    with pytest.raises(SkipPage, match="attributes"):
+        tree.check_markup(f"<p {attributes}>x</p>")
+
+
+def test_check_markup_bounds_attribute_work_over_many_elements() -> None:
+    element = "<p " + " ".join(f"a{i:x}=1" for i in range(4000)) + ">x</p>"  # each under MAX_ATTRIBUTES
+    with pytest.raises(SkipPage, match="too many attributes on its elements") as caught:
+        tree.check_markup(element * 7)
+    assert caught.value.kind == "hostile_markup"
+
+
+def test_check_markup_refuses_an_element_flood() -> None:
+    with pytest.raises(SkipPage, match="more than 50,000 elements") as caught:
+        tree.check_markup("<main>" + "<div>" * tree.MAX_ELEMENTS + "</main>")
+    assert caught.value.kind == "hostile_markup"
+
+
+def test_check_markup_is_fast_on_a_5_mb_page() -> None:
+    para = '<p class="entry" id="x">' + "word " * 40 + '<a href="/somewhere/">link</a></p>\n'
+    text = "<html><body>" + para * (5_000_000 // len(para))
+    started = time.perf_counter()
+    tree.check_markup(text)
+    with pytest.raises(SkipPage):
+        tree.check_markup(_attribute_bomb(450_000))  # the attack's 3.98 MB page
+    assert time.perf_counter() - started < 3  # ~0.4 s here
+
+
+def test_check_markup_accepts_real_pages() -> None:
+    demo = Path(__file__).parent.parent / "kb" / "demo_site"
+    pages = [*PAGES.glob("*.html"), *demo.rglob("*.html")]
+    assert len(pages) > 50
+    for path in pages:
+        tree.check_markup(decode_html(path.read_bytes(), "text/html"))
+
+
+def test_extract_refuses_hostile_markup_fast() -> None:
+    started = time.perf_counter()
+    with pytest.raises(SkipPage) as caught:
+        extract(_attribute_bomb(20_000).encode(), "https://example.org/bomb/")
+    assert caught.value.kind == "hostile_markup" and time.perf_counter() - started < 1

@@ -270,3 +270,53 @@ def test_a_record_moved_from_public_to_staff_leaves_no_trace_in_anonymous_answer
         assert after_move[url] == never_public[url], url
     assert after_move["/api/search?q=acne"] != while_public["/api/search?q=acne"]  # statistics did change
     assert json.loads(after_move["/api/search?q=tranexamic"][1])["total"] == 0
+
+
+# -- site boilerplate: which paragraphs are stripped from public pages is learned from public pages only -----
+
+SHARED_PARAGRAPH = "Quillfeather consultation evenings at our Riverside clinic, every Tuesday, for new patients."
+BOILERPLATE_SITE = "derm.example"
+
+
+def boilerplate_world(data_dir: Path, *, with_staff: bool) -> list[int]:
+    """A data directory with 4 public pages of one site, 2 sharing a paragraph (below the 3-page threshold), and,
+    `with_staff`, 2 staff pages of the same site repeating it (4 of 6 pages: above it); boilerplate learned as
+    a crawl learns it, index rebuilt. The public ids."""
+    data_dir.mkdir()
+    paths = data_paths(data_dir)
+
+    def page(n: int, title: str, own: str, audience: str = "public", shared: bool = False) -> Article:
+        text = "\n\n".join((own, SHARED_PARAGRAPH) if shared else (own,))
+        return Article(url=f"https://{BOILERPLATE_SITE}/{'protocols/' * (audience == 'staff')}{n}/", title=title,
+                       text=text, site=BOILERPLATE_SITE, audience=audience, sections=[Section("", "", text, 0)])
+
+    public = [page(1, "Acne basics", "Acne responds to topical retinoids; start low and go slow.", shared=True),
+              page(2, "Laser for acne scars", "Laser resurfacing softens acne scars over several sessions.", shared=True),
+              page(3, "Rosacea triggers", "Heat, spicy food and alcohol trigger rosacea flushing."),
+              page(4, "Eczema at home", "Moisturise eczema twice a day, acne creams can sting.")]
+    staff = [page(5, "Laser settings", "Fluence settings for the acne laser protocol.", "staff", True),
+             page(6, "Triage script", "Phone triage script for acne referrals.", "staff", True)]
+    with open_store(paths["store"]) as store:
+        ids = [store.save_article(a, source="derm")[0] for a in public]
+        staff_ids = [store.save_article(a, source="derm")[0] for a in staff] if with_staff else []
+        store.refresh_boilerplate(BOILERPLATE_SITE, min_share=0.5, min_pages=3)  # the configured defaults
+        for staff_id in staff_ids:  # staff pages do make it staff boilerplate: the attack's condition holds
+            assert SHARED_PARAGRAPH not in store.get_article(staff_id).text
+        index.rebuild(store, paths["index"])
+    return ids
+
+
+def test_staff_pages_repeating_a_public_paragraph_do_not_change_anonymous_answers(tmp_path: Path) -> None:
+    """Attack #12: staff pages pushing a public paragraph over the boilerplate threshold stripped it for everyone."""
+    without_ids = boilerplate_world(tmp_path / "without", with_staff=False)
+    with_ids = boilerplate_world(tmp_path / "with", with_staff=True)
+    assert with_ids == without_ids
+    urls = ["/api/search?" + urlencode({"q": q}) for q in ("riverside", "quillfeather", "consultation", "acne",
+                                                           "laser", "tuesday patients")]
+    urls += ["/api/suggest?" + urlencode({"q": p}) for p in ("riv", "quil", "cons", "ac", "la")]
+    urls += [f"/api/articles/{i}" for i in without_ids]
+    without, with_staff = answers(tmp_path / "without", urls), answers(tmp_path / "with", urls)
+    for url in urls:
+        assert with_staff[url] == without[url], url
+    assert json.loads(without["/api/search?q=riverside"][1])["total"] == 2  # the public paragraph stays findable
+    assert SHARED_PARAGRAPH in json.loads(with_staff[f"/api/articles/{with_ids[0]}"][1])["text"]

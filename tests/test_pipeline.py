@@ -469,7 +469,7 @@ def test_site_boilerplate_is_stripped_from_text_search_and_snippets(clinic: Fixt
     seq = store.last_change()
     again = crawl_source(source, store, settings)
     assert audited(store) == [] and store.last_change() == seq  # a recrawl of the unchanged site writes nothing
-    assert again.boilerplate[host] == {"paragraphs": 1, "added": 0, "dropped": 0, "reindex": 0}
+    assert again.boilerplate[host] == {"paragraphs": 1, "staff_paragraphs": 1, "added": 0, "dropped": 0, "reindex": 0}
     assert update(store, index_root) == (0, 0)
 
 
@@ -530,3 +530,19 @@ def test_article_page_and_api_show_the_disclaimer(clinic: FixtureSite, store: St
 
 def data_paths_index(data_dir: Path) -> Path:
     return config.data_paths(data_dir)["index"]
+
+
+def test_attribute_bomb_is_skipped_and_the_crawl_goes_on(site: FixtureSite, store: Store, data_dir: Path) -> None:
+    # 60k attributes on one <p> (490 KB): lxml alone would parse this page for about half a minute
+    bomb = "<html><body><p " + " ".join(f"a{i:x}=1" for i in range(60_000)) + ">Hello</p></body></html>"
+    site.set("/vbeam/", bomb)
+    settings = make_settings(data_dir)
+    started = time.monotonic()
+    stats = crawl_source(blog(site), store, settings)
+    assert time.monotonic() - started < 15  # ~1 s here
+    assert error_kind(store, site, "/vbeam/") == "hostile_markup"
+    assert stats.errors_by_kind["hostile_markup"] == 1
+    assert any(s["kind"] == "hostile_markup" and "more than 5,000 attributes" in s["reason"] for s in stats.skips)
+    assert stored_paths(store, site) == set(ARTICLES) - {"/vbeam/"}  # the crawl went on
+    out = explain(site.abs("/vbeam/"), settings)
+    assert out["skip_kind"] == "hostile_markup" and "attributes" in out["skipped"] and out["sections"] == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -124,3 +125,83 @@ def test_audience_covers_every_address_of_the_fetch() -> None:
         == "staff"  # a redirect hop or a declared canonical under a staff path
     assert s.audience_for("https://a.org/public/", via=["", "https://a.org/other/"]) == "public"
     assert s.audience_for("https://a.org/PROTOCOLS/x", ["Acne"]) == "staff"
+
+
+# Spellings a lenient server (NFKC, overlong UTF-8, %uXXXX, Cf removal, repeated decoding) routes to /protocols/.
+LENIENT_STAFF_SPELLINGS = [
+    "/%EF%BC%8Fprotocols/page-aj",  # fullwidth solidus
+    "/%EF%BD%90rotocols/page-ak",  # fullwidth p
+    "/protocols%C0%AFpage-al",  # overlong "/"
+    "/x/%C0%AE%C0%AE/protocols/page-am",  # overlong ".."
+    "/protocols%E2%80%8B/page-an",  # zero-width space
+    "/%25u0070rotocols/page-ar", "/%u0070rotocols/page-ar2",  # IIS %u, as stored and as linked
+    "/%F0%9D%90%A9rotocols/page-as",  # mathematical bold p
+    "/pro%C2%ADtocols/page-aw",  # soft hyphen
+    "/protocols%EF%BC%8Fpage-ax",  # fullwidth solidus inside a segment
+    "/%E2%93%9Frotocols/page-ay",  # circled p
+    "/protoco%E2%84%93s/page-az",  # script l
+    # the classes they stand for
+    "/protocols%E0%80%AFx", "/protocols%F0%80%80%AFx", "/protocols%C1%9Cx",  # 3- and 4-byte overlong "/", "\"
+    "/x%C0%AF%C0%AE%C0%AE%C0%AFprotocols/y", "/%C0%AE/protocols%C0%AE/y",
+    "/pro%E2%80%8Dtocols/x", "/%EF%BB%BFprotocols/x", "/pro%E2%80%AEtocols/x", "/protocols%E2%81%A0/x",  # ZWJ, BOM,
+    "/p%CC%81rotocols/x", "/pro%E2%83%9Dtocols/x",  # combining marks                             bidi, word joiner
+    "/%EF%BC%85%37%30rotocols/x", "/%252570rotocols/x", "/%2525u0070rotocols/x",  # decoding to a fixed point
+    "/%EF%BC%B0%EF%BC%B2OTOCOLS/x", "/protocol%C5%BF/x", "/PROTOCOL%E2%93%88/x",  # NFKC + casefold
+    "/%D1%80rotocols/x", "/pr%CE%BFtocols/x",  # a homoglyph in a mixed-script segment
+    "/blog/pro%E2%80%8Btocols/x", "/a/b/%EF%BD%90rotocols/x",  # an obfuscated staff segment anywhere
+    "/%FFprotocols/x", "/caf%E9/x", "/%ED%A0%80/x", "/%uD800/x",  # not decodable unambiguously: in doubt, staff
+]
+
+
+@pytest.mark.parametrize("spelling", LENIENT_STAFF_SPELLINGS)
+def test_lenient_server_spellings_of_staff_paths_are_staff(spelling: str) -> None:
+    from kb.crawl import normalize_url
+
+    s = Source(name="a", url="https://a.org/", staff_paths=["/protocols/"], exclude=["/protocols/"])
+    url = normalize_url("https://a.org" + spelling)
+    assert url is not None
+    assert s.staff_url(url) and s.audience_for(url) == "staff", url
+    assert s.audience_for("https://a.org/public/", via=[url]) == "staff"  # as a redirect hop or canonical
+    if "blog" not in spelling and "/a/b/" not in spelling and "%E9" not in spelling and "D800" not in spelling \
+            and "%ED" not in spelling and "%FF" not in spelling and "%D1" not in spelling and "%CE" not in spelling:
+        assert s.excluded(urlsplit(url).path) == "/protocols/", url  # exclusion reads the same spellings
+
+
+def test_exclusion_and_wordpress_admin_read_lenient_spellings() -> None:
+    from kb.crawl import normalize_url, scope_problem
+
+    s = Source(name="a", url="https://a.org/", exclude=["/members/"])
+    for spelling in ("/%EF%BD%8Dembers/x", "/x%C0%AF..%C0%AFmembers/y", "/mem%C2%ADbers/z", "/%25u006Dembers/z"):
+        assert "exclude" in (scope_problem(normalize_url("https://a.org" + spelling) or "", s) or ""), spelling
+    for spelling in ("/%EF%BD%97p-admin/x", "/wp%E2%80%8B-admin/x", "/x%C0%AF..%C0%AFwp-admin/"):
+        assert "WordPress admin" in (scope_problem(normalize_url("https://a.org" + spelling) or "", s) or "")
+
+
+def test_near_misses_and_normal_urls_stay_public() -> None:
+    s = Source(name="a", url="https://a.org/", staff_paths=["/protocols/"], exclude=["/members/"])
+    for path in ("/protocols-old/x", "/protocolsx/", "/blog/protocols-old/", "/caf%C3%A9/", "/%C3%A9t%C3%A9/",
+                 "/blog/100%25-natural/", "/blog/%E2%80%9Cquoted%E2%80%9D/", "/pro/tocols/", "/members-area/",
+                 "/blog/protocols/"):  # a plain path is read as written: a staff prefix must start it
+        assert s.audience_for("https://a.org" + path) == "public", path
+        assert s.excluded(path) is None, path
+
+
+def test_every_demo_site_url_keeps_its_audience() -> None:
+    """The demo site's real sitemaps (every post, page, category, tag and author) stay public and in scope."""
+    from kb.crawl import in_scope, parse_sitemap
+    from kb.demo import PLACEHOLDER, DemoSite
+
+    site, base = DemoSite(), "http://demo.test"
+    source = Source(name="demo", url=base + "/", staff_paths=["/protocols/", "/staff/"], exclude=["/wp-admin/"])
+    queue, urls = ["/wp-sitemap.xml"], []
+    while queue:
+        body = site.respond("GET", queue.pop()).body.replace(PLACEHOLDER.encode(), base.encode())
+        parsed = parse_sitemap(body, base + "/")
+        queue.extend(urlsplit(u).path for u in parsed.sitemaps)
+        urls.extend(link.url for link in parsed.links)
+    assert len(urls) > 40
+    for url in urls:
+        assert source.audience_for(url) == "public", url
+        assert in_scope(url, source), url
+    staff = Source(name="demo", url=base + "/", audience="staff")
+    assert all(staff.audience_for(url) == "staff" for url in urls)

@@ -8,11 +8,14 @@ merged, dot segments resolved, case ignored), so every spelling below serves the
 
 from __future__ import annotations
 
+import json
+import posixpath
 import random
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
 import pytest
 from click.testing import CliRunner
@@ -272,3 +275,123 @@ def test_records_stored_under_old_spellings_become_staff_and_converge(hostile: H
     assert store.get_page(spelled)["article_id"] is None
     assert store.get_article_by_url(base + "/protocols/canon/").audience == "staff"
     assert store.get_article_by_url(laundered) is None  # replaced by the page it was fetched from
+
+
+# -- a lenient server: NFKC, overlong UTF-8, %uXXXX, format characters dropped, repeated decoding ------------
+
+LENIENT_LINKS = {  # code -> spelling of "/protocols/" a public page links to; the server serves staff text there
+    "aj": "/\uff0fprotocols/", "ak": "/\uff50rotocols/", "al": "/protocols%C0%AF", "am": "/x/%c0%ae%c0%ae/protocols/",
+    "an": "/protocols%E2%80%8B/", "ar": "/%u0070rotocols/", "as": "/\U0001d429rotocols/", "aw": "/pro%C2%ADtocols/",
+    "ax": "/protocols%EF%BC%8F", "ay": "/\u24dfrotocols/", "az": "/protoco\u2113s/", "ba": "/%25u0070rotocols/",
+    "bb": "/%E0%80%AFprotocols/", "bc": "/pro%E2%80%8Dtocols/",
+}
+LENIENT_SITEMAP = {"ca": "/%EF%BD%90rotocols/", "cd": "/protocols%C0%AF"}
+LENIENT_FEED = {"cb": "/\uff50rotocols/"}
+LENIENT_REST = {"cc": "/\uff50rotocols/", "ce": "/pro\u00adtocols/"}
+
+
+def lenient_reading(raw: str) -> str:
+    """How the lenient server routes a request path (the attacker's reading, test-local)."""
+    path = raw.split("?", 1)[0]
+    for _ in range(4):
+        step = re.sub(r"%u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), path)
+        data = unquote_to_bytes(step).replace(b"\xc0\xaf", b"/").replace(b"\xe0\x80\xaf", b"/")
+        step = data.replace(b"\xc0\xae", b".").decode("utf-8", "replace")
+        if step == path:
+            break
+        path = step
+    path = unicodedata.normalize("NFKC", path)
+    path = "".join(c for c in path if unicodedata.category(c) != "Cf").replace("\\", "/").casefold()
+    return posixpath.normpath(re.sub(r"/+", "/", path))
+
+
+@pytest.fixture
+def lenient_site() -> Iterator[tuple[FixtureSite, dict[str, str]]]:
+    """The lenient hostile site and the unique word of each staff text it serves (by code)."""
+    server = FixtureSite()
+    base = server.url
+    words = {code: f"zqlenient{code}xv" for code in
+             [*LENIENT_LINKS, *LENIENT_SITEMAP, *LENIENT_FEED, *LENIENT_REST, "be"]}
+    home_links = [f"{p}page-{c}" for c, p in LENIENT_LINKS.items()] + ["/lh/be", "/pub/pa", "/protocols-old/po"]
+    xml = {"Content-Type": "application/xml"}
+    fixed = {
+        "/robots.txt": (200, {"Content-Type": "text/plain"}, f"User-agent: *\nAllow: /\nSitemap: {base}/sitemap.xml\n"),
+        "/sitemap.xml": (200, xml, '<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+                         + "".join(f"<url><loc>{base}{p}page-{c}</loc></url>" for c, p in LENIENT_SITEMAP.items())
+                         + "</urlset>"),
+        "/feed": (200, {"Content-Type": "application/rss+xml"},
+                  f'<?xml version="1.0"?><rss version="2.0"><channel><title>f</title><link>{base}/</link>'
+                  + "".join(f"<item><title>t{c}</title><link>{base}{p}page-{c}</link></item>"
+                            for c, p in LENIENT_FEED.items()) + "</channel></rss>"),
+        "/wp-json/wp/v2/posts": (200, {"Content-Type": "application/json", "X-WP-TotalPages": "1"}, json.dumps(
+            [{"id": i, "link": f"{base}{p}page-{c}", "status": "publish", "modified_gmt": "2024-01-01T00:00:00",
+              "content": {"protected": False}} for i, (c, p) in enumerate(LENIENT_REST.items(), 1)])),
+        "/": (200, {"Content-Type": HTML}, page("Lenient clinic", "lenienthomeword", links=home_links)),
+        "/pub/pa": (200, {"Content-Type": HTML}, page("Public acne", "lenientpublicword")),
+        "/protocols-old/po": (200, {"Content-Type": HTML}, page("Old protocols", "lenientoldword")),
+        "/lh/be": (200, {"Content-Type": HTML, "Link": f'<{base}/protocols/page-be>; rel="canonical"'},
+                   page("Protocol be", words["be"])),
+    }
+
+    def answer(site: FixtureSite, handler: Any) -> tuple[int, dict[str, str], str]:
+        reading = lenient_reading(handler.path)
+        if reading in fixed:
+            return fixed[reading]
+        if reading.startswith("/protocols/page-") and reading[16:] in words:
+            return 200, {"Content-Type": HTML}, page(f"Protocol {reading[16:]}", words[reading[16:]])
+        return 404, {"Content-Type": HTML}, "<h1>Not found</h1>"
+
+    server.pages["/*"] = (200, {}, answer)
+    yield server, words
+    server.close()
+
+
+def test_lenient_server_spellings_and_link_header_canonicals_stay_staff(
+        lenient_site: tuple[FixtureSite, dict[str, str]], data_dir: Path) -> None:
+    from kb.search import Searcher
+    from kb.web import create_app
+
+    server, words = lenient_site
+    (data_dir / "sources.toml").write_text(
+        f'[[site]]\nname = "lenient"\nurl = "{server.url}/"\nstaff_paths = ["/protocols/"]\n', "utf-8")
+    runner = CliRunner()
+    env = {"KB_CRAWL_DELAY": "0", "KB_TIMEOUT": "5"}
+    for command in (["crawl", "--no-index"], ["reindex"]):
+        result = runner.invoke(cli, ["--data-dir", str(data_dir), *command], env=env)
+        assert result.exit_code == 0, result.output
+
+    with open_store(data_paths(data_dir)["store"]) as store:
+        articles = list(store.iter_articles())
+    for code, word in words.items():  # every staff text was stored (not vacuous), and only as staff
+        holders = [a for a in articles if word in a.text]
+        assert holders, f"page-{code} was never stored: the test would prove nothing"
+        assert {a.audience for a in holders} == {"staff"}, [(a.url, a.audience) for a in holders]
+    audiences = {a.url: a.audience for a in articles}
+    assert audiences[server.url + "/pub/pa"] == audiences[server.url + "/protocols-old/po"] == "public"
+
+    app = create_app({"DATA_DIR": str(data_dir), "TESTING": True})
+    searcher = Searcher(data_paths(data_dir)["index"])
+    try:
+        client = app.test_client()
+        for word in words.values():
+            data = client.get("/api/search", query_string={"q": word}).get_json()
+            assert data["total"] == 0 and data["results"] == [], word
+        assert searcher.search(" OR ".join(words.values()), audiences=("public", "staff")).total == len(words)
+        for word in ("lenientpublicword", "lenientoldword"):
+            assert client.get("/api/search", query_string={"q": word}).get_json()["total"] == 1
+    finally:
+        searcher.close()
+        app.extensions["kb"].close()
+
+
+def test_explain_counts_the_link_header_canonical(lenient_site: tuple[FixtureSite, dict[str, str]],
+                                                  settings: dict) -> None:
+    server, _ = lenient_site
+    (Path(settings["DATA_DIR"]) / "sources.toml").write_text(
+        f'[[site]]\nname = "lenient"\nurl = "{server.url}/"\nstaff_paths = ["/protocols/"]\n', "utf-8")
+    record = explain(server.url + "/lh/be", settings)
+    assert record["audience"] == "staff"
+    assert record["link_canonicals"] == [server.url + "/protocols/page-be"]
+    assert any("Link header" in note for note in record["notes"])
+    assert explain(server.url + "/pub/pa", settings)["audience"] == "public"
+    assert explain(server.url + "/%EF%BD%90rotocols/page-ak", settings)["audience"] == "staff"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from kb.boilerplate import block_fingerprints
 from kb.errors import KBError
 from kb.models import Article, Section
 from kb.store import SCHEMA_VERSION, SQLiteStore, Store, audience_sql, open_store
@@ -200,6 +201,49 @@ def test_boilerplate_cache_sees_other_connections(store: Store) -> None:
     with open_store(store.path) as writer:
         writer.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3)
     assert CTA not in store.get_article(ids[0]).text
+
+
+def _audience_page(n: int, audience: str, extra: tuple[str, ...]) -> Article:
+    page = _site_page(n, extra=extra)
+    page.audience = audience
+    return page
+
+
+def test_public_boilerplate_ignores_staff_articles_and_staff_boilerplate_counts_all(any_store: Store) -> None:
+    """Two of six public pages carry the call to book, and so do two staff pages: 4 of 8 pages, 2 of 6 public."""
+    public = [any_store.save_article(_audience_page(i, "public", (CTA,) if i < 2 else ()), source="clinic")[0]
+              for i in range(6)]
+    staff = [any_store.save_article(_audience_page(10 + i, "staff", (CTA,)), source="clinic")[0] for i in range(2)]
+    seq = any_store.last_change()
+    assert any_store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3) == (1, 0)
+    assert any_store.boilerplate_fingerprints("clinic.example", "public") == frozenset()
+    assert any_store.boilerplate_fingerprints("clinic.example") == frozenset()  # a reader's default: the public set
+    assert any_store.boilerplate_fingerprints("clinic.example", "staff") == set(block_fingerprints(CTA))
+    assert CTA in any_store.get_article(public[0]).text  # what staff pages repeat never shapes a public page
+    assert CTA in next(any_store.iter_articles([public[1]], audiences=("public",))).text
+    assert CTA not in any_store.get_article(staff[0]).text and "Page ba explains" in any_store.get_article(staff[0]).text
+    assert all(CTA not in a.text for a in any_store.iter_articles(staff))
+    assert any_store.changes_since(seq)[:2] == (set(staff), set())  # only the staff pages read differently
+    hashes = any_store.read_hashes()
+    assert hashes[public[0]] == any_store.get_raw_article(public[0]).content_hash
+    assert hashes[staff[0]] == any_store.get_article(staff[0]).content_hash != any_store.get_raw_article(staff[0]).content_hash
+
+
+def test_public_boilerplate_is_learned_from_public_pages_even_when_staff_pages_outnumber_them(any_store: Store) -> None:
+    """The footer is on 3 of 4 public pages but 4 of 10 pages in all: public strips it, staff keeps it."""
+    public = [any_store.save_article(_audience_page(i, "public", (FOOTER,) if i < 3 else ()), source="clinic")[0]
+              for i in range(4)]
+    staff = [any_store.save_article(_audience_page(10 + i, "staff", (FOOTER,) if i == 0 else ()), source="clinic")[0]
+             for i in range(6)]
+    seq = any_store.last_change()
+    assert any_store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3) == (1, 0)
+    assert any_store.boilerplate_fingerprints("clinic.example", "public") == set(block_fingerprints(FOOTER))
+    assert any_store.boilerplate_fingerprints("clinic.example", "staff") == frozenset()
+    assert FOOTER not in any_store.get_article(public[0]).text and FOOTER in any_store.get_article(staff[0]).text
+    assert any_store.changes_since(seq)[:2] == (set(public[:3]), set())
+    any_store.delete_article(staff[0])  # staff pages come and go: the public set does not move
+    assert any_store.refresh_boilerplate("clinic.example", min_share=0.5, min_pages=3) == (0, 0)
+    assert FOOTER not in any_store.get_article(public[1]).text
 
 
 def test_read_hashes_match_the_article_as_read(any_store: Store) -> None:
@@ -428,7 +472,7 @@ def test_version_3_store_gains_the_markup_column_and_keeps_its_rows(tmp_path) ->
     assert "html" not in {r[1] for r in db.execute("PRAGMA table_info(sections)")}
     db.close()
     with open_store(path) as s:
-        assert s.get_meta("schema_version") == str(SCHEMA_VERSION) == "5"
+        assert s.get_meta("schema_version") == str(SCHEMA_VERSION) == "6"
         old = s.get_article(old_id)
         assert (old.text, old.sections[0].text, old.sections[0].html) == (_article().text, "Pore size is mostly "
                                                                          "genetic.", "")

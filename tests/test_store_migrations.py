@@ -271,7 +271,7 @@ def test_a_previous_version_data_directory_opens_and_keeps_every_row(tmp_path: P
     build_previous_version(path)
     before = snapshot(path)
     with open_store(path) as store:
-        assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "5"
+        assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "6"
         # what the previous version stored reads back through the interface
         rosacea = store.get_article(1)
         assert (rosacea.title, rosacea.categories, rosacea.sections[0].html) == (
@@ -297,8 +297,37 @@ def test_a_previous_version_data_directory_opens_and_keeps_every_row(tmp_path: P
             assert [r for r in rows if r[0] != "schema_version"] == [r for r in after[table] if r[0] != "schema_version"]
         elif table == "users":
             assert [r[:6] for r in rows] == [r[:6] for r in after[table]]  # last_login_at aside: untouched by reads
+        elif table == "site_boilerplate":  # version 6: the single set, learned from every article, is the staff set
+            assert after[table] == [(site, "staff", fp) for site, fp in rows], table
         else:
             assert after[table] == rows, table
+
+
+SHARED = "Book a consultation today with our friendly team at Riverside Clinic."
+
+
+def test_the_single_boilerplate_set_becomes_the_staff_set_and_public_pages_it_stripped_are_reindexed(
+        tmp_path: Path) -> None:
+    """Version 5 learned one set from every article, staff included: no public page may stay stripped by it."""
+    path = tmp_path / "kb.sqlite3"
+    build_previous_version(path, accounts=False, query_log=False)
+    db = sqlite3.connect(path)
+    for n, audience in ((4, "public"), (5, "staff")):
+        text = f"Page {'abcdef'[n]} explains a topic of its own in words nobody repeats.\n\n{SHARED}"
+        db.execute("INSERT INTO articles (id, url, source, site, title, text, audience, created_at, updated_at, "
+                   "fingerprints) VALUES (?, ?, 'clinic', 'clinic.example', 'T', ?, ?, ?, ?, ?)",
+                   (n, f"https://clinic.example/{n}/", text, audience, NOW, NOW, " ".join(block_fingerprints(text))))
+        db.execute("INSERT INTO sections VALUES (?, 0, '', '', 0, ?, '')", (n, text))
+    db.execute("INSERT INTO site_boilerplate VALUES ('clinic.example', ?)", (block_fingerprints(SHARED)[0],))
+    seq = db.execute("SELECT max(seq) FROM changes").fetchone()[0]
+    db.commit()
+    db.close()
+    with open_store(path) as store:
+        assert store.boilerplate_fingerprints("clinic.example", "public") == frozenset()
+        assert store.boilerplate_fingerprints("clinic.example", "staff") == {"deadbeef", block_fingerprints(SHARED)[0]}
+        assert SHARED in store.get_article(4).text  # the public page no longer stripped by what staff pages repeat
+        assert SHARED not in store.get_article(5).text and "explains a topic" in store.get_article(5).text
+        assert store.changes_since(seq)[:2] == ({4}, set())  # `kb update` reindexes exactly the public page
 
 
 @pytest.mark.parametrize("made", ["crawl only (no accounts, no query log)", "accounts before the sign-in limit"])
@@ -366,3 +395,40 @@ def test_opening_a_current_store_takes_no_write_lock(tmp_path: Path) -> None:
 def _count(path: Path) -> int:
     with open_store(path) as store:
         return store.count_articles()
+
+
+@pytest.mark.postgresql
+def test_postgresql_single_boilerplate_set_becomes_the_staff_set_and_public_pages_are_reindexed(pg_database) -> None:
+    """PostgreSQL migration 5 does what SQLite version 6 does to a database left at migration 4."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from kb.store.pg_migrations import LEDGER, MIGRATIONS
+    from kb.store.postgres import PostgresStore
+    from kb.store.postgres_pool import close_pools
+
+    shared_fp = block_fingerprints(SHARED)[0]
+    with psycopg.connect(pg_database.url, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute(LEDGER)
+        for version, name, script in MIGRATIONS[:4]:
+            for statement in script.split(";\n"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT INTO kb_schema_migrations (version, name) VALUES (%s, %s)", (version, name))
+        for n, audience in ((1, "public"), (2, "staff"), (3, "public")):
+            text = f"Page {'abcd'[n]} explains a topic of its own in words nobody repeats." + f"\n\n{SHARED}" * (n < 3)
+            conn.execute("INSERT INTO kb_articles (id, url, site, title, text, audience, created_at, updated_at, "
+                         "fingerprints) VALUES (%s, %s, 'clinic.example', 'T', %s, %s, %s, %s, %s)",
+                         (n, f"https://clinic.example/{n}/", text, audience, NOW, NOW,
+                          " ".join(block_fingerprints(text))))
+            conn.execute("INSERT INTO kb_article_sections VALUES (%s, 0, '', '', 0, %s, '')", (n, text))
+        conn.execute("INSERT INTO kb_site_boilerplate VALUES ('clinic.example', %s)", (shared_fp,))
+    try:
+        with PostgresStore(pg_database.url) as store:
+            assert store.boilerplate_fingerprints("clinic.example", "public") == frozenset()
+            assert store.boilerplate_fingerprints("clinic.example", "staff") == {shared_fp}
+            assert SHARED in store.get_article(1).text
+            assert SHARED not in store.get_article(2).text and "explains a topic" in store.get_article(2).text
+            assert store.changes_since(0)[:2] == ({1}, set())
+    finally:
+        close_pools()

@@ -31,7 +31,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from kb.boilerplate import block_fingerprints, strip_boilerplate
+from kb.boilerplate import block_fingerprints, find_boilerplate_sets, set_for, strip_boilerplate
 from kb.errors import KBError
 from kb.models import Article, Section
 from kb.neardup import fingerprint, to_text
@@ -179,17 +179,19 @@ class Store(ABC):
 
     # -- site boilerplate: learned per site, stripped on read (kb.boilerplate) ---------------------------
     @abstractmethod
-    def boilerplate_fingerprints(self, site: str) -> frozenset[str]:
-        """The site's boilerplate paragraph fingerprints (cached until any connection changes the store)."""
+    def boilerplate_fingerprints(self, site: str, audience: str = "public") -> frozenset[str]:
+        """The site's boilerplate paragraph fingerprints stripped from its articles of `audience` ("public": learned
+        from the public articles only; any other: from every article), cached until any connection changes the store."""
 
     @abstractmethod
     def refresh_boilerplate(self, site: str, *, min_share: float, min_pages: int) -> tuple[int, int]:
-        """Recompute the site's boilerplate from its stored articles; (fingerprints added, removed). A changed
-        set logs an index change for exactly the articles whose text as read changes."""
+        """Recompute the site's boilerplate sets (`kb.boilerplate.SETS`) from its stored articles; (fingerprints
+        added to, removed from any set). A changed set logs an index change for exactly the articles whose text
+        as read changes."""
 
     def strip_site_boilerplate(self, article: Article) -> Article:
-        """`article` without its site's boilerplate paragraphs; itself when none repeat or nothing would be left."""
-        site_set = self.boilerplate_fingerprints(article.site) if article.site else frozenset()
+        """`article` without the boilerplate of its site and audience; itself when none repeat or nothing would be left."""
+        site_set = self.boilerplate_fingerprints(article.site, article.audience) if article.site else frozenset()
         if not site_set:
             return article
         stripped = strip_boilerplate(article, set(site_set))
@@ -366,10 +368,10 @@ class Store(ABC):
         return self.strip_site_boilerplate(article) if self._has_boilerplate(row) else article
 
     def _has_boilerplate(self, row: Any) -> bool:
-        """Whether any paragraph of the row (needs `site`, `fingerprints`) is its site's boilerplate."""
+        """Whether any paragraph of the row (needs `site`, `audience`, `fingerprints`) is boilerplate for its audience."""
         if not row["fingerprints"] or not row["site"]:
             return False
-        return not self.boilerplate_fingerprints(row["site"]).isdisjoint(row["fingerprints"].split())
+        return not self.boilerplate_fingerprints(row["site"], row["audience"]).isdisjoint(row["fingerprints"].split())
 
 
 # -- pure helpers shared by the implementations -----------------------------------------------------------
@@ -399,6 +401,32 @@ def article_from_row(row: Any, sections: list[Section]) -> Article:
         text=row["text"], audience=row["audience"], kind=row["kind"], lang=row["lang"], sections=sections,
         disclaimer=bool(row["disclaimer"]),
     )
+
+
+def learn_boilerplate(rows: Iterable[Any], *, min_share: float, min_pages: int) -> dict[str, set[str]]:
+    """Set name -> fingerprints of a site's article rows (need kind, audience, fingerprints, dup_of).
+
+    Only kind="article" rows count (FAQ records repeat their page, file documents are not the site's pages),
+    and only group primaries (a near-duplicate is no independent page).
+    """
+    pages = ((r["audience"], r["fingerprints"].split()) for r in rows if r["kind"] == "article" and r["dup_of"] is None)
+    return find_boilerplate_sets(pages, min_share=min_share, min_pages=min_pages)
+
+
+def boilerplate_changes(rows: Iterable[Any], found: dict[str, set[str]],
+                        old: dict[str, set[str]]) -> tuple[list[int], int, int]:
+    """(ids whose text as read changes, fingerprints added to any set, removed from any set) when a site's sets
+    go from `old` to `found`; rows need id, audience, fingerprints, dup_of.
+
+    Near-duplicates are not indexed apart from their group's primary: only primaries need reindexing.
+    """
+    names = set(found) | set(old)
+    changed = {name: found.get(name, set()) ^ old.get(name, set()) for name in names}
+    affected = [int(r["id"]) for r in rows if r["dup_of"] is None
+                and not changed.get(set_for(r["audience"]), set()).isdisjoint(r["fingerprints"].split())]
+    added: set[str] = set().union(*(found.get(n, set()) - old.get(n, set()) for n in names))
+    removed: set[str] = set().union(*(old.get(n, set()) - found.get(n, set()) for n in names))
+    return affected, len(added), len(removed)
 
 
 def fold_changes(rows: Iterable[tuple[int, int, str]], seq: int) -> tuple[set[int], set[int], int]:

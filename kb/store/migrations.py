@@ -9,6 +9,10 @@ take the write lock; otherwise one write transaction brings the store up to date
 4. sections.html: safe markup of each section (filled in by the next crawl; "" until then)
 5. the accounts tables (users, user_sessions, api_tokens, audit_log, login_attempts) and query_log, which
    earlier versions created on first use (kb.users on every lookup, kb.querylog after a failed insert)
+6. site_boilerplate.audience: one set per audience of reader (kb.boilerplate.SETS). The single set of earlier
+   versions was learned from every article, staff included, so it becomes the staff set; the public set
+   stays empty until the next boilerplate refresh (the next crawl), and each public article it stripped gets
+   an 'upsert' change so `kb update` reindexes it: anonymous readers never see text shaped by staff pages.
 
 Every step is idempotent (CREATE ... IF NOT EXISTS, columns added only when missing, backfills only of rows
 without the derived value), so a store of any earlier version, with or without the tables made the old ways,
@@ -20,9 +24,10 @@ from __future__ import annotations
 import sqlite3
 
 from kb.boilerplate import block_fingerprints
+from kb.clock import utc_iso
 from kb.disclaimer import has_disclaimer
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 ARTICLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -85,8 +90,9 @@ CREATE TABLE IF NOT EXISTS simhash_bands (
 CREATE INDEX IF NOT EXISTS simhash_bands_article ON simhash_bands(article_id);
 CREATE TABLE IF NOT EXISTS site_boilerplate (
     site TEXT NOT NULL,
+    audience TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
-    PRIMARY KEY (site, fingerprint)
+    PRIMARY KEY (site, audience, fingerprint)
 );
 CREATE TABLE IF NOT EXISTS sections (
     article_id INTEGER NOT NULL REFERENCES articles(id) ON DELETE CASCADE,
@@ -197,11 +203,13 @@ def upgrade(db: sqlite3.Connection) -> None:
     The near-duplicate grouping of version 3 needs the store's regrouping, so the store runs it after this.
     """
     add_columns(db)
+    set_aside_single_boilerplate(db)
     for script in SCRIPTS:
         for statement in script.split(";\n"):
             if statement.strip():
                 db.execute(statement)
     backfill(db)
+    split_boilerplate(db)
 
 
 def mark_current(db: sqlite3.Connection) -> None:
@@ -215,6 +223,34 @@ def add_columns(db: sqlite3.Connection) -> None:
         have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
         if have and column not in have:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+
+
+#: Where a version 2-5 store's single boilerplate set waits while the per-audience table is created.
+OLD_BOILERPLATE = "site_boilerplate_single"
+
+
+def set_aside_single_boilerplate(db: sqlite3.Connection) -> None:
+    """Rename a site_boilerplate table without an audience column out of the way (version 6 replaces it)."""
+    have = {r[1] for r in db.execute("PRAGMA table_info(site_boilerplate)")}
+    if have and "audience" not in have:
+        db.execute(f"ALTER TABLE site_boilerplate RENAME TO {OLD_BOILERPLATE}")
+
+
+def split_boilerplate(db: sqlite3.Connection) -> None:
+    """Keep the single set, learned from every article, as the staff set; reindex the public articles it stripped."""
+    if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (OLD_BOILERPLATE,)).fetchone():
+        return
+    db.execute(f"INSERT OR IGNORE INTO site_boilerplate (site, audience, fingerprint) "
+               f"SELECT site, 'staff', fingerprint FROM {OLD_BOILERPLATE}")
+    single: dict[str, set[str]] = {}
+    for site, fp in db.execute(f"SELECT site, fingerprint FROM {OLD_BOILERPLATE}"):
+        single.setdefault(site, set()).add(fp)
+    rows = db.execute("SELECT id, site, fingerprints FROM articles WHERE audience = 'public' AND dup_of IS NULL "
+                      "AND fingerprints != ''").fetchall()
+    stripped = [article_id for article_id, site, fps in rows if not single.get(site, set()).isdisjoint(fps.split())]
+    now = utc_iso()
+    db.executemany("INSERT INTO changes (article_id, op, at) VALUES (?, 'upsert', ?)", [(i, now) for i in stripped])
+    db.execute(f"DROP TABLE {OLD_BOILERPLATE}")
 
 
 def backfill(db: sqlite3.Connection) -> None:

@@ -186,12 +186,32 @@ CREATE OR REPLACE FUNCTION kb_search_postings(ids integer[], tfs smallint[], len
   AS 'SELECT * FROM unnest(ids, tfs, lens)'
 """
 
+#: Version 5: one boilerplate set per audience of reader (kb.boilerplate.SETS). The single set of version 1 was
+#: learned from every article, staff included: it becomes the staff set, the public set stays empty until the
+#: next refresh (the next crawl), and each public article it stripped gets an 'upsert' change so `kb update`
+#: reindexes it.
+BOILERPLATE_AUDIENCE = f"""
+ALTER TABLE kb_site_boilerplate ADD COLUMN audience {T} NOT NULL DEFAULT 'staff';
+ALTER TABLE kb_site_boilerplate ALTER COLUMN audience DROP DEFAULT;
+ALTER TABLE kb_site_boilerplate DROP CONSTRAINT kb_site_boilerplate_pkey;
+ALTER TABLE kb_site_boilerplate ADD PRIMARY KEY (site, audience, fingerprint);
+INSERT INTO kb_article_changes (article_id, op, at)
+  SELECT a.id, 'upsert', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"') FROM kb_articles AS a
+  WHERE a.audience = 'public' AND a.dup_of IS NULL AND EXISTS (
+    SELECT 1 FROM kb_site_boilerplate AS b
+    WHERE b.site = a.site AND b.fingerprint = ANY (string_to_array(a.fingerprints, ' ')))
+  ORDER BY a.id;
+INSERT INTO kb_meta VALUES ('boilerplate_version', '1') ON CONFLICT (key) DO UPDATE
+  SET value = (kb_meta.value::bigint + 1)::text
+"""
+
 #: (version, name, script) in order; a released migration is never edited, only followed by a new one.
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "articles, pages, raw cache, boilerplate, near-duplicates, change and crawl logs", ARTICLES),
     (2, "staff accounts: users, sessions, API tokens, audit log, sign-in attempts", ACCOUNTS),
     (3, "query log", QUERY_LOG),
     (4, "search generations on PostgreSQL: the generation ledger, the current pointer, the postings reader", SEARCH),
+    (5, "site boilerplate per audience: the public set learned from public articles only", BOILERPLATE_AUDIENCE),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 import psycopg
 from psycopg import sql
 
-from kb.boilerplate import find_boilerplate
+from kb.boilerplate import set_for
 from kb.clock import utc_iso
 from kb.errors import KBError
 from kb.faults import checkpoint
@@ -30,7 +30,7 @@ from kb.models import Article, Section
 from kb.neardup import MIN_OVERLAP, NEAR_BITS, bands, from_text, hamming, overlap, same_title
 from kb.store import pg_migrations
 from kb.store.audience import Audiences, audience_sql
-from kb.store.base import article_from_row, article_row, fold_changes, json_list
+from kb.store.base import article_from_row, article_row, boilerplate_changes, fold_changes, json_list, learn_boilerplate
 from kb.store.postgres_accounts import PostgresAccounts
 from kb.store.postgres_pool import get_pool, mark_down, mark_migrated, once_migrated, redact, replica_up
 from kb.store.postgres_querylog import PostgresQueryLog
@@ -59,7 +59,7 @@ class PostgresStore(PostgresAccounts, PostgresQueryLog):
         self._depth = 0
         self._wrote = False
         self._closed = False
-        self._boilerplate_cache: dict[str, frozenset[str]] = {}
+        self._boilerplate_cache: dict[tuple[str, str], frozenset[str]] = {}
         self._boilerplate_version: str | None = None
         if not once_migrated(url):
             try:
@@ -344,7 +344,7 @@ class PostgresStore(PostgresAccounts, PostgresQueryLog):
     def read_hashes(self) -> dict[int, str]:
         out: dict[int, str] = {}
         recompute: list[int] = []
-        for row in self._x("SELECT id, site, content_hash, fingerprints, disclaimer FROM kb_articles").fetchall():
+        for row in self._x("SELECT id, site, audience, content_hash, fingerprints, disclaimer FROM kb_articles").fetchall():
             if row["disclaimer"] or self._has_boilerplate(row):
                 recompute.append(int(row["id"]))
             else:
@@ -386,43 +386,43 @@ class PostgresStore(PostgresAccounts, PostgresQueryLog):
         return [dict(r) | {"stats": json.loads(r["stats"])} for r in rows]
 
     # -- site boilerplate ------------------------------------------------------------------------------------
-    def boilerplate_fingerprints(self, site: str) -> frozenset[str]:
+    def boilerplate_fingerprints(self, site: str, audience: str = "public") -> frozenset[str]:
         """Cached per store until any connection changes a site's set (a version kept in kb_meta)."""
+        name = set_for(audience)
         row = self._x("SELECT value FROM kb_meta WHERE key = 'boilerplate_version'").fetchone()
         version = row["value"] if row else "0"
         if version != self._boilerplate_version:
             self._boilerplate_cache.clear()
             self._boilerplate_version = version
-        found = self._boilerplate_cache.get(site)
+        found = self._boilerplate_cache.get((site, name))
         if found is None:
             found = frozenset(r["fingerprint"] for r in self._x(
-                "SELECT fingerprint FROM kb_site_boilerplate WHERE site = %s", (site,)))
-            self._boilerplate_cache[site] = found
+                "SELECT fingerprint FROM kb_site_boilerplate WHERE site = %s AND audience = %s", (site, name)))
+            self._boilerplate_cache[(site, name)] = found
         return found
 
     def refresh_boilerplate(self, site: str, *, min_share: float, min_pages: int) -> tuple[int, int]:
-        rows = self._x("SELECT id, kind, fingerprints, dup_of FROM kb_articles WHERE site = %s", (site,)).fetchall()
-        found = find_boilerplate(
-            (r["fingerprints"].split() for r in rows if r["kind"] == "article" and r["dup_of"] is None),
-            min_share=min_share, min_pages=min_pages)
-        old = {r["fingerprint"] for r in self._x("SELECT fingerprint FROM kb_site_boilerplate WHERE site = %s",
-                                                 (site,))}
+        rows = self._x("SELECT id, kind, audience, fingerprints, dup_of FROM kb_articles WHERE site = %s",
+                       (site,)).fetchall()
+        found = learn_boilerplate(rows, min_share=min_share, min_pages=min_pages)
+        old: dict[str, set[str]] = {name: set() for name in found}
+        for r in self._x("SELECT audience, fingerprint FROM kb_site_boilerplate WHERE site = %s", (site,)):
+            old.setdefault(r["audience"], set()).add(r["fingerprint"])
         if found == old:
             return 0, 0
-        changed = found ^ old
-        affected = [r["id"] for r in rows if r["dup_of"] is None and not changed.isdisjoint(r["fingerprints"].split())]
+        affected, added, removed = boilerplate_changes(rows, found, old)
         now = utc_iso()
         with self.transaction():
             self._lock_articles()
             self._w("DELETE FROM kb_site_boilerplate WHERE site = %s", (site,))
-            self._many("INSERT INTO kb_site_boilerplate (site, fingerprint) VALUES (%s, %s)",
-                       [(site, fp) for fp in sorted(found)])
+            self._many("INSERT INTO kb_site_boilerplate (site, audience, fingerprint) VALUES (%s, %s, %s)",
+                       [(site, name, fp) for name in sorted(found) for fp in sorted(found[name])])
             self._many("INSERT INTO kb_article_changes (article_id, op, at) VALUES (%s, 'upsert', %s)",
                        [(article_id, now) for article_id in affected])
             self._w("INSERT INTO kb_meta VALUES ('boilerplate_version', '1') ON CONFLICT (key) DO UPDATE "
                     "SET value = (kb_meta.value::bigint + 1)::text")
-        self._boilerplate_cache.pop(site, None)
-        return len(found - old), len(old - found)
+        self._boilerplate_cache.clear()
+        return added, removed
 
     # -- near-duplicate groups ------------------------------------------------------------------------------
     def _set_bands(self, article_id: int, simhash: int | None) -> None:

@@ -17,13 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from kb.boilerplate import find_boilerplate
+from kb.boilerplate import set_for
 from kb.clock import utc_iso
 from kb.faults import checkpoint
 from kb.models import Article, Section
 from kb.neardup import MIN_OVERLAP, NEAR_BITS, bands, fingerprint, from_text, hamming, overlap, same_title, to_text
 from kb.store.audience import Audiences, audience_sql
-from kb.store.base import article_from_row, article_row, fold_changes, json_list
+from kb.store.base import article_from_row, article_row, boilerplate_changes, fold_changes, json_list, learn_boilerplate
 from kb.store.migrations import is_current, mark_current, upgrade
 from kb.store.sqlite_accounts import SQLiteAccounts
 from kb.store.sqlite_querylog import SQLiteQueryLog
@@ -336,48 +336,47 @@ class SQLiteStore(SQLiteAccounts, SQLiteQueryLog):
         return {r["url"]: r["id"] for r in rows if r["url"].startswith(prefix)}
 
     # -- site boilerplate (stripped on read; see kb.boilerplate) ----------------------------------
-    def boilerplate_fingerprints(self, site: str) -> frozenset[str]:
-        """The site's boilerplate paragraph fingerprints, cached until this or another connection changes the store."""
+    def boilerplate_fingerprints(self, site: str, audience: str = "public") -> frozenset[str]:
+        """The fingerprints stripped from the site's articles of `audience`, cached until this or another
+        connection changes the store."""
+        name = set_for(audience)
         version = self.db.execute("PRAGMA data_version").fetchone()[0]
-        cache: dict[str, frozenset[str]] = self.__dict__.setdefault("_boilerplate_cache", {})
+        cache: dict[tuple[str, str], frozenset[str]] = self.__dict__.setdefault("_boilerplate_cache", {})
         if self.__dict__.get("_boilerplate_version") != version:  # another connection committed: re-read
             cache.clear()
             self._boilerplate_version = version
-        found = cache.get(site)
+        found = cache.get((site, name))
         if found is None:
             found = frozenset(r[0] for r in self.db.execute(
-                "SELECT fingerprint FROM site_boilerplate WHERE site = ?", (site,)))
-            cache[site] = found
+                "SELECT fingerprint FROM site_boilerplate WHERE site = ? AND audience = ?", (site, name)))
+            cache[(site, name)] = found
         return found
 
     def refresh_boilerplate(self, site: str, *, min_share: float, min_pages: int) -> tuple[int, int]:
-        """Recompute the site's boilerplate from its stored articles; (fingerprints added, removed).
+        """Recompute the site's boilerplate sets from its stored articles; (fingerprints added, removed).
 
-        Only kind="article" rows count (FAQ records repeat their page, file documents are not the site's
-        pages, near-duplicates are no independent page). A changed set is replaced in one transaction with
-        an 'upsert' change for exactly the articles whose stripped text changes, so `kb update` reindexes
-        those; an unchanged set writes nothing.
+        The public set counts the public articles only, the staff set every article (`learn_boilerplate`). A
+        changed set is replaced in one transaction with an 'upsert' change for exactly the articles whose
+        stripped text changes, so `kb update` reindexes those; unchanged sets write nothing.
         """
-        rows = self.db.execute("SELECT id, kind, fingerprints, dup_of FROM articles WHERE site = ?",
+        rows = self.db.execute("SELECT id, kind, audience, fingerprints, dup_of FROM articles WHERE site = ?",
                                (site,)).fetchall()
-        found = find_boilerplate(
-            (r["fingerprints"].split() for r in rows if r["kind"] == "article" and r["dup_of"] is None),
-            min_share=min_share, min_pages=min_pages)
-        old = {r[0] for r in self.db.execute("SELECT fingerprint FROM site_boilerplate WHERE site = ?", (site,))}
+        found = learn_boilerplate(rows, min_share=min_share, min_pages=min_pages)
+        old: dict[str, set[str]] = {name: set() for name in found}
+        for r in self.db.execute("SELECT audience, fingerprint FROM site_boilerplate WHERE site = ?", (site,)):
+            old.setdefault(r[0], set()).add(r[1])
         if found == old:
             return 0, 0
-        changed = found ^ old
-        # Near-duplicates are not indexed apart from their group's primary: only primaries need reindexing.
-        affected = [r["id"] for r in rows if r["dup_of"] is None and not changed.isdisjoint(r["fingerprints"].split())]
+        affected, added, removed = boilerplate_changes(rows, found, old)
         now = utc_iso()
         with self.transaction():
             self.db.execute("DELETE FROM site_boilerplate WHERE site = ?", (site,))
-            self.db.executemany("INSERT INTO site_boilerplate (site, fingerprint) VALUES (?, ?)",
-                                [(site, fp) for fp in sorted(found)])
+            self.db.executemany("INSERT INTO site_boilerplate (site, audience, fingerprint) VALUES (?, ?, ?)",
+                                [(site, name, fp) for name in sorted(found) for fp in sorted(found[name])])
             self.db.executemany("INSERT INTO changes (article_id, op, at) VALUES (?, 'upsert', ?)",
                                 [(article_id, now) for article_id in affected])
-        self.__dict__.get("_boilerplate_cache", {}).pop(site, None)
-        return len(found - old), len(old - found)
+        self.__dict__.get("_boilerplate_cache", {}).clear()
+        return added, removed
 
     def get_raw_article(self, article_id: int | None = None, *, url: str | None = None,
                         audiences: Audiences = None) -> Article | None:
@@ -396,7 +395,7 @@ class SQLiteStore(SQLiteAccounts, SQLiteQueryLog):
         """
         out: dict[int, str] = {}
         recompute: list[int] = []
-        for row in self.db.execute("SELECT id, site, content_hash, fingerprints, disclaimer FROM articles"):
+        for row in self.db.execute("SELECT id, site, audience, content_hash, fingerprints, disclaimer FROM articles"):
             if row["disclaimer"] or self._has_boilerplate(row):
                 recompute.append(int(row["id"]))
             else:
