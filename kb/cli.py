@@ -469,6 +469,34 @@ def restore(obj: Context, src: Path, force: bool, no_reindex: bool) -> None:
     click.echo(json.dumps(result, indent=2, default=str))
 
 
+@cli.command("migrate-store")
+@click.option("--to", "url", required=True, metavar="URL",
+              help="postgresql://USER:PASS@HOST:PORT/DB of an empty database that USER owns.")
+@click.option("--force", is_flag=True, help="Replace whatever the target database already holds.")
+@click.option("--no-reindex", is_flag=True, help="Do not build the search index on PostgreSQL afterwards.")
+@pass_ctx
+def migrate_store(obj: Context, url: str, force: bool, no_reindex: bool) -> None:
+    """Copy the data directory's SQLite store (articles, users, tokens, logs) into PostgreSQL, all or nothing."""
+    from kb.logs import progress
+    from kb.store import open_store
+    from kb.store.transfer import migrate_data_dir, shown_url
+
+    with _writer(obj, "migrate-store"):
+        with progress(label="migrate-store: rows") as bar:
+            copied = migrate_data_dir(obj.paths["store"], url, force=force, progress=bar)
+        for table, rows in copied.items():
+            click.echo(f"{table}: {rows}")
+        if not no_reindex:
+            from kb.index import rebuild
+
+            with progress(label="reindex: articles") as bar, open_store(url) as target:
+                count = rebuild(target, obj.paths["index"], progress=bar, force=True)
+            click.echo(f"reindex: {count} articles indexed on PostgreSQL")
+    then = "" if not no_reindex else " and run `kb reindex`"
+    click.echo(f"Done. Now set DATABASE_URL={shown_url(url)} (KB_DATABASE_URL, or database_url in kb.toml){then}; "
+               "keep the same KB_SECRET_KEY (or the data directory's secret_key file) so sign-ins stay valid.")
+
+
 @cli.group()
 def report() -> None:
     """Reports for staff to review."""

@@ -10,14 +10,17 @@ location: a path opens the SQLite file (`SQLiteStore`), a `postgresql://` URL th
     migrations          the SQLite schema, every table and its upgrades, run once when a store opens
     sqlite_accounts     users, sessions, tokens, audit log, sign-in attempts      (mixins of SQLiteStore)
     sqlite_querylog     the query log
+    sqlite_transfer     every table's rows out and in, for moving a store (no reader, no audiences)
     sqlite              SQLiteStore: connection, pages, articles, boilerplate, near-duplicates, FAQ
     sqlite_files        whole-file operations on SQLite stores: online backup, integrity, restore, probe
     pg_migrations       the PostgreSQL schema (kb_* tables) as versioned migrations under an advisory lock
     postgres_pool       per-process connection pools (primary, replicas) and replica health
     postgres_accounts   accounts on PostgreSQL (mixins of PostgresStore)
     postgres_querylog   the query log on PostgreSQL
+    postgres_transfer   every kb_* table's rows out and in (COPY), for moving a store
     postgres            PostgresStore: primary writes, replica reads with fallback
     __init__            open_store, open_from_settings
+    transfer            copy one store into another, all or nothing (`kb migrate-store`)
 """
 
 from __future__ import annotations

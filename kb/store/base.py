@@ -358,6 +358,33 @@ class Store(ABC):
     def count_queries(self) -> int:
         """How many searches the query log holds."""
 
+    # -- moving a store to another database (kb.store.transfer, `kb migrate-store`) ------------------------
+    # For migration only: these take no audiences because they serve no reader. They move every row as it is
+    # stored (staff records, password, session and token hashes included) and must never back a page or the API.
+    @abstractmethod
+    def transfer_counts(self) -> dict[str, int]:
+        """Rows per table of TRANSFER_TABLES: what a migration moves, and whether a target already holds data."""
+
+    @abstractmethod
+    def export_rows(self, table: str, batch: int = 1000) -> Iterator[list[dict[str, Any]]]:
+        """Every row of `table` (one of TRANSFER_TABLES) exactly as stored, column -> value, in key order
+        (TRANSFER_ORDER), `batch` rows at a time; the store's own bookkeeping (schema version) is left out."""
+
+    @abstractmethod
+    def clear_for_import(self) -> None:
+        """Delete every row of TRANSFER_TABLES (a forced migration onto a store that holds data); call inside
+        `transaction()` so a failed migration keeps what was there."""
+
+    @abstractmethod
+    def import_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
+        """Insert rows of `export_rows` as they are, ids kept (links and near-duplicate groups stay valid);
+        call inside `transaction()` in TRANSFER_TABLES order, then `finish_import`. KBError when a row does
+        not fit (an unknown column, a key taken)."""
+
+    @abstractmethod
+    def finish_import(self) -> None:
+        """Move the id generators past the imported ids and drop read caches, so new rows never collide."""
+
     # -- shared reading helpers -------------------------------------------------------------------------
     def _strip_boilerplate(self, row: Any, article: Article) -> Article:
         """`article` without its site's boilerplate; unchanged (same hash) when none of its paragraphs repeat.
@@ -375,6 +402,34 @@ class Store(ABC):
 
 
 # -- pure helpers shared by the implementations -----------------------------------------------------------
+
+#: What a migration moves (kb.store.transfer), parents before children so foreign keys hold while importing.
+TRANSFER_TABLES: tuple[str, ...] = (
+    "meta", "articles", "sections", "simhash_bands", "site_boilerplate", "pages", "raw_pages", "changes", "crawls",
+    "users", "user_sessions", "api_tokens", "audit_log", "login_attempts", "query_log",
+)
+
+#: The key each table is exported in order of (the same column names in every store).
+TRANSFER_ORDER: dict[str, str] = {
+    "meta": "key", "articles": "id", "sections": "article_id, position", "simhash_bands": "article_id, band",
+    "site_boilerplate": "site, audience, fingerprint", "pages": "url", "raw_pages": "url", "changes": "seq",
+    "crawls": "id", "users": "id", "user_sessions": "sid_hash", "api_tokens": "id", "audit_log": "id",
+    "login_attempts": "id", "query_log": "id",
+}
+
+
+def transfer_columns(table: str, rows: list[dict[str, Any]], have: Iterable[str]) -> list[str]:
+    """The columns of `rows` for an import into `table`, checked against the target's columns `have`."""
+    if table not in TRANSFER_ORDER:
+        raise KBError(f"{table!r} is not a table a store migration moves.", f"Use one of {', '.join(TRANSFER_TABLES)}.")
+    columns = list(rows[0]) if rows else []
+    unknown = set(columns) - set(have)
+    if unknown or any(list(r) != columns for r in rows):
+        raise KBError(f"The rows for {table} do not match its columns (unknown: {sorted(unknown) or 'none'}).",
+                      "Both stores must be of this kb version: upgrade kb, then migrate again.")
+    return columns
+
+
 
 def article_row(article: Article, source: str) -> tuple[dict[str, Any], int | None]:
     """(column -> value of the articles row, simhash) for `article`; the simhash only for kind="article"."""

@@ -34,6 +34,7 @@ from kb.store.base import article_from_row, article_row, boilerplate_changes, fo
 from kb.store.postgres_accounts import PostgresAccounts
 from kb.store.postgres_pool import get_pool, mark_down, mark_migrated, once_migrated, redact, replica_up
 from kb.store.postgres_querylog import PostgresQueryLog
+from kb.store.postgres_transfer import PostgresTransfer
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ PAGE_COLUMNS = frozenset({"source", "canonical", "status", "content_type", "fetc
 COUNT_COLUMNS = frozenset({"site", "audience", "kind", "source"})
 
 
-class PostgresStore(PostgresAccounts, PostgresQueryLog):
+class PostgresStore(PostgresAccounts, PostgresQueryLog, PostgresTransfer):
     """One primary connection (checked out of the process's pool until `close`) plus replica reads."""
 
     path = None

@@ -27,6 +27,7 @@ from kb.store.base import article_from_row, article_row, boilerplate_changes, fo
 from kb.store.migrations import is_current, mark_current, upgrade
 from kb.store.sqlite_accounts import SQLiteAccounts
 from kb.store.sqlite_querylog import SQLiteQueryLog
+from kb.store.sqlite_transfer import SQLiteTransfer
 
 
 def _id_chunks(ids: Iterable[int], size: int = 500) -> Iterator[tuple[list[int], str]]:
@@ -37,7 +38,7 @@ def _id_chunks(ids: Iterable[int], size: int = 500) -> Iterator[tuple[list[int],
         yield chunk, ", ".join("?" * len(chunk))
 
 
-class SQLiteStore(SQLiteAccounts, SQLiteQueryLog):
+class SQLiteStore(SQLiteAccounts, SQLiteQueryLog, SQLiteTransfer):
     """One connection to the SQLite database; open one per thread or per request."""
 
     def __init__(self, path: str | Path) -> None:
