@@ -7,6 +7,9 @@ in PostgreSQL (`_Context`, the TermStatistics interface); the compiled tree beco
 Python in kb.search.rank's order, from per-candidate tsquery checks the same statement returns. "Did you
 mean" is kb.search.suggest's logic over the generation's word table.
 
+Reads go to a replica of DATABASE_REPLICA_URLS in rotation and fall back to the next one or the primary, as the
+store's reader reads do (kb.store.postgres_pool marks a failed replica down for all of them).
+
 Audiences: an anonymous request reads the public partition and the 'public' statistics only, so what it
 receives is what a kb without staff documents would answer. Totals and facets are exact over every match
 (as on Whoosh); on broad words at 100,000 articles that costs 100-400 ms (measured by the prototype).
@@ -50,6 +53,8 @@ from kb.search.state import BM25_B, BM25_K1
 from kb.search.suggest import check_spelling
 from kb.search.vocabulary import _vocab_terms
 from kb.store import postgres_search as pgs
+from kb.store import replica_urls as configured_replicas
+from kb.store.postgres_pool import replica_up
 from kb.vocab import plain_analyzer, text_analyzer
 
 STAT_FIELDS = ("title", "headings", "tagtext", "body", "lead", "title_key")
@@ -370,30 +375,45 @@ def _merge_filters(parsed: Parsed, filters: dict[str, list[str]] | None) -> dict
 class PgSearcher:
     """Thread-safe search over the current PostgreSQL search generation (a SearchService)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, replica_urls: Iterable[str] = ()) -> None:
         self.url = url
+        self.replica_urls = tuple(u.strip() for u in replica_urls if u and u.strip())
         self._lock = threading.Lock()
         self._stats: dict[tuple[int, str], _Stats] = {}
 
     def close(self) -> None:
         with self._lock:
             self._stats.clear()
-        pgs.close_search_pool(self.url)
+        for url in (self.url, *self.replica_urls):
+            pgs.close_search_pool(url)
 
     def _with(self, fn: Callable[[_Context], Any], audiences: tuple[str, ...]) -> Any:
-        """Run `fn` on a session and the statistics of the scope `audiences` may read."""
+        """Run `fn` on a replica in rotation, else on the primary, as the store's reader reads do: a replica
+        that fails (or has not replayed the first build yet) costs this search a retry, not an error."""
         scope = "public" if subindexes_for(audiences) == ("public",) else "all"
+        for url in self.replica_urls:
+            if not replica_up(url):
+                continue
+            try:
+                with pgs.replica_session(url) as conn:
+                    return self._on(conn, fn, scope)
+            except (pgs.ReplicaFailed, IndexUnavailable):
+                continue
         with pgs.session(self.url) as conn:
-            gen = pgs.current_generation(conn)
-            if gen is None:
-                raise IndexUnavailable("There is no search index in the PostgreSQL database yet.",
-                                       "Run `kb reindex` to build it.")
-            with self._lock:
-                stats = self._stats.get((gen, scope))
-                if stats is None:
-                    self._stats = {k: v for k, v in self._stats.items() if k[0] == gen}
-                    stats = self._stats[(gen, scope)] = _Stats(conn, gen, scope)
-            return fn(_Context(conn, stats))
+            return self._on(conn, fn, scope)
+
+    def _on(self, conn: Any, fn: Callable[[_Context], Any], scope: str) -> Any:
+        """Run `fn` on `conn` with the statistics of the generation that database serves."""
+        gen = pgs.current_generation(conn)
+        if gen is None:
+            raise IndexUnavailable("There is no search index in the PostgreSQL database yet.",
+                                   "Run `kb reindex` to build it.")
+        with self._lock:
+            stats = self._stats.get((gen, scope))
+            if stats is None:
+                self._stats = {k: v for k, v in self._stats.items() if k[0] == gen}
+                stats = self._stats[(gen, scope)] = _Stats(conn, gen, scope)
+        return fn(_Context(conn, stats))
 
     def search(self, query: str, *, page: int = 1, per_page: int = 10, filters: dict[str, list[str]] | None = None,
                sort: str = "relevance", audiences: tuple[str, ...] = DEFAULT_AUDIENCES,
@@ -547,10 +567,11 @@ def database_url(settings: Mapping[str, Any]) -> str | None:
 
 
 def open_searcher(settings: Mapping[str, Any], index_root: Path) -> Any:
-    """The SearchService the settings select: PgSearcher when DATABASE_URL is set, else Whoosh at `index_root`."""
+    """The SearchService the settings select: PgSearcher (reading DATABASE_REPLICA_URLS with fallback) when
+    DATABASE_URL is set, else Whoosh at `index_root`."""
     url = database_url(settings)
     if url is not None:
-        return PgSearcher(url)
+        return PgSearcher(url, configured_replicas(settings))
     from kb.search.searcher import Searcher
 
     return Searcher(index_root)

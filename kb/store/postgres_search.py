@@ -32,7 +32,7 @@ from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from kb.errors import IndexDamaged, IndexUnavailable, KBError
-from kb.store.postgres_pool import CONNECT_TIMEOUT, redact
+from kb.store.postgres_pool import CONNECT_TIMEOUT, REPLICA_CHECKOUT, mark_down, redact
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +293,24 @@ def session(url: str) -> Iterator[psycopg.Connection]:
     except (psycopg.OperationalError, PoolTimeout) as exc:
         raise IndexUnavailable(f"The PostgreSQL search database {redact(url)} cannot be reached ({exc}).",
                                "Check DATABASE_URL and that the server is running.") from None
+
+
+class ReplicaFailed(Exception):
+    """A replica could not answer a search read; the searcher tries the next replica or the primary."""
+
+
+@contextmanager
+def replica_session(url: str) -> Iterator[psycopg.Connection]:
+    """A search session on a replica. A connection failure takes the replica out of rotation (as store reads
+    do); that or a table the replica has not replayed yet raises ReplicaFailed, so the caller reads elsewhere."""
+    try:
+        with search_pool(url).connection(timeout=REPLICA_CHECKOUT) as conn:
+            yield conn
+    except psycopg.errors.UndefinedTable as exc:
+        raise ReplicaFailed(str(exc)) from None
+    except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+        mark_down(url, exc)
+        raise ReplicaFailed(str(exc)) from None
 
 
 def current_generation(conn: psycopg.Connection) -> int | None:
