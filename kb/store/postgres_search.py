@@ -32,14 +32,19 @@ from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from kb.errors import IndexDamaged, IndexUnavailable, KBError
+from kb.faults import checkpoint
 from kb.store.postgres_pool import CONNECT_TIMEOUT, REPLICA_CHECKOUT, mark_down, redact
 
 log = logging.getLogger(__name__)
 
 #: Dropped generations stay readable this long after a swap, so searches running on them finish.
 GRACE_SECONDS = 300.0
-#: A generation still 'building' after this long belongs to a crashed build and is dropped.
+#: A generation still 'building' after this long is dropped even if its builder's session still holds its lock
+#: (a builder host that vanished without closing its connection).
 STALE_BUILD_SECONDS = 24 * 3600.0
+#: First key of the session-level advisory lock (BUILD_LOCK, generation) a builder holds while it builds: a
+#: 'building' generation whose lock is free belongs to a build whose process (or connection) is gone.
+BUILD_LOCK = 0x6B620001
 STAT_FIELDS = ("title", "headings", "tagtext", "body", "lead", "all")
 DOC_COLUMNS = ("article_id", "subindex", "audience", "published", "pubdate", "year", "title_key", "url", "title",
                "site", "kind", "tags", "categories", "sources", "sections", "len_title", "len_headings",
@@ -167,12 +172,17 @@ class GenerationWriter:
         self.conn.close()
 
     def begin(self) -> int:
-        """Register a new generation ('building') and create its empty tables."""
-        self.gen = int(self.conn.execute("INSERT INTO kb_search_generations (state) VALUES ('building') "
-                                         "RETURNING generation").fetchone()[0])
+        """Drop builds killed earlier, then register a new generation ('building', locked) and create its tables."""
+        self.drop_abandoned()
+        with self.conn.transaction():
+            # locked before the row commits: no other session ever sees this build unlocked, i.e. abandoned
+            self.gen = int(self.conn.execute("INSERT INTO kb_search_generations (state) VALUES ('building') "
+                                             "RETURNING generation").fetchone()[0])
+            self.conn.execute("SELECT pg_advisory_lock(%s, %s)", (BUILD_LOCK, self.gen))
         with self.conn.transaction():
             for stmt in _ddl(self.gen):
                 self.conn.execute(stmt)
+        checkpoint("pg-reindex:tables-created")  # crash tests: empty tables committed, nothing loaded
         return self.gen
 
     def add_documents(self, rows: Iterable[DocRow]) -> dict[str, int]:
@@ -184,6 +194,7 @@ class GenerationWriter:
             for row in rows:
                 copy.write_row(row.values)
                 counts[row.subindex] += 1
+                checkpoint("pg-reindex:copying")  # crash tests ("@N"): killed mid-COPY, after N rows
         return counts
 
     def add_postings(self, postings: Iterable[tuple[str, str, str, list[int], list[int], list[int]]]) -> None:
@@ -213,6 +224,7 @@ class GenerationWriter:
         """Statistics, indexes, ANALYZE, then the swap: one transaction moves every reader over; old ones go later."""
         for stmt in _stats_sql(self.gen):
             self.conn.execute(stmt)
+        checkpoint("pg-reindex:after-statistics")  # crash tests: rows and statistics loaded, no indexes
         self.conn.execute("SET maintenance_work_mem = '256MB'")
         for stmt in _index_ddl(self.gen):
             self.conn.execute(stmt)
@@ -221,6 +233,7 @@ class GenerationWriter:
             # VACUUM sets the visibility map: counts over the GIN index then skip the heap
             self.conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(name)))
         self.conn.execute(sql.SQL("ANALYZE {}").format(_t("kb_article_search", self.gen)))
+        checkpoint("pg-reindex:before-swap")  # crash tests: the generation complete and analysed, not current
         with self.conn.transaction():
             self.conn.execute("UPDATE kb_search_generations SET state = 'retired', retired_at = now() "
                               "WHERE state = 'current'")
@@ -230,6 +243,7 @@ class GenerationWriter:
                                  ON CONFLICT (only_row) DO UPDATE SET generation = excluded.generation,
                                  swapped_at = now()""", (self.gen,))
         log.info("search generation %d is current", self.gen)
+        checkpoint("pg-reindex:after-swap")  # crash tests: swapped in, the old generations not yet cleaned up
         self.drop_old(grace)
         self.gen = 0  # committed: __exit__ no longer drops it
 
@@ -242,7 +256,23 @@ class GenerationWriter:
         for gen in old:
             self._drop(gen)
             self.conn.execute("DELETE FROM kb_search_generations WHERE generation = %s", (gen,))
-        return old
+        return old + self.drop_abandoned()
+
+    def drop_abandoned(self) -> list[int]:
+        """Drop 'building' generations whose builder's lock is free: its process was killed or lost its session."""
+        dropped = []
+        for (gen,) in self.conn.execute("SELECT generation FROM kb_search_generations WHERE state = 'building' "
+                                        "AND generation <> %s ORDER BY generation", (self.gen,)).fetchall():
+            if not self.conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (BUILD_LOCK, gen)).fetchone()[0]:
+                continue  # its builder is still at work
+            try:
+                self._drop(int(gen))
+                self.conn.execute("DELETE FROM kb_search_generations WHERE generation = %s", (gen,))
+            finally:
+                self.conn.execute("SELECT pg_advisory_unlock(%s, %s)", (BUILD_LOCK, gen))
+            log.warning("dropped search generation %d: its build was abandoned (the builder is gone)", gen)
+            dropped.append(int(gen))
+        return dropped
 
     def _drop(self, gen: int) -> None:
         for name in _tables(gen):
