@@ -5,11 +5,14 @@ Shared by the tests that run kb as separate processes (tests/test_downtime.py, t
 
 from __future__ import annotations
 
+import http.client
 import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 from kb.config import data_paths
 from kb.models import Article, Section
@@ -60,3 +63,22 @@ def fill_store(data_dir: Path, count: int = ARTICLES, seed: int = 7) -> None:
         with store.transaction():
             for n in range(count):
                 store.save_article(make_article(n, rng), source="clinic.example")
+
+
+def wait_healthy(proc: subprocess.Popen, port: int, log: Callable[[], str], *,
+                 ready: Callable[[], bool] = lambda: True, timeout: float = 30.0) -> None:
+    """Wait until a started `kb serve` answers /healthz with 200 (and `ready()` holds); fail with its log."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, f"kb serve exited: {log()}"
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            conn.request("GET", "/healthz", headers={"Connection": "close"})
+            if conn.getresponse().status == 200 and ready():
+                return
+        except OSError:
+            pass
+        finally:
+            conn.close()
+        assert time.monotonic() < deadline, f"kb serve did not become healthy: {log()}"
+        time.sleep(0.1)

@@ -21,7 +21,7 @@ from urllib.parse import quote
 from kb import index
 from kb.config import data_paths
 from kb.store import open_store
-from tests.kbprocess import ARTICLES, KB, fill_store, kb_env, kb_run, make_article
+from tests.kbprocess import ARTICLES, KB, fill_store, kb_env, kb_run, make_article, wait_healthy
 
 #: API queries the load threads send; each matches dozens of articles in every generation.
 API_QUERIES = ("acne", "rosacea treatment", "eczema", "sunscreen", "melasma pigment", "psoriasis")
@@ -59,16 +59,7 @@ class Server:
         self.proc = subprocess.Popen([*KB, "--data-dir", str(data_dir), "serve", "--port", str(self.port),
                                       "--threads", "8"], stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=kb_env())
-        deadline = time.monotonic() + 30
-        while True:
-            assert self.proc.poll() is None, f"kb serve exited: {log_path.read_text()[-2000:]}"
-            try:
-                if get(self.port, "/healthz", timeout=2)[0] == 200:
-                    return
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"kb serve did not become healthy: {log_path.read_text()[-2000:]}"
-            time.sleep(0.1)
+        wait_healthy(self.proc, self.port, lambda: log_path.read_text()[-2000:])
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -31,7 +31,7 @@ import pytest
 
 from kb.cli import cli
 from kb.models import Article, Section
-from tests.kbprocess import KB, kb_env
+from tests.kbprocess import KB, kb_env, wait_healthy
 from tests.pgcluster import PgCluster, connect
 
 pytestmark = [pytest.mark.postgresql,
@@ -113,16 +113,7 @@ class Node:
             self.proc = subprocess.Popen(
                 [*KB, "--data-dir", str(data_dir), "serve", "--port", str(port), "--workers", "1", "--threads", "4"],
                 stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        deadline = time.monotonic() + 30
-        while True:
-            assert self.proc.poll() is None, f"kb serve exited: {self.log()}"
-            try:
-                if request(port, "GET", "/healthz", timeout=2).status == 200:
-                    return
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"kb serve did not become healthy: {self.log()}"
-            time.sleep(0.1)
+        wait_healthy(self.proc, port, self.log)
 
     def log(self) -> str:
         return self.log_path.read_text("utf-8", "replace")[-3000:]

@@ -33,6 +33,7 @@ from kb.config import data_paths
 from kb.errors import ConfigError
 from kb.models import Article, Section
 from kb.store import open_store
+from tests.kbprocess import wait_healthy
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="pre-fork workers and /proc: Linux only")
 
@@ -102,16 +103,8 @@ class Serve:
         with open(log_path, "wb") as log_fh:
             self.proc = subprocess.Popen([*KB, "--data-dir", str(data_dir), "serve", "--port", str(self.port), *args],
                                          stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        deadline = time.monotonic() + 30
-        while True:
-            assert self.proc.poll() is None, f"kb serve exited: {self.log()}"
-            try:  # answering, and every worker forked (the first may answer before the last exists)
-                if get(self.port, "/healthz", timeout=2)[0] == 200 and len(self.workers()) == workers:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"kb serve did not become healthy: {self.log()}"
-            time.sleep(0.1)
+        # answering, and every worker forked (the first may answer before the last exists)
+        wait_healthy(self.proc, self.port, self.log, ready=lambda: len(self.workers()) == workers)
 
     def log(self) -> str:
         return self.log_path.read_text("utf-8", "replace")[-3000:]
