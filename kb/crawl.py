@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
 import feedparser
 import lxml.html
@@ -26,7 +26,7 @@ from lxml import etree
 
 from kb.errors import SkipPage
 from kb.extract.tree import check_markup
-from kb.sources import Source, normalize_path, path_readings, server_paths
+from kb.sources import Source, lenient_reading, normalize_path, path_readings, server_paths
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +163,11 @@ def link_header_canonicals(value: str, base: str) -> list[str]:
 
 def robots_urls(url: str) -> list[str]:
     """What robots.txt is asked about for a normalised URL: the URL, then each other path a lenient server
-    may route it to ("/private%2Fx" and "/private;s=1/x" are "/private/x" there); one Disallow stops all."""
+    may route it to ("/private%2Fx" and "/private;s=1/x" are "/private/x" there; "/%EF%BC%8Fprivate/x", a
+    fullwidth slash, is "/private/x" to a server that folds Unicode); one Disallow stops all."""
     parts = urlsplit(url)
-    others = sorted(server_paths(parts.path) - {parts.path})
+    folded = {quote(form, safe="/") for form in lenient_reading(parts.path).forms}
+    others = sorted((server_paths(parts.path) | folded) - {parts.path})
     return [url, *(urlunsplit(parts._replace(path=path)) for path in others)]
 
 

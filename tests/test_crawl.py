@@ -116,6 +116,17 @@ def test_robots_urls_name_every_server_reading() -> None:
     assert crawl.robots_urls("https://a.org/plain/") == ["https://a.org/plain/"]
 
 
+@pytest.mark.parametrize("path", ["/%EF%BC%8Fprivate/x", "/%EF%BD%90rivate/x", "/private%C0%AFx", "/pri%C2%ADvate/x",
+                                  "/%25u0070rivate/x"])
+def test_robots_is_asked_about_unicode_and_overlong_readings_too(path: str) -> None:
+    """A Disallow: /private/ must stop the spellings a Unicode-folding server routes to /private/."""
+    from protego import Protego
+
+    robots = Protego.parse("User-agent: *\nDisallow: /private/\n")
+    readings = crawl.robots_urls(normalize_url("https://a.org" + path))
+    assert not all(robots.can_fetch(u, "kb") for u in readings), readings
+
+
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
