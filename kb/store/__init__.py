@@ -7,6 +7,7 @@ location: a path opens the SQLite file (`SQLiteStore`), a `postgresql://` URL th
 
     audience            the audience filter, written once (pure)
     base                the Store interface, StoreError, pure helpers shared by the implementations
+    grouping            near-duplicate grouping, written once over each implementation's SQL primitives
     migrations          the SQLite schema, every table and its upgrades, run once when a store opens
     sqlite_accounts     users, sessions, tokens, audit log, sign-in attempts      (mixins of SQLiteStore)
     sqlite_querylog     the query log

@@ -12,7 +12,6 @@ reads its own writes. Article writes serialise on an advisory lock, as SQLite's 
 
 from __future__ import annotations
 
-import heapq
 import json
 import logging
 import zlib
@@ -27,10 +26,11 @@ from kb.clock import utc_iso
 from kb.errors import KBError
 from kb.faults import checkpoint
 from kb.models import Article, Section
-from kb.neardup import MIN_OVERLAP, NEAR_BITS, bands, from_text, hamming, overlap, same_title
+from kb.neardup import bands
 from kb.store import pg_migrations
 from kb.store.audience import Audiences, audience_sql
 from kb.store.base import article_from_row, article_row, boilerplate_changes, fold_changes, json_list, learn_boilerplate
+from kb.store.grouping import NearDuplicateGrouping
 from kb.store.postgres_accounts import PostgresAccounts
 from kb.store.postgres_pool import get_pool, mark_down, mark_migrated, once_migrated, redact, replica_up
 from kb.store.postgres_querylog import PostgresQueryLog
@@ -47,7 +47,7 @@ PAGE_COLUMNS = frozenset({"source", "canonical", "status", "content_type", "fetc
 COUNT_COLUMNS = frozenset({"site", "audience", "kind", "source"})
 
 
-class PostgresStore(PostgresAccounts, PostgresQueryLog, PostgresTransfer):
+class PostgresStore(PostgresAccounts, PostgresQueryLog, PostgresTransfer, NearDuplicateGrouping):
     """One primary connection (checked out of the process's pool until `close`) plus replica reads."""
 
     path = None
@@ -433,62 +433,24 @@ class PostgresStore(PostgresAccounts, PostgresQueryLog, PostgresTransfer):
             self._many("INSERT INTO kb_simhash_bands (band, value, article_id, simhash) VALUES (%s, %s, %s, %s)",
                        [(band, value, article_id, signed) for band, value in enumerate(bands(simhash))])
 
-    def _near_primaries(self, row: dict[str, Any], later: bool = False) -> list[tuple[int, int]]:
-        """(distance, id) of the primaries near `row`, closest first (see SQLiteStore._near_primaries)."""
-        simhash = from_text(row["simhash"])
-        near: dict[int, int] = {}
-        for band, value in enumerate(bands(simhash)):
-            for r in self._x("SELECT article_id, simhash FROM kb_simhash_bands WHERE band = %s AND value = %s",
-                             (band, value)):
-                other = r["article_id"]
-                if (other > row["id"] if later else other < row["id"]) and other not in near:
-                    distance = hamming(simhash, r["simhash"] & ((1 << 64) - 1))
-                    if distance <= NEAR_BITS:
-                        near[other] = distance
-        if not near:
-            return []
-        found = self._x("SELECT id, title, text FROM kb_articles WHERE id = ANY(%s) AND dup_of IS NULL "
-                        "AND audience = %s AND kind = %s", (sorted(near), row["audience"], row["kind"])).fetchall()
-        return sorted((near[r["id"]], r["id"]) for r in found
-                      if same_title(row["title"], r["title"]) and overlap(row["text"], r["text"]) >= MIN_OVERLAP)
+    # primitives of NearDuplicateGrouping --------------------------------------------------------------
+    def _article_for_grouping(self, article_id: int) -> dict[str, Any] | None:
+        return self._x("SELECT id, title, text, audience, kind, simhash, dup_of FROM kb_articles WHERE id = %s",
+                       (article_id,)).fetchone()
 
-    def _settle(self, ids: list[int], changed: bool = False) -> tuple[set[int], set[int]]:
-        """Regroup after `ids` changed or lost their primary; (upsert, delete) ids (see SQLiteStore._settle)."""
-        upserts: set[int] = set()
-        deletes: set[int] = set()
-        forced = set(ids) if changed else set()
-        heap = sorted(set(ids))
-        visited: set[int] = set()
-        while heap:
-            article_id = heapq.heappop(heap)
-            if article_id in visited:
-                continue
-            visited.add(article_id)
-            row = self._x("SELECT id, title, text, audience, kind, simhash, dup_of FROM kb_articles WHERE id = %s",
-                          (article_id,)).fetchone()
-            if row is None:
-                continue
-            old = row["dup_of"]
-            near = self._near_primaries(row) if row["simhash"] else []
-            new = near[0][1] if near else None
-            if old == new and article_id not in forced:
-                continue
-            if old != new:
-                self._w("UPDATE kb_articles SET dup_of = %s WHERE id = %s", (new, article_id))
-            if old is None or article_id in forced:
-                for member in self._x("SELECT id FROM kb_articles WHERE dup_of = %s", (article_id,)).fetchall():
-                    heapq.heappush(heap, member["id"])
-            if old is not None:
-                upserts.add(old)
-            if new is None:
-                upserts.add(article_id)
-                if row["simhash"] and article_id < self._max_id():
-                    for _, later in self._near_primaries(row, later=True):
-                        heapq.heappush(heap, later)
-            else:
-                deletes.add(article_id)
-                upserts.add(new)
-        return upserts, deletes
+    def _band_matches(self, band: int, value: int) -> Iterable[tuple[int, int]]:
+        return [(r["article_id"], r["simhash"]) for r in self._x(
+            "SELECT article_id, simhash FROM kb_simhash_bands WHERE band = %s AND value = %s", (band, value))]
+
+    def _primary_candidates(self, ids: list[int], audience: str, kind: str) -> list[dict[str, Any]]:
+        return self._x("SELECT id, title, text FROM kb_articles WHERE id = ANY(%s) AND dup_of IS NULL "
+                       "AND audience = %s AND kind = %s", (ids, audience, kind)).fetchall()
+
+    def _member_ids(self, article_id: int) -> list[int]:
+        return [r["id"] for r in self._x("SELECT id FROM kb_articles WHERE dup_of = %s", (article_id,)).fetchall()]
+
+    def _set_dup_of(self, article_id: int, primary: int | None) -> None:
+        self._w("UPDATE kb_articles SET dup_of = %s WHERE id = %s", (primary, article_id))
 
     def _max_id(self) -> int:
         return int(self._x("SELECT coalesce(max(id), 0) AS m FROM kb_articles").fetchone()["m"])

@@ -9,7 +9,6 @@ leaves the store consistent. The schema is created or migrated once, on open (`k
 
 from __future__ import annotations
 
-import heapq
 import json
 import sqlite3
 import zlib
@@ -21,9 +20,10 @@ from kb.boilerplate import set_for
 from kb.clock import utc_iso
 from kb.faults import checkpoint
 from kb.models import Article, Section
-from kb.neardup import MIN_OVERLAP, NEAR_BITS, bands, fingerprint, from_text, hamming, overlap, same_title, to_text
+from kb.neardup import bands, fingerprint, to_text
 from kb.store.audience import Audiences, audience_sql
 from kb.store.base import article_from_row, article_row, boilerplate_changes, fold_changes, json_list, learn_boilerplate
+from kb.store.grouping import NearDuplicateGrouping
 from kb.store.migrations import is_current, mark_current, upgrade
 from kb.store.sqlite_accounts import SQLiteAccounts
 from kb.store.sqlite_querylog import SQLiteQueryLog
@@ -38,7 +38,7 @@ def _id_chunks(ids: Iterable[int], size: int = 500) -> Iterator[tuple[list[int],
         yield chunk, ", ".join("?" * len(chunk))
 
 
-class SQLiteStore(SQLiteAccounts, SQLiteQueryLog, SQLiteTransfer):
+class SQLiteStore(SQLiteAccounts, SQLiteQueryLog, SQLiteTransfer, NearDuplicateGrouping):
     """One connection to the SQLite database; open one per thread or per request."""
 
     def __init__(self, path: str | Path) -> None:
@@ -418,75 +418,25 @@ class SQLiteStore(SQLiteAccounts, SQLiteQueryLog, SQLiteTransfer):
             self.db.executemany("INSERT INTO simhash_bands (band, value, article_id, simhash) VALUES (?, ?, ?, ?)",
                                 [(band, value, article_id, signed) for band, value in enumerate(bands(simhash))])
 
-    def _near_primaries(self, row: sqlite3.Row, later: bool = False) -> list[tuple[int, int]]:
-        """(distance, id) of the primaries near `row`, closest first: same audience and kind, compatible title.
+    # primitives of NearDuplicateGrouping --------------------------------------------------------------
+    def _article_for_grouping(self, article_id: int) -> sqlite3.Row | None:
+        return self.db.execute("SELECT id, title, text, audience, kind, simhash, dup_of FROM articles WHERE id = ?",
+                               (article_id,)).fetchone()
 
-        Only primaries with a lower id (`later`: a higher one): the first stored copy heads its group.
-        A staff copy never joins a public group, so patients never see staff URLs and vice versa.
-        The band rows carry the fingerprint, so only the few within NEAR_BITS are looked up in `articles`,
-        and those must share at least MIN_OVERLAP of their 3-word shingles (`kb.neardup.overlap`).
-        """
-        simhash = from_text(row["simhash"])
-        near: dict[int, int] = {}
-        for band, value in enumerate(bands(simhash)):
-            for other, other_hash in self.db.execute(
-                    "SELECT article_id, simhash FROM simhash_bands WHERE band = ? AND value = ?", (band, value)):
-                if (other > row["id"] if later else other < row["id"]) and other not in near:
-                    distance = hamming(simhash, other_hash & ((1 << 64) - 1))
-                    if distance <= NEAR_BITS:
-                        near[other] = distance
-        if not near:
-            return []
-        ids = sorted(near)
-        found = self.db.execute(
+    def _band_matches(self, band: int, value: int) -> Iterable[tuple[int, int]]:
+        return self.db.execute("SELECT article_id, simhash FROM simhash_bands WHERE band = ? AND value = ?",
+                               (band, value))
+
+    def _primary_candidates(self, ids: list[int], audience: str, kind: str) -> list[sqlite3.Row]:
+        return self.db.execute(
             f"SELECT id, title, text FROM articles WHERE id IN ({', '.join('?' * len(ids))}) AND dup_of IS NULL "
-            "AND audience = ? AND kind = ?", (*ids, row["audience"], row["kind"])).fetchall()
-        # The fingerprint proposes, the texts decide: same-titled articles on one topic can come close.
-        return sorted((near[r["id"]], r["id"]) for r in found
-                      if same_title(row["title"], r["title"]) and overlap(row["text"], r["text"]) >= MIN_OVERLAP)
+            "AND audience = ? AND kind = ?", (*ids, audience, kind)).fetchall()
 
-    def _settle(self, ids: list[int], changed: bool = False) -> tuple[set[int], set[int]]:
-        """Regroup after `ids` changed (`changed`: their content) or lost their primary; (upsert, delete) ids.
+    def _member_ids(self, article_id: int) -> list[int]:
+        return [r[0] for r in self.db.execute("SELECT id FROM articles WHERE dup_of = ?", (article_id,))]
 
-        Greedy in id order, as if every article had been stored anew: each joins the closest earlier
-        primary near it or is a primary itself, and a primary takes in later primaries near it. Only
-        higher ids are queued while an id is processed, so each is visited once and no group chains.
-        """
-        upserts: set[int] = set()
-        deletes: set[int] = set()
-        forced = set(ids) if changed else set()
-        heap = sorted(set(ids))
-        visited: set[int] = set()
-        while heap:
-            article_id = heapq.heappop(heap)
-            if article_id in visited:
-                continue
-            visited.add(article_id)
-            row = self.db.execute("SELECT id, title, text, audience, kind, simhash, dup_of FROM articles WHERE id = ?",
-                                  (article_id,)).fetchone()
-            if row is None:
-                continue
-            old = row["dup_of"]
-            near = self._near_primaries(row) if row["simhash"] else []
-            new = near[0][1] if near else None
-            if old == new and article_id not in forced:
-                continue
-            if old != new:
-                self.db.execute("UPDATE articles SET dup_of = ? WHERE id = ?", (new, article_id))
-            if old is None or article_id in forced:  # its members must look again
-                for member in self.db.execute("SELECT id FROM articles WHERE dup_of = ?", (article_id,)):
-                    heapq.heappush(heap, member[0])
-            if old is not None:
-                upserts.add(old)
-            if new is None:
-                upserts.add(article_id)
-                if row["simhash"] and article_id < self._max_id():
-                    for _, later in self._near_primaries(row, later=True):
-                        heapq.heappush(heap, later)
-            else:
-                deletes.add(article_id)
-                upserts.add(new)
-        return upserts, deletes
+    def _set_dup_of(self, article_id: int, primary: int | None) -> None:
+        self.db.execute("UPDATE articles SET dup_of = ? WHERE id = ?", (primary, article_id))
 
     def _max_id(self) -> int:
         return self.db.execute("SELECT coalesce(max(id), 0) FROM articles").fetchone()[0]
