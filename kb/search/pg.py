@@ -21,7 +21,6 @@ import heapq
 import json
 import math
 import threading
-from bisect import bisect_left
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +46,10 @@ from kb.search.rank import (
     RERANK_DEPTH,
     _prune,
 )
-from kb.search.searcher import FACET_FIELDS, FACET_LIMIT, FILTER_FIELDS, MAX_PER_PAGE
+from kb.search.searcher import FACET_FIELDS, FACET_LIMIT, MAX_PER_PAGE, merge_filters
 from kb.search.snippets import Marker, highlight_pattern, make_snippet
-from kb.search.state import BM25_B, BM25_K1
-from kb.search.suggest import check_spelling
-from kb.search.vocabulary import _vocab_terms
+from kb.search.state import BM25_B, BM25_K1, CorrectionCache
+from kb.search.suggest import add_vocabulary_completions, check_spelling
 from kb.store import postgres_search as pgs
 from kb.store import replica_urls as configured_replicas
 from kb.store.postgres_pool import replica_up
@@ -59,7 +57,6 @@ from kb.vocab import plain_analyzer, text_analyzer
 
 STAT_FIELDS = ("title", "headings", "tagtext", "body", "lead", "title_key")
 DF_CACHE = 200_000
-CORRECTION_CACHE = 4096
 
 
 def _quote(lexeme: str) -> str:
@@ -78,20 +75,11 @@ class _Stats:
         self.df: OrderedDict[tuple[str, str], int] = OrderedDict()
         self.word_df: dict[str, int] = {}
         self.analyzed: OrderedDict[tuple[str, str], tuple[str, ...]] = OrderedDict()
-        self._corrections: dict[tuple[str, tuple[str, ...]], list[Any]] = {}
+        self._corrections = CorrectionCache()
 
     def corrections(self, word: str, audiences: tuple[str, ...], compute: Callable[[], list[Any]]) -> list[Any]:
         """Spelling candidates of `word`, once per generation and scope (the scope is the audience here)."""
-        key = (word, (self.scope,))
-        with self.lock:
-            found = self._corrections.get(key)
-        if found is None:
-            found = compute()
-            with self.lock:
-                if len(self._corrections) >= CORRECTION_CACHE:
-                    self._corrections.clear()
-                self._corrections[key] = found
-        return list(found)
+        return self._corrections.get((word, (self.scope,)), compute)
 
 
 class _Context:
@@ -359,19 +347,6 @@ def _rerank(rows: list[tuple[Any, ...]], checks: _Checks) -> list[tuple[float, i
     return sorted(((s, d) for d, s in scores.items()), key=lambda sd: (-round(sd[0], 6), -published[sd[1]], sd[1]))
 
 
-def _merge_filters(parsed: Parsed, filters: dict[str, list[str]] | None) -> dict[str, list[str]]:
-    """Filters of the request and of the query, as the Whoosh searcher merges them."""
-    merged: dict[str, list[str]] = {}
-    for source in (filters or {}, parsed.filters):
-        for name, values in source.items():
-            if name in FILTER_FIELDS:
-                for value in values if isinstance(values, (list, tuple)) else [values]:
-                    value = " ".join(str(value).split())
-                    if value and value not in merged.setdefault(name, []):
-                        merged[name].append(value)
-    return merged
-
-
 class PgSearcher:
     """Thread-safe search over the current PostgreSQL search generation (a SearchService)."""
 
@@ -423,7 +398,7 @@ class PgSearcher:
         text, _ = clean(query if isinstance(query, str) else "")
         page = max(1, int(page or 1))
         per_page = max(1, min(MAX_PER_PAGE, int(per_page or 10)))
-        merged = _merge_filters(parsed, filters)
+        merged = merge_filters(parsed, filters)
         audiences = tuple(audiences or DEFAULT_AUDIENCES)
         return self._with(lambda ctx: self._corrected_search(
             ctx, parsed, text, page, per_page, merged, sort, audiences, exact), audiences)
@@ -545,11 +520,7 @@ def _completions(ctx: _Context, key: str, limit: int) -> list[str]:
     out: dict[str, str] = {}
     for title in pgs.titles_with_prefix(ctx.conn, ctx.stats.gen, ctx.stats.scope, key, limit):
         out.setdefault(title.casefold(), title)
-    terms = _vocab_terms()
-    i = bisect_left(terms, (key,))
-    while i < len(terms) and terms[i][0].startswith(key) and len(out) < limit:
-        out.setdefault(terms[i][0], terms[i][1])
-        i += 1
+    add_vocabulary_completions(out, key, limit)
     if len(out) < limit:
         head, _, last = key.rpartition(" ")
         if len(last) >= 2:

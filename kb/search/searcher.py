@@ -67,6 +67,19 @@ def _matched_word(ctx: _Request, terms: list[str]) -> Callable[[str], bool]:
     return lambda word: any(t in wanted for t in ctx.analyze("body", word))
 
 
+def merge_filters(parsed: Parsed, filters: dict[str, list[str]] | None) -> dict[str, list[str]]:
+    """The request's filters and the query's own (`tag:acne`), known names only, spaces folded, no repeats."""
+    merged: dict[str, list[str]] = {}
+    for source in (filters or {}, parsed.filters):
+        for name, values in source.items():
+            if name in FILTER_FIELDS:
+                for value in values if isinstance(values, (list, tuple)) else [values]:
+                    value = " ".join(str(value).split())
+                    if value and value not in merged.setdefault(name, []):
+                        merged[name].append(value)
+    return merged
+
+
 class Searcher:
     """Thread-safe search over the current index generation; reopens after a swap or update (a SearchService)."""
 
@@ -164,14 +177,7 @@ class Searcher:
         text, _ = clean(query if isinstance(query, str) else "")
         page = max(1, int(page or 1))
         per_page = max(1, min(MAX_PER_PAGE, int(per_page or 10)))
-        merged: dict[str, list[str]] = {}
-        for source in (filters or {}, parsed.filters):
-            for name, values in source.items():
-                if name in FILTER_FIELDS:
-                    for value in values if isinstance(values, (list, tuple)) else [values]:
-                        value = " ".join(str(value).split())
-                        if value and value not in merged.setdefault(name, []):
-                            merged[name].append(value)
+        merged = merge_filters(parsed, filters)
         audiences = tuple(audiences or DEFAULT_AUDIENCES)
         return self._with(lambda ctx: self._corrected_search(
             ctx, parsed, text, page, per_page, merged, sort, audiences, exact), audiences)

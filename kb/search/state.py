@@ -129,6 +129,30 @@ class _Retired(Exception):
     """Internal: the state was replaced while a request waited for one of its searchers."""
 
 
+class CorrectionCache:
+    """Spelling candidates per (word, audience key), computed once per index state; emptied when full.
+
+    Shared by the Whoosh state and the PostgreSQL statistics, so both backends cache corrections alike.
+    """
+
+    def __init__(self, size: int = CORRECTION_CACHE) -> None:
+        self._size = size
+        self._found: dict[tuple[str, tuple[str, ...]], list[Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, tuple[str, ...]], compute: Callable[[], list[Any]]) -> list[Any]:
+        """The cached candidates of `key`, or `compute()`'s, remembered (a copy: callers may change it)."""
+        with self._lock:
+            found = self._found.get(key)
+        if found is None:
+            found = compute()
+            with self._lock:
+                if len(self._found) >= self._size:
+                    self._found.clear()
+                self._found[key] = found
+        return list(found)
+
+
 class _State:
     """One generation's sub-indexes (`names`) at one commit each: a pool of searchers and derived caches."""
 
@@ -162,7 +186,7 @@ class _State:
         self._analyzed: OrderedDict[tuple[str, str], tuple[str, ...]] = OrderedDict()
         self._live: int | None = None
         self._term_bytes = 0
-        self._corrections: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+        self._corrections = CorrectionCache()
         self._norms: dict[str, tuple[bytes, list[float]]] = {}
         self._scores: OrderedDict[tuple[str, str], tuple[array, array]] = OrderedDict()
         self._score_bytes = 0
@@ -312,16 +336,7 @@ class _State:
         100,000 articles); a query that finds nothing tends to be asked again. Keyed by
         audience: a staff-only look-alike must never reach patients through the cache.
         """
-        key = (word, tuple(sorted(set(audiences))))
-        with self.lock:
-            found = self._corrections.get(key)
-        if found is None:
-            found = compute()
-            with self.lock:
-                if len(self._corrections) >= CORRECTION_CACHE:
-                    self._corrections.clear()
-                self._corrections[key] = found
-        return list(found)
+        return self._corrections.get((word, tuple(sorted(set(audiences)))), compute)
 
     def live_mask(self, reader: Any) -> int:
         """Bits of the documents not deleted (block reads see deleted ones too)."""

@@ -188,6 +188,15 @@ def did_you_mean(ctx: _Request, parsed: Parsed, text: str, audiences: tuple[str,
     return ([spelling.corrected] if spelling.corrected else []) + spelling.suggestions
 
 
+def add_vocabulary_completions(out: dict[str, str], key: str, limit: int) -> None:
+    """Vocabulary terms starting with `key` (lower-cased key -> display form), until `out` holds `limit`."""
+    terms = _vocab_terms()
+    i = bisect_left(terms, (key,))
+    while i < len(terms) and terms[i][0].startswith(key) and len(out) < limit:
+        out.setdefault(terms[i][0], terms[i][1])
+        i += 1
+
+
 def completions(ctx: _Request, key: str, limit: int, audiences: tuple[str, ...]) -> list[str]:
     """Completions of `key` (a title key): visible titles, then vocabulary terms, then visible words."""
     audience_docs = ctx.audience_docs(audiences)
@@ -202,11 +211,7 @@ def completions(ctx: _Request, key: str, limit: int, audiences: tuple[str, ...])
         if docs:
             title = ctx.searcher.stored_fields(docs.first()).get("title") or term
             out.setdefault(title.casefold(), title)
-    terms = _vocab_terms()
-    i = bisect_left(terms, (key,))
-    while i < len(terms) and terms[i][0].startswith(key) and len(out) < limit:
-        out.setdefault(terms[i][0], terms[i][1])
-        i += 1
+    add_vocabulary_completions(out, key, limit)
     if len(out) < limit:
         head, _, last = key.rpartition(" ")
         if len(last) >= 2:
