@@ -46,7 +46,7 @@ from kb.search.rank import (
     RERANK_DEPTH,
     _prune,
 )
-from kb.search.searcher import FACET_FIELDS, FACET_LIMIT, MAX_PER_PAGE, merge_filters
+from kb.search.searcher import FACET_FIELDS, FACET_LIMIT, search_request
 from kb.search.snippets import Marker, highlight_pattern, make_snippet
 from kb.search.state import BM25_B, BM25_K1, CorrectionCache
 from kb.search.suggest import add_vocabulary_completions, check_spelling
@@ -394,14 +394,9 @@ class PgSearcher:
                sort: str = "relevance", audiences: tuple[str, ...] = DEFAULT_AUDIENCES,
                exact: bool = False) -> Results:
         """One page of results; malformed queries degrade to their words with a notice, never an error."""
-        parsed = parse(query if isinstance(query, str) else str(query or ""))
-        text, _ = clean(query if isinstance(query, str) else "")
-        page = max(1, int(page or 1))
-        per_page = max(1, min(MAX_PER_PAGE, int(per_page or 10)))
-        merged = merge_filters(parsed, filters)
-        audiences = tuple(audiences or DEFAULT_AUDIENCES)
+        r = search_request(query, page, per_page, filters, audiences)
         return self._with(lambda ctx: self._corrected_search(
-            ctx, parsed, text, page, per_page, merged, sort, audiences, exact), audiences)
+            ctx, r.parsed, r.text, r.page, r.per_page, r.filters, sort, r.audiences, exact), r.audiences)
 
     def _corrected_search(self, ctx: _Context, parsed: Parsed, text: str, page: int, per_page: int,
                           filters: dict[str, list[str]], sort: str, audiences: tuple[str, ...],

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -65,6 +66,28 @@ def _matched_word(ctx: _Request, terms: list[str]) -> Callable[[str], bool]:
     """Whether a word in a result is one the query matched: it analyses to a searched term."""
     wanted = set(terms)
     return lambda word: any(t in wanted for t in ctx.analyze("body", word))
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """A search's arguments as every backend reads them: parsed query, bounded paging, merged filters."""
+
+    parsed: Parsed
+    text: str
+    page: int
+    per_page: int
+    filters: dict[str, list[str]]
+    audiences: tuple[str, ...]
+
+
+def search_request(query: Any, page: Any, per_page: Any, filters: dict[str, list[str]] | None,
+                   audiences: tuple[str, ...] | None) -> SearchRequest:
+    """Normalise `SearchService.search` arguments: malformed queries parse to their words, paging is bounded."""
+    parsed = parse(query if isinstance(query, str) else str(query or ""))
+    text, _ = clean(query if isinstance(query, str) else "")
+    return SearchRequest(parsed=parsed, text=text, page=max(1, int(page or 1)),
+                         per_page=max(1, min(MAX_PER_PAGE, int(per_page or 10))),
+                         filters=merge_filters(parsed, filters), audiences=tuple(audiences or DEFAULT_AUDIENCES))
 
 
 def merge_filters(parsed: Parsed, filters: dict[str, list[str]] | None) -> dict[str, list[str]]:
@@ -173,14 +196,9 @@ class Searcher:
                sort: str = "relevance", audiences: tuple[str, ...] = DEFAULT_AUDIENCES,
                exact: bool = False) -> Results:
         """One page of results; malformed queries degrade to their words with a notice, never an error."""
-        parsed = parse(query if isinstance(query, str) else str(query or ""))
-        text, _ = clean(query if isinstance(query, str) else "")
-        page = max(1, int(page or 1))
-        per_page = max(1, min(MAX_PER_PAGE, int(per_page or 10)))
-        merged = merge_filters(parsed, filters)
-        audiences = tuple(audiences or DEFAULT_AUDIENCES)
+        r = search_request(query, page, per_page, filters, audiences)
         return self._with(lambda ctx: self._corrected_search(
-            ctx, parsed, text, page, per_page, merged, sort, audiences, exact), audiences)
+            ctx, r.parsed, r.text, r.page, r.per_page, r.filters, sort, r.audiences, exact), r.audiences)
 
     def _allowed(self, ctx: _Request, audiences: tuple[str, ...], filters: dict[str, list[str]]) -> DocSet:
         """The audience's documents narrowed by every filter (values of one filter are alternatives)."""
