@@ -368,7 +368,8 @@ def update(store: Store, index_root: Path) -> tuple[int, int]:
 
     Builds the first generation when there is none, and rebuilds when the schema changed.
     The store sequence is saved only after the commit, so a crash replays, never skips.
-    On a PostgresStore, any change rebuilds the whole search generation (kb.search.pg_build.update).
+    On a PostgresStore the database's current search generation is changed in place, in one transaction
+    (kb.search.pg_build.update: the same semantics as `_apply`, a rebuild for large change sets).
     """
     url = _search_database(store)
     if url is not None:
@@ -391,14 +392,13 @@ def update(store: Store, index_root: Path) -> tuple[int, int]:
 def reindex_ids(store: Store, index_root: Path, *, upsert: set[int], delete: set[int]) -> tuple[int, int]:
     """(Re)index exactly these article ids in the current generation; ids gone from the store are deleted.
 
-    On a PostgresStore the whole search generation is rebuilt instead (no incremental path there yet).
+    On a PostgresStore the database's current search generation is changed in place (kb.search.pg_build).
     """
     url = _search_database(store)
     if url is not None:
         from kb.search import pg_build
 
-        pg_build.build(store, url)
-        return len(upsert), len(delete)
+        return pg_build.reindex_ids(store, url, upsert=upsert, delete=delete)
     root = Path(index_root)
     with _write_lock(root):
         generation = current_generation(root)

@@ -23,7 +23,7 @@ from typing import Any
 from kb import __version__
 from kb.clock import utc_iso
 from kb.config import data_paths
-from kb.errors import KBError
+from kb.errors import IndexDamaged, KBError
 from kb.lock import lock_status, writer_lock
 from kb.store import Store, open_store
 from kb.store.sqlite_files import backup_file, integrity, readable, restore_file
@@ -107,30 +107,42 @@ def _store_hashes(store: Store) -> tuple[dict[int, str], int]:
 
 
 def _check_postgres(store: Store, url: str, repair: bool) -> dict[str, Any]:
-    """`check` on PostgreSQL: the store against the live search generation by content hash; repair rebuilds it."""
+    """`check` on PostgreSQL: the store against the live search generation by content hash; repair as on Whoosh.
+
+    As on Whoosh, the generation is first read as searches read it (`_postgres_damage`): a damaged one counts
+    as none, since hashes alone miss a dropped postings or statistics table.
+    """
     from kb.search import pg_build
     from kb.store.postgres_search import generation_facts
 
     in_store, duplicates = _store_hashes(store)
-    facts = generation_facts(url)
-    in_index = pg_build.indexed_hashes(url) if facts is not None else {}
+    try:
+        facts = generation_facts(url)
+    except IndexDamaged as exc:  # the document table itself is gone: nothing of it can be compared
+        facts, damaged = None, [exc.message]
+    else:
+        damaged = _postgres_damage(store, url) if facts is not None else []
+    in_index = pg_build.indexed_hashes(url) if facts is not None and not damaged else {}
     missing = sorted(set(in_store) - set(in_index))
     orphaned = sorted(set(in_index) - set(in_store))
     stale = sorted(i for i in set(in_store) & set(in_index) if in_index[i] != in_store[i])
     result: dict[str, Any] = {
         "generation": f"postgresql:{facts['generation']}" if facts else None,
-        "damaged": [],
+        "damaged": damaged,
         "store_articles": len(in_store) + duplicates,
         "store_duplicates": duplicates,
         "index_documents": len(in_index),
         "missing": missing,
         "orphaned": orphaned,
         "stale": stale,
-        "ok": not (missing or orphaned or stale) and (facts is not None or not in_store),
+        "ok": not (damaged or missing or orphaned or stale) and (facts is not None or not in_store),
         "repaired": False,
     }
     if repair and not result["ok"]:
-        pg_build.build(store, url)  # no incremental path on PostgreSQL yet: a new generation, swapped in
+        if facts is None or damaged:
+            pg_build.rebuild(store, url, force=bool(damaged))  # a damaged generation is not worth guarding
+        else:  # exactly what differs, in place, as on Whoosh
+            pg_build.reindex_ids(store, url, upsert=set(missing) | set(stale), delete=set(orphaned))
         after = _check_postgres(store, url, repair=False)
         result["repaired"] = after["ok"]
         result["after"] = {k: after[k] for k in ("generation", "damaged", "index_documents", "missing", "orphaned",
@@ -138,6 +150,41 @@ def _check_postgres(store: Store, url: str, repair: bool) -> dict[str, Any]:
         log.info("Search generation rebuilt: %d missing, %d orphaned, %d stale fixed.", len(missing), len(orphaned),
                  len(stale), extra={"missing": len(missing), "orphaned": len(orphaned), "stale": len(stale)})
     return result
+
+
+def _postgres_damage(store: Store, url: str) -> list[str]:
+    """What searches cannot read in the live PostgreSQL generation, found by searching it on the primary as a
+    reader would: per audience scope (public alone, public + staff), the title of an article of that scope
+    (term and field statistics, postings, documents, facets, spelling words) and its completions (titles)."""
+    from kb.search.pg import PgSearcher
+
+    probes = {"public": ("public",), "public+staff": ("public", "staff")}
+    searcher = PgSearcher(url)
+    problems: list[str] = []
+    try:
+        for scope, audiences in probes.items():
+            title = _a_title(store, audiences[-1]) or _a_title(store, "public") or "health"
+            try:
+                searcher.search(title, per_page=1, audiences=audiences)
+                searcher.suggest(title[:3], audiences=audiences)
+            except Exception as exc:  # whatever stops a search is damage to report, as /healthz counts it
+                message = exc.message if isinstance(exc, KBError) else f"{type(exc).__name__}: {exc}"
+                problems.append(f"{scope}: {message}")
+    finally:
+        searcher.close()
+    return problems
+
+
+def _a_title(store: Store, audience: str) -> str:
+    """The title of the first stored article of `audience` ("" when there is none): a query that finds it."""
+    articles = store.iter_articles(batch=1, audiences=(audience,))
+    try:
+        first = next(articles, None)
+    finally:
+        close = getattr(articles, "close", None)
+        if close is not None:
+            close()
+    return first.title.strip() if first is not None else ""
 
 
 def _damage(named: Path | None) -> list[str]:

@@ -169,3 +169,57 @@ def test_kill_9_during_a_postgresql_reindex_keeps_search_answering_and_the_next_
     report = json.loads(check.stdout)
     assert report["ok"] and report["index_documents"] == ARTICLES
     assert report["generation"] == f"postgresql:{current(url)}"
+
+
+def writer_locks(url: str) -> int:
+    """Writer locks (kb.store.postgres_search.writer_lock) still held by some session."""
+    from kb.store.postgres_search import WRITER_LOCK
+
+    with connect(url) as conn:
+        return int(conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s::oid "
+                                "AND objsubid = 2 AND database = (SELECT oid FROM pg_database "
+                                "WHERE datname = current_database())", (WRITER_LOCK,)).fetchone()[0])
+
+
+def test_kill_9_during_an_in_place_update_leaves_the_old_state_and_frees_the_writer_lock(
+        data_backend, built, tmp_path: Path, monkeypatch) -> None:
+    """`kb update` paused with every change made in its transaction, not committed: readers see the old state,
+    another host's writer gets the lock error naming it; killed, nothing of it remains and the next run applies."""
+    from kb.errors import LockHeld
+    from kb.search import pg_build
+    from kb.store.postgres import PostgresStore
+    from kb.store.postgres_pool import close_pools
+
+    url = data_backend.url
+    gen = current(url)
+    with data_backend.open_store() as store:
+        article = make_article(3, random.Random(3), extra="zyxolith")
+        store.save_article(article)
+    marker = tmp_path / "paused"
+    proc = subprocess.Popen([*KB, "--data-dir", str(data_backend.dir), "update"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            env=kb_env(KB_PAUSE_AT="pg-update:before-commit", KB_PAUSE_FILE=str(marker),
+                                       KB_PAUSE_SECONDS="60"))
+    try:
+        wait_until(lambda: marker.exists() or proc.poll() is not None, "kb update to pause")
+        assert proc.poll() is None, proc.communicate()
+        assert anonymous_answers(url) == built  # the update's changes are invisible until it commits
+        monkeypatch.setattr("kb.store.postgres_search.WRITER_WAIT", 0.2)
+        with PostgresStore(url) as other, pytest.raises(LockHeld, match=f"kb update \\(pid {proc.pid} on "):
+            pg_build.update(other, url)  # another host's writer
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=WAIT)
+        close_pools()
+    assert anonymous_answers(url) == built and current(url) == gen
+    wait_until(lambda: writer_locks(url) == 0, "the killed writer's session to end")
+    done = kb_run(data_backend.dir, "update")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "index: 1 indexed, 0 removed" in done.stdout and current(url) == gen  # in place, not rebuilt
+    assert anonymous_answers(url)["zyxolith"][0] == 1
+    check = kb_run(data_backend.dir, "check", "--json")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert json.loads(check.stdout)["ok"]

@@ -354,7 +354,7 @@ class PgSearcher:
         self.url = url
         self.replica_urls = tuple(u.strip() for u in replica_urls if u and u.strip())
         self._lock = threading.Lock()
-        self._stats: dict[tuple[int, str], _Stats] = {}
+        self._stats: dict[tuple[int, str, str], _Stats] = {}  # (generation, revision, scope)
 
     def close(self) -> None:
         with self._lock:
@@ -379,15 +379,16 @@ class PgSearcher:
 
     def _on(self, conn: Any, fn: Callable[[_Context], Any], scope: str) -> Any:
         """Run `fn` on `conn` with the statistics of the generation that database serves."""
-        gen = pgs.current_generation(conn)
-        if gen is None:
+        current = pgs.current_revision(conn)
+        if current is None:
             raise IndexUnavailable("There is no search index in the PostgreSQL database yet.",
                                    "Run `kb reindex` to build it.")
-        with self._lock:
-            stats = self._stats.get((gen, scope))
+        gen, _revision = current
+        with self._lock:  # an in-place update keeps the generation number and changes its revision
+            stats = self._stats.get((*current, scope))
             if stats is None:
-                self._stats = {k: v for k, v in self._stats.items() if k[0] == gen}
-                stats = self._stats[(gen, scope)] = _Stats(conn, gen, scope)
+                self._stats = {k: v for k, v in self._stats.items() if k[:2] == current}
+                stats = self._stats[(*current, scope)] = _Stats(conn, gen, scope)
         return fn(_Context(conn, stats))
 
     def search(self, query: str, *, page: int = 1, per_page: int = 10, filters: dict[str, list[str]] | None = None,

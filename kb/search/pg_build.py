@@ -4,6 +4,11 @@ Each primary article becomes kb.schema's document (`article_document`), analysed
 Whoosh index uses (kb.vocab), so VBeam/V-Beam and protected stems behave the same on both backends. The rows,
 term-major postings (what BM25F needs) and unstemmed word counts go to kb.store.postgres_search, which loads,
 indexes and swaps the generation in. Field lengths are rounded to Whoosh's one-byte lengths so scores agree.
+
+`kb update` (and `kb check --repair`) change the current generation in place instead, as kb.index does for
+Whoosh: the changed articles are analysed the same way and kb.store.postgres_search.GenerationUpdate applies
+them in one transaction; a large change set (REBUILD_SHARE) or a generation of another analysis is rebuilt.
+Every writer here holds the database's writer lock (`writer_lock`), so two hosts never write at once.
 """
 
 from __future__ import annotations
@@ -22,7 +27,15 @@ from kb.errors import KBError
 from kb.models import Article
 from kb.schema import SCHEMA_VERSION, article_document, subindex_for
 from kb.store import Store
-from kb.store.postgres_search import DocRow, GenerationWriter, generation_facts, indexed_rows
+from kb.store.postgres_search import (
+    STAT_FIELDS,
+    DocRow,
+    GenerationUpdate,
+    GenerationWriter,
+    generation_facts,
+    indexed_rows,
+    writer_lock,
+)
 from kb.vocab import plain_analyzer, text_analyzer
 
 log = logging.getLogger(__name__)
@@ -33,7 +46,11 @@ LENGTH_OF = {"A": "title", "B": "headings", "C": "tagtext", "D": "body", "L": "l
 MAX_POS = 16383  # PostgreSQL's largest tsvector position
 MAX_POSITIONS = 256  # positions PostgreSQL keeps per lexeme
 FIELD_GAP = 1  # position gap between fields: no phrase spans two fields
-ANALYSIS = f"kb schema {SCHEMA_VERSION}"
+#: Changes whenever a generation's tables or analysis change: `update` rebuilds a generation of another analysis.
+#: "pg 2": doc rows keep exact field lengths and unstemmed words, what an in-place update needs.
+ANALYSIS = f"kb schema {SCHEMA_VERSION} pg 2"
+#: `update` rebuilds the generation instead of changing it in place when more than this share of it changed.
+REBUILD_SHARE = 0.20
 
 Progress = Callable[[int, int], None]
 
@@ -97,7 +114,8 @@ class _Analysed:
             doc.get("title_key", ""), doc["url"], doc["title"], doc["site"], doc["kind"],
             [t for t in doc["tags"].split(",") if t], [c for c in doc["categories"].split(",") if c],
             doc.get("sources", "[]"), doc["sections"], L["title"], L["headings"], L["tagtext"], L["body"],
-            L["lead"], L["all"], _tsvector(positions), lead_tsv, doc["hash"]), subindex=self.subindex)
+            L["lead"], L["all"], _tsvector(positions), lead_tsv, doc["hash"], [lengths[f] for f in STAT_FIELDS],
+            sorted(self.words)), subindex=self.subindex)
 
 
 class _Postings:
@@ -124,6 +142,12 @@ class _Postings:
 def _articles(store: Store, chunk: int = 1000) -> Iterator[Article]:
     """Every primary article (near-duplicates listed in their primary's `sources`), as kb.index reads them."""
     ids = store.primary_ids()
+    for i in range(0, len(ids), chunk):
+        yield from _with_sources(store, ids[i:i + chunk])
+
+
+def _with_sources(store: Store, ids: list[int], chunk: int = 1000) -> Iterator[Article]:
+    """These articles, each with its near-duplicate group's `sources` (kb.index._with_sources)."""
     for i in range(0, len(ids), chunk):
         part = ids[i:i + chunk]
         sources = store.group_sources(part)
@@ -189,32 +213,94 @@ def notes(facts: dict[str, Any] | None) -> dict[str, Any]:
 def rebuild(store: Store, url: str, *, progress: Progress | None = None, max_loss: float = 0.10,
             force: bool = False) -> int:
     """A full generation swapped in (`kb reindex`); refuses, unless `force`, to lose more than `max_loss` of it."""
-    facts = generation_facts(url)
-    old = sum(facts["subindexes"].values()) if facts else 0
-    new = store.count_primaries()
-    if old and new < (1.0 - max_loss) * old and not force:
-        raise KBError(f"The new index would have {new} documents instead of {old} (more than {max_loss:.0%} fewer); "
-                      "keeping the current index.", "Check the store (`kb stats`); if the loss is intended, use --force.")
-    return sum(build(store, url, progress=progress).values())
+    with writer_lock(url, "reindex"):
+        facts = generation_facts(url)
+        old = sum(facts["subindexes"].values()) if facts else 0
+        new = store.count_primaries()
+        if old and new < (1.0 - max_loss) * old and not force:
+            raise KBError(f"The new index would have {new} documents instead of {old} (more than {max_loss:.0%} "
+                          "fewer); keeping the current index.",
+                          "Check the store (`kb stats`); if the loss is intended, use --force.")
+        return sum(build(store, url, progress=progress).values())
 
 
 def update(store: Store, url: str) -> tuple[int, int]:
-    """`kb update` on PostgreSQL: rebuild the whole generation when the store changed since it was built.
+    """`kb update` on PostgreSQL: apply the store's changes since the generation's sequence to it, in place.
 
-    Returns (articles changed, articles removed) since that build, as kb.index.update counts them; the first
-    build (or one after an analysis change) counts every document. Readers keep the old generation until the swap.
+    Returns (articles indexed, documents removed) as kb.index.update counts them. The first build, one after an
+    analysis change, or one where more than REBUILD_SHARE of the documents changed builds a whole generation
+    instead (and counts every document, or the changes). Readers see the old state or the new one, never a mix.
     """
-    facts = generation_facts(url)
-    meta = notes(facts)
-    if facts is None or meta.get("analysis") != ANALYSIS:
-        return sum(build(store, url).values()), 0
-    upserts, deletes, _ = store.changes_since(int(meta.get("seq", 0)))
-    if not upserts and not deletes:
-        return 0, 0
-    log.info("%d changed and %d removed article(s) since search generation %d: rebuilding it whole "
-             "(no incremental update on PostgreSQL yet)", len(upserts), len(deletes), facts["generation"])
-    build(store, url)
-    return len(upserts), len(deletes)
+    with writer_lock(url, "update"):
+        facts = generation_facts(url)
+        meta = notes(facts)
+        if facts is None or meta.get("analysis") != ANALYSIS:
+            log.info("search generation %s: building a whole new one (%s)", facts and facts["generation"],
+                     "none yet" if facts is None else "built by another analysis")
+            return sum(build(store, url).values()), 0
+        upserts, deletes, newest = store.changes_since(int(meta.get("seq", 0)))
+        if not upserts and not deletes:
+            return 0, 0
+        return _apply_or_rebuild(store, url, facts, meta, upserts, deletes, newest)
+
+
+def reindex_ids(store: Store, url: str, *, upsert: set[int], delete: set[int]) -> tuple[int, int]:
+    """(Re)index exactly these article ids in the current generation (`kb check --repair`); ids gone from the
+    store are removed. The generation's store sequence stays as it was, as kb.index.reindex_ids keeps it."""
+    with writer_lock(url, "reindex"):
+        facts = generation_facts(url)
+        meta = notes(facts)
+        if facts is None or meta.get("analysis") != ANALYSIS:
+            log.info("no current search generation of this analysis: building a whole new one")
+            return sum(build(store, url).values()), 0
+        return _apply_or_rebuild(store, url, facts, meta, set(upsert), set(delete), None)
+
+
+def _apply_or_rebuild(store: Store, url: str, facts: dict[str, Any], meta: dict[str, Any], upserts: set[int],
+                      deletes: set[int], seq: int | None) -> tuple[int, int]:
+    """The changes in place, or a whole new generation when they touch more than REBUILD_SHARE of it."""
+    docs = sum(facts["subindexes"].values())
+    changed = len(upserts | deletes)
+    if changed > REBUILD_SHARE * docs:
+        log.info("%d of %d documents changed in search generation %d (more than %.0f%%): rebuilding it whole",
+                 changed, docs, facts["generation"], REBUILD_SHARE * 100)
+        build(store, url)
+        return len(upserts), len(deletes)
+    return _apply(store, url, int(facts["generation"]), meta, upserts, deletes, seq)
+
+
+def _apply(store: Store, url: str, gen: int, meta: dict[str, Any], upsert: set[int], delete: set[int],
+           seq: int | None) -> tuple[int, int]:
+    """kb.index._apply on PostgreSQL: each id leaves every sub-index and is written again into its audience's
+    one with its group's sources (when still a stored primary); deletes and ids no longer found are removed.
+
+    One transaction: a record that leaves the public sub-index leaves every 'public' statistic in the same
+    commit that moves it, and `seq` (when given) is recorded with the changes, so a crash replays, never skips.
+    """
+    start = time.perf_counter()
+    postings = _Postings()
+    found: set[int] = set()
+    live = sorted(set(upsert) - store.duplicate_ids(upsert))  # a duplicate's document is removed below
+
+    def rows() -> Iterator[DocRow]:
+        for article in _with_sources(store, live):
+            doc = _Analysed(article)
+            postings.add(doc)
+            found.add(doc.id)
+            yield doc.row
+
+    if seq is not None:
+        meta = {**meta, "seq": max(int(meta.get("seq", 0)), seq)}
+    meta["updated"] = utc_iso()
+    with GenerationUpdate(url) as writer:
+        writer.begin(gen)
+        writer.add_documents(rows())
+        writer.add_postings(postings.rows())
+        gone = writer.finish(set(upsert) | set(delete), json.dumps(meta))
+    deleted = sum(1 for article_id in gone if article_id not in found)
+    log.info("search generation %d updated in place: %d indexed, %d removed in %.2fs", gen, len(found), deleted,
+             time.perf_counter() - start)
+    return len(found), deleted
 
 
 def indexed_hashes(url: str) -> dict[int, str]:

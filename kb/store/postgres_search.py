@@ -9,6 +9,12 @@ receives finished rows and speaks SQL only. Layout per generation G (created by 
   kb_search_term_gG             (scope, term, field) -> df        scope 'public' (public rows) | 'all'
   kb_search_field_gG            (scope, field) -> docs, total length
   kb_search_word_gG             (scope, word) -> df of unstemmed words: "Did you mean" and completions
+  kb_search_facet_gG            (scope, facet, lower-cased value) -> label: the first case variant in the scope
+
+A `kb update` changes the current generation in place (`GenerationUpdate`): one transaction removes the changed
+documents' rows and contributions and adds their new ones, so every table ends as a fresh build would make it.
+The doc rows keep what that needs (exact field lengths, the unstemmed words). One writer at a time per database
+schema: `writer_lock`, a session-level advisory lock that a killed writer's session releases.
 
 The fixed tables `kb_search_generations` and `kb_search_current` (one row: the generation readers use) come
 from kb.store.pg_migrations. Anonymous requests read the public partition and 'public' statistics only, so
@@ -20,7 +26,9 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import socket
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
@@ -31,7 +39,7 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from kb.errors import IndexDamaged, IndexUnavailable, KBError
+from kb.errors import IndexDamaged, IndexUnavailable, KBError, LockHeld
 from kb.faults import checkpoint
 from kb.store.postgres_pool import CONNECT_TIMEOUT, REPLICA_CHECKOUT, mark_down, redact
 
@@ -48,7 +56,11 @@ BUILD_LOCK = 0x6B620001
 STAT_FIELDS = ("title", "headings", "tagtext", "body", "lead", "all")
 DOC_COLUMNS = ("article_id", "subindex", "audience", "published", "pubdate", "year", "title_key", "url", "title",
                "site", "kind", "tags", "categories", "sources", "sections", "len_title", "len_headings",
-               "len_tagtext", "len_body", "len_lead", "len_all", "tsv", "lead_tsv", "hash")
+               "len_tagtext", "len_body", "len_lead", "len_all", "tsv", "lead_tsv", "hash", "exact", "words")
+#: Second key of BUILD_LOCK's sibling: the writer lock (rebuild, update, reindex_ids) of one schema.
+WRITER_LOCK = 0x6B620002
+#: Seconds a writer waits for another one's lock before LockHeld (as kb.index waits for the Whoosh write lock).
+WRITER_WAIT = 5.0
 
 
 @dataclass
@@ -77,6 +89,7 @@ def _ddl(gen: int) -> list[sql.Composable]:
              len_title integer NOT NULL, len_headings integer NOT NULL, len_tagtext integer NOT NULL,
              len_body integer NOT NULL, len_lead integer NOT NULL, len_all integer NOT NULL,
              tsv tsvector NOT NULL, lead_tsv tsvector NOT NULL, hash text COLLATE "C" NOT NULL DEFAULT '',
+             exact integer[] NOT NULL, words text[] COLLATE "C" NOT NULL,
              PRIMARY KEY (subindex, article_id)) PARTITION BY LIST (subindex)""").format(doc),
         sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES IN ('public')").format(
             sql.Identifier(part + "_public"), doc),
@@ -118,6 +131,11 @@ def _index_ddl(gen: int) -> list[sql.Composable]:
 _WEIGHTS = "(VALUES ('title', 'A'), ('headings', 'B'), ('tagtext', 'C'), ('body', 'D'), ('all', NULL)) AS f(field, w)"
 
 
+#: A document's facet values (tag, category, site) as rows x(f, v); labels come from these on build and update.
+_FACET_VALUES = ("(SELECT 'tag', unnest(d.tags) UNION ALL SELECT 'category', unnest(d.categories) "
+                 "UNION ALL SELECT 'site', d.site) AS x(f, v)")
+
+
 def _stats_sql(gen: int) -> list[sql.Composable]:
     """Per-scope term statistics from the loaded rows: public rows alone, then all rows."""
     out: list[sql.Composable] = []
@@ -133,9 +151,7 @@ def _stats_sql(gen: int) -> list[sql.Composable]:
                     "CROSS JOIN LATERAL unnest(d.lead_tsv) u GROUP BY u.lexeme").format(term, s, source),
             # a facet value's label is its first case variant in the scope (as Whoosh's lexicon gives it)
             sql.SQL("INSERT INTO {} (scope, facet, k, label) SELECT {}, f, lower(v), min(v) FROM {} d CROSS JOIN "
-                    "LATERAL (SELECT 'tag', unnest(d.tags) UNION ALL SELECT 'category', unnest(d.categories) "
-                    "UNION ALL SELECT 'site', d.site) AS x(f, v) GROUP BY f, lower(v)").format(
-                _t("kb_search_facet", gen), s, source),
+                    "LATERAL " + _FACET_VALUES + " GROUP BY f, lower(v)").format(_t("kb_search_facet", gen), s, source),
             sql.SQL("INSERT INTO {} (scope, term, field, df) SELECT {}, d.title_key, 'title_key', count(*) FROM {} d "
                     "WHERE d.title_key <> '' GROUP BY d.title_key").format(term, s, source),
         ]
@@ -147,9 +163,10 @@ def _tables(gen: int) -> list[str]:
             f"kb_search_field_g{gen}", f"kb_search_word_g{gen}", f"kb_search_facet_g{gen}"]
 
 
-def _connect(url: str) -> psycopg.Connection:
+def _connect(url: str, *, autocommit: bool = True, application_name: str = "kb build") -> psycopg.Connection:
     try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, application_name="kb build")
+        return psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT,
+                               application_name=application_name)
     except psycopg.Error as exc:
         raise KBError(f"The PostgreSQL database {redact(url)} cannot be reached: {exc}",
                       "Check DATABASE_URL and that the server is running.") from exc
@@ -279,6 +296,238 @@ class GenerationWriter:
             self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(name)))
 
 
+#: A signed document source for the update's deltas: +1 per new row, -1 per removed row, in each of its scopes.
+_SIGNED = ("(SELECT *, 1 AS sign FROM kb_upd_new UNION ALL SELECT *, -1 FROM kb_upd_gone) AS d CROSS JOIN LATERAL "
+           "(SELECT 'all' UNION ALL SELECT 'public' WHERE d.subindex = 'public') AS s(scope)")
+
+#: A posting row's arrays without the removed documents' entries (p: the row; %(gone)s: their ids).
+_KEPT = ("SELECT coalesce(array_agg(x.i ORDER BY x.o), '{{}}'), coalesce(array_agg(x.t ORDER BY x.o), '{{}}'), "
+         "coalesce(array_agg(x.l ORDER BY x.o), '{{}}') FROM unnest(p.article_ids, p.tfs, p.lens) "
+         "WITH ORDINALITY AS x(i, t, l, o) WHERE x.i <> ALL(%(gone)s::int[])")
+
+_UPDATE_TEMP = [
+    """CREATE TEMP TABLE kb_upd_term (scope text COLLATE "C", term text COLLATE "C", field text COLLATE "C",
+         df integer) ON COMMIT DROP""",
+    """CREATE TEMP TABLE kb_upd_word (scope text COLLATE "C", word text COLLATE "C", df integer) ON COMMIT DROP""",
+    """CREATE TEMP TABLE kb_upd_terms (subindex text COLLATE "C", term text COLLATE "C") ON COMMIT DROP""",
+    """CREATE TEMP TABLE kb_upd_vals (sign integer, scope text COLLATE "C", facet text COLLATE "C",
+         v text COLLATE "C") ON COMMIT DROP""",
+    """CREATE TEMP TABLE kb_upd_rescan (scope text COLLATE "C", facet text COLLATE "C", k text COLLATE "C")
+         ON COMMIT DROP""",
+    """CREATE TEMP TABLE kb_upd_post (term text COLLATE "C", field "char", subindex text COLLATE "C",
+         article_ids integer[], tfs smallint[], lens integer[]) ON COMMIT DROP""",
+]
+
+
+def _update_sql(gen: int) -> list[tuple[str, sql.Composable]]:
+    """The in-place update once kb_upd_new (new rows) and kb_upd_gone (rows to remove) are filled: each derived
+    table gets the difference, computed from the same columns with the same expressions as a build's."""
+    doc, posting, term = _t("kb_article_search", gen), _t("kb_search_posting", gen), _t("kb_search_term", gen)
+    word, field, facet = _t("kb_search_word", gen), _t("kb_search_field", gen), _t("kb_search_facet", gen)
+    q = sql.SQL
+    return [
+        ("term df", q("INSERT INTO kb_upd_term SELECT scope, term, field, sum(sign) FROM ("
+                      "SELECT s.scope, u.lexeme AS term, f.field, d.sign FROM " + _SIGNED
+                      + " CROSS JOIN LATERAL unnest(d.tsv) u CROSS JOIN LATERAL " + _WEIGHTS
+                      + " WHERE f.w IS NULL OR f.w = ANY(u.weights) UNION ALL "
+                      "SELECT s.scope, u.lexeme, 'lead', d.sign FROM " + _SIGNED
+                      + " CROSS JOIN LATERAL unnest(d.lead_tsv) u UNION ALL "
+                      "SELECT s.scope, d.title_key, 'title_key', d.sign FROM " + _SIGNED + " WHERE d.title_key <> ''"
+                      ") x GROUP BY scope, term, field HAVING sum(sign) <> 0")),
+        ("", q("ANALYZE kb_upd_term")),
+        ("", q("INSERT INTO {} AS t (scope, term, field, df) SELECT scope, term, field, df FROM kb_upd_term "
+               "ON CONFLICT (scope, term, field) DO UPDATE SET df = t.df + excluded.df").format(term)),
+        ("", q("DELETE FROM {} t USING kb_upd_term d WHERE t.scope = d.scope AND t.term = d.term "
+               "AND t.field = d.field AND t.df <= 0").format(term)),
+        ("field stats", q("INSERT INTO {} AS t (scope, field, docs, total_len) SELECT s.scope, f.field, sum(d.sign), "
+                          "sum(d.sign * d.exact[f.i]) FROM " + _SIGNED + " CROSS JOIN LATERAL unnest(%(fields)s::text[]) "
+                          "WITH ORDINALITY AS f(field, i) GROUP BY s.scope, f.field ON CONFLICT (scope, field) DO UPDATE "
+                          "SET docs = t.docs + excluded.docs, total_len = t.total_len + excluded.total_len").format(field)),
+        ("", q("DELETE FROM {} WHERE docs <= 0").format(field)),
+        ("word df", q("INSERT INTO kb_upd_word SELECT s.scope, w, sum(d.sign) FROM " + _SIGNED
+                      + " CROSS JOIN LATERAL unnest(d.words) w GROUP BY s.scope, w HAVING sum(d.sign) <> 0")),
+        ("", q("ANALYZE kb_upd_word")),
+        ("", q("INSERT INTO {} AS t (scope, word, df) SELECT scope, word, df FROM kb_upd_word "
+               "ON CONFLICT (scope, word) DO UPDATE SET df = t.df + excluded.df").format(word)),
+        ("", q("DELETE FROM {} t USING kb_upd_word d WHERE t.scope = d.scope AND t.word = d.word "
+               "AND t.df <= 0").format(word)),
+        # postings: every (sub-index, term) a removed document held loses its id and the new documents' ids are
+        # appended, each row rewritten once (a long posting array is a large value to write)
+        ("postings", q("INSERT INTO kb_upd_terms SELECT DISTINCT d.subindex, u.lexeme FROM kb_upd_gone d "
+                       "CROSS JOIN LATERAL (SELECT lexeme FROM unnest(d.tsv) UNION "
+                       "SELECT lexeme FROM unnest(d.lead_tsv)) u")),
+        ("", q("ANALYZE kb_upd_terms")),
+        ("", q("ANALYZE kb_upd_post")),
+        ("", q("UPDATE {} p SET (article_ids, tfs, lens) = (" + _KEPT + ") FROM kb_upd_terms g "
+               "WHERE p.term = g.term AND p.subindex = g.subindex AND p.article_ids && %(gone)s::int[] "
+               "AND NOT EXISTS (SELECT 1 FROM kb_upd_post n WHERE n.term = p.term AND n.field = p.field "
+               "AND n.subindex = p.subindex)").format(posting)),
+        ("", q("INSERT INTO {} AS p (term, field, subindex, article_ids, tfs, lens) SELECT term, field, subindex, "
+               "article_ids, tfs, lens FROM kb_upd_post ON CONFLICT (term, field, subindex) DO UPDATE SET "
+               "(article_ids, tfs, lens) = (SELECT k.ids || excluded.article_ids, k.tfs || excluded.tfs, "
+               "k.lens || excluded.lens FROM (" + _KEPT + ") AS k(ids, tfs, lens))").format(posting)),
+        ("", q("DELETE FROM {} p USING kb_upd_terms g WHERE p.term = g.term AND p.subindex = g.subindex "
+               "AND cardinality(p.article_ids) = 0").format(posting)),
+        ("documents", q("DELETE FROM {} WHERE article_id = ANY(%(remove)s::bigint[])").format(doc)),
+        ("", q("INSERT INTO {} SELECT * FROM kb_upd_new").format(doc)),
+        # facet labels (the smallest case variant per key and scope): a new variant may lower a label; a key
+        # whose label variant left with a removed row, and came back with no new one, is read again from the rows
+        ("facet labels", q("INSERT INTO kb_upd_vals SELECT d.sign, s.scope, x.f, x.v FROM " + _SIGNED
+                           + " CROSS JOIN LATERAL " + _FACET_VALUES)),
+        ("", q("INSERT INTO {} AS l (scope, facet, k, label) SELECT scope, facet, lower(v), min(v) FROM kb_upd_vals "
+               "WHERE sign = 1 GROUP BY scope, facet, lower(v) ON CONFLICT (scope, facet, k) DO UPDATE "
+               "SET label = least(l.label, excluded.label)").format(facet)),
+        ("", q("INSERT INTO kb_upd_rescan SELECT DISTINCT g.scope, g.facet, lower(g.v) FROM kb_upd_vals g JOIN {} l "
+               "ON l.scope = g.scope AND l.facet = g.facet AND l.k = lower(g.v) AND l.label = g.v WHERE g.sign = -1 "
+               "AND NOT EXISTS (SELECT 1 FROM kb_upd_vals n WHERE n.sign = 1 AND n.scope = g.scope "
+               "AND n.facet = g.facet AND n.v = g.v)").format(facet)),
+        ("", q("DELETE FROM {} l USING kb_upd_rescan r WHERE l.scope = r.scope AND l.facet = r.facet "
+               "AND l.k = r.k").format(facet)),
+    ] + [("", q("INSERT INTO {} (scope, facet, k, label) SELECT {}, x.f, lower(x.v), min(x.v) FROM {} d "
+                "CROSS JOIN LATERAL " + _FACET_VALUES + " WHERE EXISTS (SELECT 1 FROM kb_upd_rescan r "
+                "WHERE r.scope = {} AND r.facet = x.f AND r.k = lower(x.v)) GROUP BY x.f, lower(x.v)").format(
+        facet, sql.Literal(scope), source, sql.Literal(scope)))
+        for scope, source in (("public", sql.Identifier(f"kb_article_search_g{gen}_public")), ("all", doc))]
+
+
+class GenerationUpdate:
+    """Changes the current generation in place, in one transaction: `begin`, `add_documents`, `add_postings`,
+    `finish`. Readers see the generation before or after it (MVCC); a killed update leaves it as it was."""
+
+    def __init__(self, url: str) -> None:
+        self.conn = _connect(url, autocommit=False)
+        self.gen = 0
+
+    def __enter__(self) -> "GenerationUpdate":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.conn.close()  # without a commit the transaction is rolled back
+
+    def begin(self, gen: int) -> None:
+        """Lock the current-generation row (a rebuild's swap waits for us) and give it a new revision, so
+        searchers' cached statistics of this generation expire when the update commits (`current_revision`)."""
+        found = self.conn.execute("UPDATE kb_search_current SET generation = generation WHERE generation = %s",
+                                  (gen,)).rowcount
+        if found != 1:
+            raise KBError(f"Search generation {gen} stopped being current during the update.",
+                          "Run `kb update` again.")
+        self.gen = gen
+        doc = _t("kb_article_search", gen)
+        self.conn.execute(sql.SQL("CREATE TEMP TABLE kb_upd_new (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(doc))
+        for stmt in _UPDATE_TEMP:
+            self.conn.execute(stmt)
+
+    def add_documents(self, rows: Iterable[DocRow]) -> dict[str, int]:
+        """COPY the new rows of the changed documents into the transaction's scratch table; per sub-index."""
+        counts = {"public": 0, "staff": 0}
+        stmt = sql.SQL("COPY kb_upd_new ({}) FROM STDIN").format(sql.SQL(", ").join(map(sql.Identifier, DOC_COLUMNS)))
+        with self.conn.cursor() as cur, cur.copy(stmt) as copy:
+            for row in rows:
+                copy.write_row(row.values)
+                counts[row.subindex] += 1
+        return counts
+
+    def add_postings(self, postings: Iterable[tuple[str, str, str, list[int], list[int], list[int]]]) -> None:
+        """The new documents' postings, (term, field letter, subindex, ids, tfs, lengths) as a build writes them."""
+        stmt = "COPY kb_upd_post (term, field, subindex, article_ids, tfs, lens) FROM STDIN"
+        with self.conn.cursor() as cur, cur.copy(stmt) as copy:
+            for row in postings:
+                copy.write_row(row)
+
+    def finish(self, remove: Iterable[int], analysis: str) -> list[int]:
+        """Remove every row of `remove` (ids rewritten or deleted), add the new rows, adjust every statistic,
+        record `analysis` (the build notes) and commit; returns the ids whose rows were removed."""
+        remove = sorted(set(remove))
+        self.conn.execute(sql.SQL("CREATE TEMP TABLE kb_upd_gone ON COMMIT DROP AS SELECT * FROM {} "
+                                  "WHERE article_id = ANY(%s::bigint[])").format(_t("kb_article_search", self.gen)),
+                          (remove,))
+        self.conn.execute("ANALYZE kb_upd_new")
+        self.conn.execute("ANALYZE kb_upd_gone")
+        gone = [int(r[0]) for r in self.conn.execute("SELECT article_id FROM kb_upd_gone").fetchall()]
+        params = {"gone": sorted(set(gone)), "remove": remove, "fields": list(STAT_FIELDS)}
+        spent: dict[str, float] = {}
+        step = "setup"
+        for what, stmt in _update_sql(self.gen):
+            step = what or step
+            started = time.perf_counter()
+            self.conn.execute(stmt, params)
+            spent[step] = spent.get(step, 0.0) + time.perf_counter() - started
+        log.debug("search generation %d update: %s", self.gen, ", ".join(f"{k} {v:.2f}s" for k, v in spent.items()))
+        self.conn.execute("UPDATE kb_search_generations SET analysis = %s WHERE generation = %s", (analysis, self.gen))
+        checkpoint("pg-update:before-commit")  # crash tests: every change made, nothing committed
+        self.conn.commit()
+        return gone
+
+
+def _lock_holder(conn: psycopg.Connection) -> str:
+    """Who holds this schema's writer lock, from pg_stat_activity: application name, client, server pid."""
+    row = conn.execute(
+        "SELECT a.application_name, coalesce(host(a.client_addr), 'local socket'), a.pid, "
+        "to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM pg_locks l "
+        "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+        "AND l.classid = %s::oid AND l.objid = hashtext(current_schema())::oid AND l.objsubid = 2 "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        (WRITER_LOCK,)).fetchone()
+    if row is None:
+        return "holder unknown"
+    name, client, pid, started = row
+    return f"{name or 'an unnamed session'} from {client}, server pid {pid}, connected {started}"
+
+
+_writers: dict[str, tuple[psycopg.Connection, int, list[int]]] = {}  # url -> (lock session, thread, [depth])
+_writers_guard = threading.Lock()
+
+
+@contextmanager
+def writer_lock(url: str, command: str, *, wait: float | None = None) -> Iterator[None]:
+    """One writer (rebuild, update, reindex_ids) at a time on this database schema, from any host.
+
+    A session-level advisory lock on its own connection: the server releases it when the session ends, so a
+    `kill -9` (or a lost host, after TCP keepalives give up) never blocks the next run. Waits up to `wait`
+    (WRITER_WAIT) seconds, as kb.index waits for the Whoosh write lock, then raises LockHeld naming the holder.
+    Re-entrant
+    within one thread.
+    """
+    with _writers_guard:
+        held = _writers.get(url)
+        if held is not None:
+            if held[1] != threading.get_ident():
+                raise LockHeld("Another kb writer in this process is writing the search index.",
+                               "Wait for it to finish and try again.")
+            held[2][0] += 1
+    if held is None:
+        name = f"kb {command} (pid {os.getpid()} on {socket.gethostname()})"[:63]
+        conn = _connect(url, application_name=name)
+        try:
+            for setting in ("tcp_keepalives_idle = 60", "tcp_keepalives_interval = 10", "tcp_keepalives_count = 3"):
+                conn.execute("SET " + setting)
+            deadline = time.monotonic() + (WRITER_WAIT if wait is None else wait)
+            while not conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))",
+                                   (WRITER_LOCK,)).fetchone()[0]:
+                if time.monotonic() >= deadline:
+                    raise LockHeld(f"Another kb writer is writing the search index in {redact(url)} "
+                                   f"({_lock_holder(conn)}).",
+                                   "Wait for it to finish and try again; a killed writer's lock is released "
+                                   "when its database session ends.")
+                time.sleep(0.1)
+        except BaseException:
+            conn.close()
+            raise
+        with _writers_guard:
+            held = _writers[url] = (conn, threading.get_ident(), [1])
+    try:
+        yield
+    finally:
+        with _writers_guard:
+            held[2][0] -= 1
+            done = held[2][0] == 0
+            if done:
+                del _writers[url]
+        if done:
+            held[0].close()  # ends the session: the lock goes with it
+
+
 # -- reading -----------------------------------------------------------------------------------------------
 
 _pools: dict[str, ConnectionPool] = {}
@@ -343,13 +592,24 @@ def replica_session(url: str) -> Iterator[psycopg.Connection]:
         raise ReplicaFailed(str(exc)) from None
 
 
-def current_generation(conn: psycopg.Connection) -> int | None:
-    """The generation readers use, or None before the first build."""
+def current_revision(conn: psycopg.Connection) -> tuple[int, str] | None:
+    """(generation readers use, its revision), or None before the first build.
+
+    The revision is the xmin of kb_search_current's row, which every swap and every in-place update rewrites:
+    statistics a reader caches (kb.search.pg) are keyed on both, so they expire when an update commits even
+    though the generation number stays the same.
+    """
     try:
-        row = conn.execute("SELECT generation FROM kb_search_current").fetchone()
+        row = conn.execute("SELECT generation, xmin::text FROM kb_search_current").fetchone()
     except psycopg.errors.UndefinedTable:
         return None
-    return int(row[0]) if row else None
+    return (int(row[0]), str(row[1])) if row else None
+
+
+def current_generation(conn: psycopg.Connection) -> int | None:
+    """The generation readers use, or None before the first build."""
+    found = current_revision(conn)
+    return found[0] if found else None
 
 
 def field_stats(conn: psycopg.Connection, gen: int, scope: str) -> list[tuple[str, int, int]]:
