@@ -16,6 +16,8 @@ import os
 import shutil
 import tarfile
 import tempfile
+import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 BACKUP_FORMAT = 1
 MANIFEST = "manifest.json"
 STORE_NAME = "kb.sqlite3"
+#: /healthz reuses a replica probe this long: it is public and polled, and each probe opens fresh connections.
+REPLICA_PROBE_TTL = 5.0
 
 
 # -- check and repair ----------------------------------------------------------------------------
@@ -267,10 +271,10 @@ def _store_facts(store: Store) -> dict[str, Any]:
     """Where the store is and how big: the SQLite file (and its WAL), or the PostgreSQL database (password hidden)."""
     if store.path is None:
         from kb.store.postgres import PostgresStore
-        from kb.store.postgres_pool import redact
+        from kb.store.postgres_pool import redact, replica_status
 
         if isinstance(store, PostgresStore):
-            return {"database": redact(store.url), "replicas": len(store.replica_urls),
+            return {"database": redact(store.url), "replicas": replica_status(store.url, store.replica_urls),
                     "size_bytes": store.database_size()}
         return {"path": None, "size_bytes": 0}
     files = [store.path, store.path.with_name(store.path.name + "-wal")]
@@ -452,6 +456,9 @@ def health(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Cheap liveness facts for /healthz: can the store be read, is there an index to search?
 
     Safe to expose publicly: no paths, PIDs or host names. `ok` False means searches fail (serve 503).
+    On PostgreSQL `replicas` says whether each replica answers and how far it lags (numbered in
+    DATABASE_REPLICA_URLS order, no URLs: `kb stats` names them), and `degraded` that one does not: reads
+    then fall back to another replica or the primary, so the node stays healthy. Only the primary decides `ok`.
     """
     from kb.schema import is_legacy, named_generation
     from kb.search.check import current_generation
@@ -462,6 +469,8 @@ def health(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
     if url is not None:
         generation: Any = _postgres_generation(url) if checks["store"] == "ok" else None
         checks["index"] = f"postgresql:{generation}" if generation is not None else "missing"
+        checks["replicas"] = _replica_health(data_dir, url)
+        checks["degraded"] = not all(r["reachable"] for r in checks["replicas"])
     else:
         generation = current_generation(paths["index"])  # an unreadable generation counts as none
         named = named_generation(paths["index"])
@@ -477,6 +486,28 @@ def _settings_database(data_dir: str | os.PathLike[str]) -> str | None:
     from kb import config
 
     return str(config.load({"DATA_DIR": str(data_dir)}).get("DATABASE_URL") or "").strip() or None
+
+
+def _replica_health(data_dir: str | os.PathLike[str], url: str) -> list[dict[str, Any]]:
+    """/healthz's view of each replica of `data_dir`'s settings: reachable and lag, without URL or error text."""
+    from kb import config
+    from kb.store import replica_urls
+    from kb.store.postgres_pool import replica_status
+
+    replicas = tuple(replica_urls(config.load({"DATA_DIR": str(data_dir)})))
+    key = (url, replicas)
+    with _probe_lock:  # one probe at a time per process: a flood of /healthz requests cannot fan out to the servers
+        probed = _probes.get(key)
+        if probed is None or time.monotonic() - probed[0] > REPLICA_PROBE_TTL:
+            found = replica_status(url, replicas)
+            probed = _probes[key] = (time.monotonic(), [
+                {"replica": n, **{k: r[k] for k in ("reachable", "lag_seconds", "lag_bytes")}}
+                for n, r in enumerate(found, 1)])
+    return [dict(r) for r in probed[1]]
+
+
+_probes: dict[tuple[str, tuple[str, ...]], tuple[float, list[dict[str, Any]]]] = {}
+_probe_lock = threading.Lock()
 
 
 def _postgres_generation(url: str) -> int | None:

@@ -216,3 +216,92 @@ def _data_backend(request: pytest.FixtureRequest, name: str, tmp_path: Path) -> 
 
         close_search_pool(database.url)
         close_pools()  # before pg_database drops the database under the pools' connections
+
+
+# -- a data directory's search index on either backend (tests/test_maintenance.py) ----------------------------
+
+@dataclass
+class IndexedDataBackend:
+    """`each_data_backend` with its live search index: how a test reads and damages it differs per backend (files
+    of a Whoosh generation, or tables of a generation in the test's database); what kb does about it must not."""
+
+    data: DataDirBackend
+
+    @property
+    def name(self) -> str:
+        return self.data.name
+
+    @property
+    def dir(self) -> Path:
+        return self.data.dir
+
+    @property
+    def index_root(self) -> Path:
+        """What kb.index and kb.maintenance take as the index; unused (never created) on PostgreSQL."""
+        return self.data.paths["index"]
+
+    @property
+    def generation_prefix(self) -> str:
+        """How `kb check`, `kb stats` and /healthz name a generation: a directory, or a database's generation."""
+        return "gen-" if self.data.url is None else "postgresql:"
+
+    def open_store(self):
+        return self.data.open_store()
+
+    def results(self, queries: list[str], audiences: tuple[str, ...] = ("public", "staff")) -> list[list[tuple]]:
+        """(id, url, title, anchor, score) of every hit of each query, through the backend's own searcher."""
+        from kb.search import Searcher
+        from kb.search.pg import PgSearcher
+
+        searcher = Searcher(self.index_root) if self.data.url is None else PgSearcher(self.data.url)
+        try:
+            return [[(h.id, h.url, h.title, h.anchor, round(h.score, 6)) for h in
+                     searcher.search(q, audiences=audiences).hits] for q in queries]
+        finally:
+            searcher.close()
+
+    def damage(self, part: str) -> str:
+        """Make `part` ("postings" or "documents") of the live generation unreadable by searches; returns its name.
+
+        Whoosh: cut its files in half. PostgreSQL: drop its table (the public partition for documents), as a
+        careless operator or a failed restore would.
+        """
+        tables = {"postings": "kb_search_posting_g{}", "documents": "kb_article_search_g{}_public"}
+        if self.data.url is None:
+            from kb.search.check import current_generation
+
+            generation = current_generation(self.index_root)
+            for path in generation.rglob({"postings": "*.pst", "documents": "*_stored.col"}[part]):
+                os.truncate(path, path.stat().st_size // 2)
+            return generation.name
+        from psycopg import sql
+
+        from tests.pgcluster import connect
+
+        with connect(self.data.url) as conn:
+            gen = conn.execute("SELECT generation FROM kb_search_current").fetchone()[0]
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(tables[part].format(gen))))
+        return f"postgresql:{gen}"
+
+    def set_disclaimer_flag(self, store, article_id: int) -> None:
+        """Set an article's disclaimer flag behind the store's back, as a schema backfill does (no new hash)."""
+        if self.data.url is None:
+            store.db.execute("UPDATE articles SET disclaimer = 1 WHERE id = ?", (article_id,))
+            return
+        from tests.pgcluster import connect
+
+        with connect(self.data.url) as conn:
+            conn.execute("UPDATE kb_articles SET disclaimer = 1 WHERE id = %s", (article_id,))
+
+
+@pytest.fixture
+def each_indexed_backend(each_data_backend: DataDirBackend) -> IndexedDataBackend:
+    """A data directory and its search index on both backends: a test taking it runs as [sqlite] and [postgresql]."""
+    return IndexedDataBackend(each_data_backend)
+
+
+@pytest.fixture
+def indexed_store(each_indexed_backend: IndexedDataBackend):
+    """The store of `each_indexed_backend` (SQLite file, or PostgreSQL with its kb.toml), closed afterwards."""
+    with each_indexed_backend.open_store() as s:
+        yield s

@@ -12,9 +12,11 @@ import logging
 import os
 import threading
 import time
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
@@ -24,6 +26,7 @@ REPLICA_BACKOFF = 10.0  # seconds a failed replica stays out of rotation
 REPLICA_CHECKOUT = 1.0  # seconds a read waits for a replica connection before trying elsewhere
 PRIMARY_CHECKOUT = 10.0  # seconds a store waits for a primary connection (busy pool or server down)
 CONNECT_TIMEOUT = 5  # seconds to establish one connection
+PROBE_TIMEOUT = 2  # seconds a health probe waits for one server's connection
 
 _lock = threading.Lock()
 _pools: dict[tuple[int, str], ConnectionPool] = {}
@@ -92,3 +95,49 @@ def close_pools(urls: Any = None) -> None:
             _down_until.pop(key[1], None)
     for pool in closing:
         pool.close()
+
+
+# -- replica health: what /healthz and `kb stats` say about each replica -------------------------------------
+
+def replica_status(primary_url: str, replica_urls: Sequence[str], timeout: int = PROBE_TIMEOUT) -> list[dict[str, Any]]:
+    """Each replica as an operator needs it: reachable or not, and how far its replay trails the primary.
+
+    `lag_bytes` is the WAL between the primary's current position and the replica's replay position (None when
+    the primary does not answer); `lag_seconds` is `now() - pg_last_xact_replay_timestamp()` while received WAL
+    waits to be replayed, and 0 when all of it is (an idle primary sends no transactions, so the raw timestamp
+    would grow forever). New connections, not the pools: a probe never waits behind busy readers and never takes a
+    replica out of rotation. Replicas are probed at once, so a dead one costs `timeout`, not `timeout` each.
+    """
+    if not replica_urls:
+        return []
+    position = _primary_position(primary_url, timeout)
+    with ThreadPoolExecutor(max_workers=len(replica_urls), thread_name_prefix="kb-replica-probe") as pool:
+        return list(pool.map(lambda url: _replica_facts(url, position, timeout), replica_urls))
+
+
+def _primary_position(url: str, timeout: int) -> str | None:
+    """The primary's current WAL position (text), or None when it does not answer or is itself a standby."""
+    try:
+        with psycopg.connect(url, connect_timeout=timeout, autocommit=True, application_name="kb health") as conn:
+            row = conn.execute("SELECT CASE WHEN pg_is_in_recovery() THEN NULL "
+                               "ELSE pg_current_wal_lsn()::text END").fetchone()
+    except psycopg.Error:
+        return None
+    return row[0] if row else None
+
+
+def _replica_facts(url: str, position: str | None, timeout: int) -> dict[str, Any]:
+    facts: dict[str, Any] = {"url": redact(url), "reachable": False, "standby": None, "lag_seconds": None,
+                             "lag_bytes": None}
+    try:
+        with psycopg.connect(url, connect_timeout=timeout, autocommit=True, application_name="kb health") as conn:
+            standby, seconds, behind = conn.execute(
+                "SELECT pg_is_in_recovery(), CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+                "ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END::float8, "
+                "pg_wal_lsn_diff(%s::pg_lsn, pg_last_wal_replay_lsn())::bigint", (position,)).fetchone()
+    except psycopg.Error as exc:
+        facts["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return facts
+    facts.update(reachable=True, standby=bool(standby), lag_seconds=None if seconds is None else round(seconds, 3),
+                 lag_bytes=None if behind is None else max(0, int(behind)))  # it may replay past `position`
+    return facts
