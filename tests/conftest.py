@@ -11,17 +11,18 @@ test's database with its replica): suites that test the Store contract take `any
 they run on both backends; `store` stays SQLite for the many suites that need a file (measured: parametrising
 `store` itself would add a PostgreSQL run to ~300 tests that test no store behaviour). Only the `[postgresql]`
 parameter needs the cluster: without PostgreSQL it skips with "PostgreSQL not available: <reason>", and with
-`CI` or `KB_REQUIRE_POSTGRES=1` it fails instead. `-m "not postgresql"` deselects it.
+`CI` or `KB_REQUIRE_POSTGRES=1` it fails instead. `-m "not postgresql"` deselects it. Modules that build a world
+once (a store, an index, an app) take the module-scoped `module_backend` instead: one database per world.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 from click.testing import CliRunner
@@ -164,6 +165,47 @@ def search_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 
 
 _search_databases = count(1)
+
+
+@dataclass
+class ModuleBackend:
+    """The backend of a module's worlds (data directories built once per module): `data_dir(root)` configures
+    a directory for it, on PostgreSQL with a database of its own, dropped when the module is done."""
+
+    name: str  # "sqlite" or "postgresql"
+    cluster: Any = None
+    databases: list[Any] = field(default_factory=list)
+
+    def data_dir(self, root: Path) -> "DataDirBackend":
+        root.mkdir(parents=True, exist_ok=True)
+        if self.cluster is None:
+            return DataDirBackend(self.name, root)
+        database = self.cluster.create_database(f"kb_world_{os.getpid()}_{next(_search_databases)}")
+        self.databases.append(database)
+        (root / "kb.toml").write_text(f'database_url = "{database.url}"\n', encoding="utf-8")
+        return DataDirBackend(self.name, root, database.url)
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def module_backend(request: pytest.FixtureRequest) -> Iterator[ModuleBackend]:
+    """Run a module's world-building tests on SQLite + Whoosh and on PostgreSQL: one build per module per backend
+    (a per-test database would rebuild the world for every test). Close the apps over a world before it ends."""
+    if request.param == "sqlite":
+        yield ModuleBackend("sqlite")
+        return
+    backend = ModuleBackend("postgresql", request.getfixturevalue("pg_cluster"))
+    try:
+        yield backend
+    finally:
+        from kb.store.postgres_pool import close_pools
+        from kb.store.postgres_search import close_search_pool
+
+        for database in backend.databases:
+            close_search_pool(database.url)
+        close_pools()
+        backend.cluster.ensure_replica_running()
+        for database in backend.databases:
+            backend.cluster.drop_database(database.name)
 
 
 @dataclass

@@ -1,4 +1,8 @@
-"""JSON API of kb.web: /api/search, /api/suggest, /api/articles/<id>, /api/openapi.json and JSON errors."""
+"""JSON API of kb.web: /api/search, /api/suggest, /api/articles/<id>, /api/openapi.json and JSON errors.
+
+Tests that read a store or an index run on both backends (`web_site`, `real_app` of tests/webapp.py); those drawn
+from an injected searcher (tests/fakes.py) touch no backend and run once.
+"""
 
 from __future__ import annotations
 
@@ -100,13 +104,13 @@ def test_suggest_shape_and_limit(make_app):
 
 # -- /api/articles/<id> ---------------------------------------------------------------------------------------------
 
-def test_article_json(make_app, store):
+def test_article_json(web_site):
     stored = article(1, title=SCRIPT_TITLE)
-    article_id, _ = store.save_article(stored)
-    response = get(make_app(FakeSearcher()), f"/api/articles/{article_id}")
+    article_id, _ = web_site.store.save_article(stored)
+    response = get(web_site.app(FakeSearcher()), f"/api/articles/{article_id}")
     assert response.status_code == 200
     data = response.get_json()
-    assert data == store.get_article(article_id).to_dict()
+    assert data == web_site.store.get_article(article_id).to_dict()
     assert data["title"] == SCRIPT_TITLE and [s["anchor"] for s in data["sections"]] == ["causes", "treatment"]
     assert "<script>" not in response.get_data(as_text=True)
 
@@ -118,22 +122,22 @@ def test_article_json(make_app, store):
     (" https://derm.example.org/acne ", "en_gb", "https://derm.example.org/acne", "en-GB"),
     ("http://derm.example.org/a?b=1", "de-CH-1996", "http://derm.example.org/a?b=1", "de-CH-1996"),
 ])
-def test_article_json_keeps_only_http_canonicals_and_valid_language_tags(make_app, store, canonical, lang,
+def test_article_json_keeps_only_http_canonicals_and_valid_language_tags(web_site, canonical, lang,
                                                                          clean_canonical, clean_lang):
-    article_id, _ = store.save_article(article(1, canonical=canonical, lang=lang))
-    data = get(make_app(FakeSearcher()), f"/api/articles/{article_id}").get_json()
+    article_id, _ = web_site.store.save_article(article(1, canonical=canonical, lang=lang))
+    data = get(web_site.app(FakeSearcher()), f"/api/articles/{article_id}").get_json()
     assert (data["canonical"], data["lang"]) == (clean_canonical, clean_lang)
 
 
 @pytest.mark.parametrize("article_id", [2**63, 10**30])
-def test_article_ids_past_sqlite_integers_are_json_404(make_app, store, caplog, article_id):
-    error_of(get(make_app(FakeSearcher()), f"/api/articles/{article_id}"), 404)
+def test_article_ids_past_sqlite_integers_are_json_404(web_site, caplog, article_id):
+    error_of(get(web_site.app(FakeSearcher()), f"/api/articles/{article_id}"), 404)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-def test_missing_and_staff_articles_are_json_404(make_app, store):
-    staff_id, _ = store.save_article(article(2, audience="staff"))
-    app = make_app(FakeSearcher())
+def test_missing_and_staff_articles_are_json_404(web_site):
+    staff_id, _ = web_site.store.save_article(article(2, audience="staff"))
+    app = web_site.app(FakeSearcher())
     for url in ("/api/articles/12345", f"/api/articles/{staff_id}", "/api/articles/abc", "/api/nothing", "/api"):
         error_of(get(app, url), 404)
 
@@ -221,13 +225,15 @@ def test_openapi_document_validates_against_the_3_1_schema(make_app):
 # -- real index -----------------------------------------------------------------------------------------------------
 
 def test_real_index_api_matches_searcher(real_app):
+    from kb import config
     from kb.config import data_paths
-    from kb.search import Searcher
+    from kb.search.pg import open_searcher
 
     response = get(real_app, "/api/search?q=retinoids&per_page=5&page=2&category=Acne")
     assert response.status_code == 200
     data = response.get_json()
-    searcher = Searcher(data_paths(real_app.config["DATA_DIR"])["index"])
+    settings = config.load({"DATA_DIR": real_app.config["DATA_DIR"]})  # a searcher of its own, on the same backend
+    searcher = open_searcher(settings, data_paths(settings["DATA_DIR"])["index"])
     try:
         expected = searcher.search("retinoids", page=2, per_page=5, filters={"category": ["Acne"]})
     finally:
@@ -247,3 +253,15 @@ def test_real_index_suggest_and_article(real_app):
     assert hits and hits[0]["title"] == "Rosacea basics"
     found = get(real_app, f"/api/articles/{hits[0]['id']}").get_json()
     assert found["url"] == hits[0]["url"] == "javascript:alert(1)"
+
+
+def test_real_index_filter_values_holding_nul_match_nothing_instead_of_failing(real_app):
+    """PostgreSQL text cannot hold NUL: such a filter value reached the database there and answered a 500."""
+    alone = get(real_app, "/api/search?q=retinoids&category=Ac%00ne")
+    assert alone.status_code == 200 and alone.get_json()["total"] == 0
+    acne = get(real_app, "/api/search?q=retinoids&category=Acne").get_json()
+    assert acne["total"] == 24
+    either = get(real_app, "/api/search?q=retinoids&category=Acne&category=Ac%00ne")  # alternatives: one matches
+    assert either.status_code == 200 and either.get_json() == acne
+    for url in ("/api/search?tag=%00", "/search?site=%00x", "/search?q=acne&tag=t1&tag=t%002"):
+        assert get(real_app, url).status_code == 200, url

@@ -5,14 +5,14 @@ document and a staff FAQ entry carrying a canary word (and a staff-only category
 "public" has the public articles only. An anonymous visitor of the mixed site must see exactly what a
 visitor of the public-only site sees — results, totals, facets, suggestions, "Did you mean", article
 pages, the FAQ, the home page and error messages — and no trace of the canary anywhere, while a
-signed-in staff user (or a Bearer token) does find it.
+signed-in staff user (or a Bearer token) does find it. Every test runs on SQLite + Whoosh and on PostgreSQL
+(`module_backend`: both sites built once per backend).
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
@@ -20,9 +20,7 @@ import pytest
 from bs4 import BeautifulSoup
 
 from kb import index, users
-from kb.config import data_paths
 from kb.models import Article, Section
-from kb.store import open_store
 from kb.web import create_app
 
 CANARY = "zephyrquix"
@@ -69,10 +67,10 @@ def staff_articles() -> list[Article]:
     ]
 
 
-def build(root: Path, staff: bool) -> dict[str, Any]:
-    root.mkdir(parents=True)
-    paths = data_paths(root)
-    with open_store(paths["store"]) as store:
+def build(site: Any, staff: bool) -> dict[str, Any]:
+    """A data directory of `module_backend` (`site`) with the public articles, `staff` ones too, built and served."""
+    root, paths = site.dir, site.paths
+    with site.open_store() as store:
         public_ids = [store.save_article(a)[0] for a in public_articles()]
         staff_ids = [store.save_article(a)[0] for a in staff_articles()] if staff else []
         users.add_user(store, "alice", PASSWORD)
@@ -83,9 +81,11 @@ def build(root: Path, staff: bool) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> dict[str, dict[str, Any]]:
+def world(module_backend, tmp_path_factory) -> dict[str, dict[str, Any]]:
+    """The same site with and without staff material, on each backend (every test here runs on both)."""
     base = tmp_path_factory.mktemp("audience")
-    mixed, public = build(base / "mixed", staff=True), build(base / "public", staff=False)
+    mixed = build(module_backend.data_dir(base / "mixed"), staff=True)
+    public = build(module_backend.data_dir(base / "public"), staff=False)
     yield {"mixed": mixed, "public": public}
     for side in (mixed, public):
         side["app"].extensions["kb"].close()

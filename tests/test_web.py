@@ -1,8 +1,14 @@
 """HTML pages of kb.web: rendering, escaping, source links, facets, pagination, errors, headers.
 
 Most tests inject a small recording searcher (app config SEARCHER) so each page
-state can be produced exactly; `test_real_index_*` build a real Whoosh index
-with kb.index.rebuild() from a filled Store and search it through the app.
+state can be produced exactly; `test_real_index_*` build a real index with
+kb.index.rebuild() from a filled Store and search it through the app.
+
+Backends: every test that reaches a store or an index runs as [sqlite] and [postgresql] (tests/webapp.py:
+`web_site` shares one site per module for tests that read back only what they wrote, `app_store` gives a fresh
+one to tests that count everything, `real_app` is one real index per module). The rest run once: pure helpers,
+templates, the secret key file and pages drawn from an injected searcher touch no backend. Two health tests
+damage Whoosh's files and stay embedded-only (said in each).
 """
 
 from __future__ import annotations
@@ -159,9 +165,8 @@ def test_an_empty_secret_key_file_is_replaced(tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and kb.web.app._secret_key(tmp_path) == key
 
 
-def test_store_is_opened_per_request_and_closed(make_app, monkeypatch):
-    from kb.store import SQLiteStore as Store
-
+def test_store_is_opened_per_request_and_closed(web_site, monkeypatch):
+    Store = type(web_site.store)  # SQLiteStore, or PostgresStore (its connections go back to the pool on close)
     opened, closed = [], []
     original_init, original_close = Store.__init__, Store.close
 
@@ -175,7 +180,7 @@ def test_store_is_opened_per_request_and_closed(make_app, monkeypatch):
 
     monkeypatch.setattr(Store, "__init__", init)
     monkeypatch.setattr(Store, "close", close)
-    app = make_app(FakeSearcher())
+    app = web_site.app(FakeSearcher())
     get(app, "/")
     get(app, "/")
     assert len(opened) == 2 and closed == opened
@@ -183,10 +188,10 @@ def test_store_is_opened_per_request_and_closed(make_app, monkeypatch):
 
 # -- home -----------------------------------------------------------------------------------------------------------
 
-def test_home_has_search_form_and_topics_from_store(make_app, store):
-    store.save_article(article(1, categories=["Acne", "Rosacea"], tags=["retinoids"]))
-    store.save_article(article(2, categories=["Acne"], tags=["<b>tag</b>"]))
-    store.save_article(article(3, categories=["Staff only"], audience="staff"))
+def test_home_has_search_form_and_topics_from_store(make_app, app_store):
+    app_store.save_article(article(1, categories=["Acne", "Rosacea"], tags=["retinoids"]))
+    app_store.save_article(article(2, categories=["Acne"], tags=["<b>tag</b>"]))
+    app_store.save_article(article(3, categories=["Staff only"], audience="staff"))
     page = soup(get(make_app(FakeSearcher()), "/"))
     form = page.select_one("form[role=search]")
     assert form["action"] == "/search" and form["method"] == "get"
@@ -201,7 +206,7 @@ def test_home_has_search_form_and_topics_from_store(make_app, store):
     assert "2 articles from 1 site" in page.get_text(" ", strip=True)
 
 
-def test_home_without_articles_says_what_to_do(make_app):
+def test_home_without_articles_says_what_to_do(make_app, app_store):
     text = soup(get(make_app(FakeSearcher()), "/")).get_text(" ", strip=True)
     assert "No articles yet" in text and "kb crawl" in text
 
@@ -236,17 +241,17 @@ def test_search_page_shows_results_with_source_links(make_app):
                                         "audiences": ("public",)})]
 
 
-def test_javascript_source_url_is_never_a_link(make_app, store):
+def test_javascript_source_url_is_never_a_link(web_site):
     bad = "javascript:alert(document.cookie)"
     searcher = FakeSearcher(make_results(hits=[make_hit(1, url=bad, anchor="x", site="evil.example")]))
-    app = make_app(searcher)
+    app = web_site.app(searcher)
     body = get(app, "/search?q=acne").get_data(as_text=True)
     page = BeautifulSoup(body, "lxml")
     assert not page.select("a.source-link")
     assert page.select_one(".source-text").get_text() == bad + "#x"
     assert page.select_one(".source-host").get_text() == "evil.example"
     assert not [a for a in page.find_all(href=True) if "javascript" in a["href"].lower()]
-    article_id, _ = store.save_article(article(9, url=bad, site="evil.example"))
+    article_id, _ = web_site.store.save_article(article(9, url=bad, site="evil.example"))
     page = soup(get(app, f"/article/{article_id}"))
     assert not page.select("a.source-link") and page.select_one(".source-text").get_text() == bad
     assert not [a for a in page.find_all(href=True) if "javascript" in a["href"].lower()]
@@ -344,14 +349,14 @@ def test_bad_parameters_give_a_400_page(make_app, query):
 
 # -- article page ---------------------------------------------------------------------------------------------------
 
-def test_article_page_renders_sections_toc_and_source(make_app, store):
+def test_article_page_renders_sections_toc_and_source(web_site):
     stored = article(1, title=SCRIPT_TITLE, text="Intro <b>bold</b> line one\nline two\n\nMore intro.\n\nCauses\n...",
                      sections=[Section("Causes", "causes", "Hormones <img src=x onerror=alert(1)>.\n\nSecond para."),
                                Section("Sub", "sub", "Nested.", level=3),
                                Section("Causes again", "causes", "Duplicate anchor."),
                                Section("Main clash", "main", "Reserved id.")])
-    article_id, _ = store.save_article(stored)
-    response = get(make_app(FakeSearcher()), f"/article/{article_id}")
+    article_id, _ = web_site.store.save_article(stored)
+    response = get(web_site.app(FakeSearcher()), f"/article/{article_id}")
     body = response.get_data(as_text=True)
     assert response.status_code == 200
     assert "<script>alert" not in body and "<img src=x" not in body and "<b>bold</b>" not in body
@@ -375,37 +380,39 @@ def test_article_page_renders_sections_toc_and_source(make_app, store):
     assert page.select_one('a.chip[href="/search?category=Acne"]')
 
 
-def test_article_without_sections_is_plain_paragraphs(make_app, store):
-    article_id, _ = store.save_article(article(2, text="One.\n\nTwo.", sections=[], published=None, modified=None))
-    page = soup(get(make_app(FakeSearcher()), f"/article/{article_id}"))
+def test_article_without_sections_is_plain_paragraphs(web_site):
+    article_id, _ = web_site.store.save_article(article(2, text="One.\n\nTwo.", sections=[], published=None,
+                                                        modified=None))
+    page = soup(get(web_site.app(FakeSearcher()), f"/article/{article_id}"))
     assert [p.get_text() for p in page.select(".article-body p")] == ["One.", "Two."]
     assert not page.select("nav.toc") and not page.select("dl.dates")
 
 
-def test_unknown_and_staff_articles_are_404(make_app, store):
-    staff_id, _ = store.save_article(article(3, audience="staff"))
-    app = make_app(FakeSearcher())
+def test_unknown_and_staff_articles_are_404(web_site):
+    staff_id, _ = web_site.store.save_article(article(3, audience="staff"))
+    app = web_site.app(FakeSearcher())
     for url in ("/article/999", f"/article/{staff_id}", "/article/abc"):
         response = get(app, url)
         assert response.status_code == 404
         assert soup(response).h1.get_text() == "Page not found"
-    staff_app = make_app(FakeSearcher(), AUDIENCES=("public", "staff"))
+    staff_app = web_site.app(FakeSearcher(), AUDIENCES=("public", "staff"))
     assert get(staff_app, f"/article/{staff_id}").status_code == 200
 
 
 @pytest.mark.parametrize("article_id", [2**63, 2**63 + 1, 10**30])
-def test_article_ids_past_sqlite_integers_are_404_not_500(make_app, store, caplog, article_id):
-    app = make_app(FakeSearcher())
+def test_article_ids_past_sqlite_integers_are_404_not_500(web_site, caplog, article_id):
+    app = web_site.app(FakeSearcher())
     response = get(app, f"/article/{article_id}")
     assert response.status_code == 404 and soup(response).h1.get_text() == "Page not found"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no traceback logged per request
     assert get(app, f"/article/{2**63 - 1}").status_code == 404  # the largest id is still looked up
 
 
-def test_article_page_shows_no_crawled_canonical_or_lang(make_app, store):
+def test_article_page_shows_no_crawled_canonical_or_lang(web_site):
     """The HTML page never prints the crawled `canonical` or `lang` (the API cleans them, see test_api)."""
-    article_id, _ = store.save_article(article(1, canonical="javascript:alert(1)", lang='en" onload="alert(1)'))
-    body = get(make_app(FakeSearcher()), f"/article/{article_id}").get_data(as_text=True)
+    article_id, _ = web_site.store.save_article(article(1, canonical="javascript:alert(1)",
+                                                        lang='en" onload="alert(1)'))
+    body = get(web_site.app(FakeSearcher()), f"/article/{article_id}").get_data(as_text=True)
     assert "javascript:" not in body and "onload" not in body
 
 
@@ -476,11 +483,11 @@ def test_static_files_are_cached_and_versioned(make_app):
 # -- markup quality (CSP-compatible, accessible structure; axe runs later in browser tests) ---------------------
 
 @pytest.fixture
-def all_pages(make_app, store):
-    article_id, _ = store.save_article(article(1))
+def all_pages(web_site):
+    article_id, _ = web_site.store.save_article(article(1))
     results = make_results(total=40, hits=[make_hit(1), make_hit(2)], suggestions=["acne"],
                            facets={"category": [("Acne", 2)], "tag": [("retinoids", 1)]})
-    app = make_app(FakeSearcher(results))
+    app = web_site.app(FakeSearcher(results))
     urls = ["/", "/search?q=acne&page=2", f"/article/{article_id}", "/missing", "/search?q=a&page=x", "/login", "/faq"]
     return {url: get(app, url) for url in urls}
 
@@ -562,26 +569,29 @@ def test_real_index_filters_and_escaping(real_app):
     assert SCRIPT_TITLE in [a.get_text() for a in page.select("a.result-title")]
 
 
-def test_real_index_missing_gives_503(make_app):
-    response = get(make_app(), "/search?q=acne")
+def test_real_index_missing_gives_503(web_site):
+    response = get(web_site.app(), "/search?q=acne")
     assert response.status_code == 503 and "kb reindex" in response.get_data(as_text=True)
 
 
-def test_healthz_is_503_without_index_and_200_with_one(make_app, store, data_dir):
+def test_healthz_is_503_without_index_and_200_with_one(make_app, app_store, each_data_backend, data_dir):
     response = get(make_app(), "/healthz")
     assert response.status_code == 503 and response.is_json
     assert response.get_json()["ok"] is False and response.get_json()["index"] == "missing"
     from kb.config import data_paths
     from kb.index import rebuild
 
-    store.save_article(article(1))
-    rebuild(store, data_paths(data_dir)["index"])
+    app_store.save_article(article(1))
+    rebuild(app_store, data_paths(data_dir)["index"])
     response = get(make_app(), "/healthz")
     assert response.status_code == 200 and response.get_json()["ok"] is True
+    live = r"postgresql:\d+" if each_data_backend.url else r"gen-\d{8}T\d+"  # the generation being served
+    assert re.fullmatch(live, response.get_json()["index"])
     assert response.headers["Cache-Control"] == "no-store"
 
 
 def test_healthz_is_503_when_the_index_cannot_be_read(make_app, store, data_dir):
+    """Embedded only: damages the Whoosh generation's segment files (PostgreSQL's index has no files)."""
     from kb.config import data_paths
     from kb.index import current_generation, rebuild
 
@@ -596,7 +606,7 @@ def test_healthz_is_503_when_the_index_cannot_be_read(make_app, store, data_dir)
 
 
 def test_healthz_is_json_503_when_the_table_of_contents_is_emptied(make_app, store, data_dir):
-    """Whoosh cannot even open such an index: /healthz used to answer a 500 HTML page."""
+    """Whoosh cannot even open such an index: /healthz used to answer a 500 HTML page. Embedded only: a Whoosh file."""
     from kb.config import data_paths
     from kb.index import current_generation, rebuild
 
@@ -609,27 +619,27 @@ def test_healthz_is_json_503_when_the_table_of_contents_is_emptied(make_app, sto
     assert response.get_json()["ok"] is False and response.get_json()["index"] == "unreadable"
 
 
-def test_new_searches_are_query_logged(make_app, store):
+def test_new_searches_are_query_logged(make_app, app_store):
     results = make_results(total=7)
     app = make_app(FakeSearcher(results))
     get(app, "/search?q=acne")
     get(app, "/api/search?q=rosacea+laser")
     get(app, "/search?q=acne&page=2")  # paging through the same search is not a new query
     get(app, "/search?category=Acne")  # browsing has no query text
-    rows = [tuple(r) for r in store.db.execute("SELECT query, results, audience FROM query_log ORDER BY id")]
+    rows = sorted((r["query"], r["results"], r["audience"]) for r in app_store.queries_since(""))
     assert rows == [("acne", 7, "public"), ("rosacea laser", 7, "public")]
     get(make_app(FakeSearcher(results), QUERY_LOG=False), "/search?q=eczema")
-    assert store.db.execute("SELECT count(*) FROM query_log").fetchone()[0] == 2
+    assert app_store.count_queries() == 2
 
 
-def test_query_log_failure_does_not_break_search(make_app, monkeypatch):
+def test_query_log_failure_does_not_break_search(web_site, monkeypatch):
     import kb.querylog
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(kb.querylog, "log_query", broken)
-    response = get(make_app(FakeSearcher(make_results())), "/search?q=acne")
+    response = get(web_site.app(FakeSearcher(make_results())), "/search?q=acne")
     assert response.status_code == 200 and soup(response).select("#results li.result")
 
 
@@ -671,12 +681,13 @@ def test_corrected_search_says_so_and_offers_the_typed_words_exactly(make_app):
     assert get(app, "/search?q=psorisis&exact=maybe").status_code == 400
 
 
-def test_faq_answer_box_is_not_repeated_in_the_result_list(make_app, store):
-    faq_id, _ = store.save_article(article(url="https://c.example/faq#a", title="How often should I have a skin check?",
-                                        text="Once a year for most adults.", kind="faq"))
+def test_faq_answer_box_is_not_repeated_in_the_result_list(web_site):
+    faq_id, _ = web_site.store.save_article(article(url="https://c.example/faq#a",
+                                                    title="How often should I have a skin check?",
+                                                    text="Once a year for most adults.", kind="faq"))
     hits = [make_hit(faq_id), make_hit(faq_id + 100), make_hit(faq_id + 101)]
     hits[0].kind = "faq"
-    page = soup(get(make_app(FakeSearcher(make_results(total=3, hits=hits))), "/search?q=skin+check"))
+    page = soup(get(web_site.app(FakeSearcher(make_results(total=3, hits=hits))), "/search?q=skin+check"))
     assert page.select_one(".faq-answer h2").get_text(strip=True).startswith("How often should I have")
     listed = [a["href"] for a in page.select("#results .result-title")]
     assert f"/article/{faq_id}" not in listed and len(listed) == 2

@@ -442,7 +442,7 @@ class PgSearcher:
             match = to_tsquery(ctx, compiled.match)
             if match is None:
                 return results, False
-        params = pgs.filter_params(filters, match, exclude)
+        params = _filter_params(filters, match, exclude)
         gen, scope = ctx.stats.gen, ctx.stats.scope
         first = (page - 1) * per_page
         ranked: list[tuple[float, int]] = []
@@ -503,6 +503,18 @@ class PgSearcher:
             return []
         audiences = tuple(audiences or DEFAULT_AUDIENCES)
         return self._with(lambda ctx: _completions(ctx, key, limit), audiences)
+
+
+def _filter_params(filters: dict[str, list[str]], match: str | None, exclude: str | None) -> dict[str, Any]:
+    """The filters as statement parameters, values holding NUL left out: PostgreSQL text cannot hold one, so such
+    a value names no stored facet and sending it would fail the statement (DataError, a 500 page). It was one of
+    its filter's alternatives; a filter left with none matches nothing (an empty array), as on Whoosh."""
+    kept = {name: [v for v in values if "\x00" not in v] for name, values in filters.items()}
+    params = pgs.filter_params({name: values for name, values in kept.items() if values}, match, exclude)
+    for name, values in kept.items():
+        if not values and filters[name] and f"f_{name}" in params:
+            params[f"f_{name}"] = []
+    return params
 
 
 def _matched_word(ctx: _Context, terms: list[str]) -> Callable[[str], bool]:
