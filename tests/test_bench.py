@@ -16,6 +16,8 @@ from kb.bench import corpus
 from kb.bench.baselines import fts5_query
 from kb.bench.load import percentile, run_load, search_path
 from kb.bench.perf import baseline_query, bench, bench_command, bench_line
+from kb.bench.workers import count_sections
+from kb.config import data_paths
 from kb.errors import KBError
 
 LINE = re.compile(
@@ -102,6 +104,14 @@ def test_missing_eval_dir_is_a_clear_error(tmp_path: Path, runner, monkeypatch) 
     assert not (tmp_path / "out.json").exists()
 
 
+def test_skipping_the_embedded_engine_needs_postgresql(tmp_path: Path, runner, monkeypatch) -> None:
+    monkeypatch.delenv("KB_DATABASE_URL", raising=False)
+    result = runner.invoke(bench, ["--articles", "100", "--skip", "kb", "--json", str(tmp_path / "out.json")])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "--skip kb" in result.output and "DATABASE_URL" in result.output
+    assert not (tmp_path / "out.json").exists()
+
+
 def fts5_match(item: dict) -> str:
     return fts5_query(baseline_query(item))
 
@@ -156,6 +166,19 @@ def test_load_generator_is_bounded_and_loopback_only() -> None:
         assert timed.errors == 0 and timed.seconds < 2.0 and timed.requests > 0
         with pytest.raises(KBError):
             run_load("10.0.0.1", port, ["/ok"], clients=1, max_requests=1, seconds=1)
+        # Several nodes of one site: clients spread round-robin, every node answers its share.
+        other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        other_thread = threading.Thread(target=other.serve_forever, daemon=True)
+        other_thread.start()
+        try:
+            ports = [port, other.server_address[1]]
+            spread = run_load("127.0.0.1", ports, ["/ok"], clients=4, max_requests=10**9, seconds=0.3)
+            assert set(spread.ports) == {str(p) for p in ports} and all(n > 0 for n in spread.ports.values())
+            assert sum(spread.ports.values()) == spread.requests and spread.errors == 0
+        finally:
+            other.shutdown()
+            other.server_close()
+            other_thread.join(5)
     finally:
         server.shutdown()
         server.server_close()
@@ -175,8 +198,11 @@ def test_contract_line_format() -> None:
                     "fts5_query_p95=4.1ms http_rps=210 http_p95=61ms http_p95_reindex=120ms errors=0")
 
 
-def test_smoke_full_suite_small(tmp_path: Path, runner) -> None:
-    """Every stage for real on 500 articles: builds, queries, update, kb serve under load and reindex."""
+def test_smoke_full_suite_small(tmp_path: Path, runner, monkeypatch) -> None:
+    """Every stage for real on 500 articles: builds, queries, update, kb serve under load and reindex.
+
+    Without DATABASE_URL nothing about PostgreSQL is measured or printed."""
+    monkeypatch.delenv("KB_DATABASE_URL", raising=False)
     out = tmp_path / "bench.json"
     result = runner.invoke(bench, [
         "--articles", "500", "--quick", "--queries", "3", "--http-seconds", "0.5", "--http-requests", "40",
@@ -199,18 +225,29 @@ def test_smoke_full_suite_small(tmp_path: Path, runner) -> None:
     assert {r["clients"] for r in size["http"]["idle"]} == {1, 8, 32}
     assert size["http"]["swap_watch"]["rebuilds_completed"] >= 1
     assert set(size["query"]["kb"]["types"]) == set(corpus.QUERY_TYPES)
-    assert data["lines"][-1] == last
+    assert data["lines"] == [last]
+    assert "postgresql" not in size and "kb-pg" not in result.output and "PostgreSQL" not in result.output
+    assert size["sections"] == sum(len(a.sections) for a in corpus.iter_corpus(corpus.load_pool(
+        corpus.resolve_eval_dir()), 500, seed=0))
     assert not any((tmp_path / "work").iterdir()), "work directory not cleaned up"
 
 
-def test_reuse_keeps_builds_and_skip_leaves_phases_out(tmp_path: Path, runner) -> None:
+def test_reuse_keeps_builds_and_skip_leaves_phases_out(tmp_path: Path, runner, monkeypatch) -> None:
     """--reuse queries the builds of an earlier run; --skip leaves phases out and judges nothing it skipped."""
     work = tmp_path / "work"
     args = ["--articles", "200", "--quick", "--queries", "2", "--reuse", "--work-dir", str(work), "--skip", "http"]
     first = runner.invoke(bench, [*args, "--json", str(tmp_path / "a.json")])
     assert first.exit_code == 0, first.output
-    assert "reusing" not in first.output and (work / "n200" / "bench-build.json").exists()
-    second = runner.invoke(bench, [*args, "--skip", "whoosh", "--skip", "update", "--json", str(tmp_path / "b.json")])
+    manifest = work / "n200" / "bench-build.json"
+    assert "reusing" not in first.output and manifest.exists()
+    # A manifest written before sections were counted (the format of earlier runs) is still reused.
+    saved = json.loads(manifest.read_text())
+    sections = saved["corpus"].pop("sections")
+    manifest.write_text(json.dumps(saved))
+    # --skip postgresql: a DATABASE_URL in the environment (here one nobody answers) is left alone.
+    monkeypatch.setenv("KB_DATABASE_URL", "postgresql://kb:pw@127.0.0.1:9/nowhere")
+    second = runner.invoke(bench, [*args, "--skip", "whoosh", "--skip", "update", "--skip", "postgresql",
+                                   "--json", str(tmp_path / "b.json")])
     assert second.exit_code == 0, second.output
     assert "reusing the corpus and builds" in second.output and "fts5: building" not in second.output
     assert "kb: building" not in second.output  # same index schema: the kb index is reused too
@@ -221,4 +258,7 @@ def test_reuse_keeps_builds_and_skip_leaves_phases_out(tmp_path: Path, runner) -
     names = [c["name"] for c in b["checks"]]
     assert not any(n.startswith(("/api/search", "serving worker")) for n in names)
     assert "query p95 phrase" in names
+    # Counted again from the store, which the first run's update edited (an article may gain or lose a section).
+    assert a["sections"] == sections and abs(b["sections"] - sections) <= 4 and "postgresql" not in b
+    assert b["sections"] == count_sections(data_paths(work / "n200" / "data")["store"])
     assert LINE.match(second.output.strip().splitlines()[-1])

@@ -2,7 +2,8 @@
 
 Threads with one keep-alive http.client connection each: the client must be cheap,
 because on a small machine it shares the CPUs with the server it measures.
-Only loopback addresses are accepted, and every phase stops by itself.
+Only loopback addresses are accepted, and every phase stops by itself. Several servers (nodes of one
+site, as behind a load balancer) share a phase: its clients are spread over them round-robin.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 from urllib.parse import urlencode
 
 from kb.errors import KBError
@@ -28,6 +29,10 @@ from kb.errors import KBError
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+#: The headline figure of every HTTP table and contract line: /api/search at this many concurrent clients.
+HEADLINE_CLIENTS = 8
+#: `python -c` code that runs the kb command line in a subprocess (installed or not, see child_env).
+KB_CLI_CODE = "import sys; from kb.cli import cli; sys.exit(cli())"
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
@@ -41,6 +46,15 @@ def percentile(values: Sequence[float], pct: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+def ratio(a: float, b: float) -> str:
+    """"1.23x", or "-" when there is nothing to compare with."""
+    return f"{a / b:.2f}x" if b else "-"
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
 def child_env(**extra: str) -> dict[str, str]:
     """Environment for benchmark subprocesses: they import the same kb as this process, installed or not."""
     import kb
@@ -49,6 +63,11 @@ def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ, **extra)
     env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     return env
+
+
+def kb_args(data_dir: Path, *args: str) -> list[str]:
+    """argv of `kb --data-dir DATA_DIR ARGS...` run by this interpreter."""
+    return [sys.executable, "-c", KB_CLI_CODE, "--data-dir", str(data_dir), *args]
 
 
 def free_port() -> int:
@@ -85,16 +104,23 @@ class LoadResult:
     error_samples: list[str] = field(default_factory=list)
     client_cpu: float = 0.0  # CPUs the load generator itself used (it shares the machine with the server)
     rebuild_running_at_end: bool | None = None  # None: idle phase; a rebuild was always running at the start
+    ports: dict[str, int] = field(default_factory=dict)  # answered requests per server port (node)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def run_load(host: str, port: int, paths: Sequence[str], *, clients: int, max_requests: int,
+def run_load(host: str, port: int | Sequence[int], paths: Sequence[str], *, clients: int, max_requests: int,
              seconds: float, endpoint: str = "", timeout: float = 30.0, expect_json: bool = False) -> LoadResult:
-    """Send GETs for `paths` round-robin from `clients` threads until max_requests or `seconds` pass."""
+    """Send GETs for `paths` round-robin from `clients` threads until max_requests or `seconds` pass.
+
+    With several ports (nodes of one site) client i talks to port i mod n, so the nodes share the load evenly.
+    """
     if host != LOOPBACK:
         raise KBError(f"Refusing to send load to {host}.", "The benchmark only talks to 127.0.0.1.")
+    ports = [port] if isinstance(port, int) else list(port)
+    if not ports:
+        raise KBError("No server to send load to.", "Start at least one kb serve.")
     counter = itertools.count()
     lock = threading.Lock()
     latencies: list[float] = []
@@ -107,7 +133,7 @@ def run_load(host: str, port: int, paths: Sequence[str], *, clients: int, max_re
             if len(result.error_samples) < 5:
                 result.error_samples.append(message)
 
-    def worker() -> None:
+    def worker(port: int) -> None:
         conn: http.client.HTTPConnection | None = None
         local: list[float] = []
         statuses: dict[str, int] = {}
@@ -153,12 +179,14 @@ def run_load(host: str, port: int, paths: Sequence[str], *, clients: int, max_re
                 conn.close()
             with lock:
                 latencies.extend(local)
+                result.ports[str(port)] = result.ports.get(str(port), 0) + len(local)
                 for key, value in statuses.items():
                     result.statuses[key] = result.statuses.get(key, 0) + value
 
     started = time.perf_counter()
     cpu_start = time.process_time()
-    threads = [threading.Thread(target=worker, name=f"load-{i}", daemon=True) for i in range(clients)]
+    threads = [threading.Thread(target=worker, args=(ports[i % len(ports)],), name=f"load-{i}", daemon=True)
+               for i in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
@@ -261,9 +289,7 @@ class Server:
         self.command = " ".join(["kb serve", *self.options])
 
     def start(self, ready_timeout: float = 60.0) -> "Server":
-        code = "import sys; from kb.cli import cli; sys.exit(cli())"
-        args = [sys.executable, "-c", code, "--data-dir", str(self.data_dir), "serve",
-                "--host", LOOPBACK, "--port", str(self.port), *self.options]
+        args = kb_args(self.data_dir, "serve", "--host", LOOPBACK, "--port", str(self.port), *self.options)
         env = child_env(KB_DATA_DIR=str(self.data_dir), PYTHONUNBUFFERED="1", **self.extra_env)
         with open(self.log_path, "wb") as log_fh:
             self.proc = subprocess.Popen(args, stdout=log_fh, stderr=subprocess.STDOUT, env=env,
@@ -330,3 +356,141 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class Reindexer:
+    """A full rebuild (`args`, a subprocess) restarted while load phases still need one running."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.env = env if env is not None else child_env()
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.completed = 0
+        self.failures: list[str] = []
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in close()
+
+    def ensure_running(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            self._reap()
+        if self.proc is None:
+            self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=self._log, env=self.env)
+
+    def _reap(self) -> None:
+        assert self.proc is not None
+        if self.proc.returncode == 0:
+            self.completed += 1
+        else:
+            self.failures.append(f"rebuild exited with {self.proc.returncode} (see {self.log_path})")
+        self.proc = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait(self, timeout: float) -> bool:
+        """Let the current rebuild finish (True) or stop it after `timeout` (False)."""
+        if self.proc is None:
+            return True
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.terminate()
+            self.proc.wait(30)
+            self.proc = None
+            return False
+        self._reap()
+        return True
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
+        self._log.close()
+
+
+@dataclass
+class LoadPlan:
+    """The phases one HTTP measurement runs: (endpoint, clients) pairs, each bounded in requests and seconds."""
+
+    order: list[tuple[str, int]]
+    requests: int
+    seconds: float
+    reindex_timeout: float
+
+
+def run_phases(servers: Sequence[Server], paths: dict[str, list[str]], plan: LoadPlan, reindexer: Reindexer,
+               echo: Callable[[str], None]) -> dict[str, Any]:
+    """Idle phases, then the same phases while full rebuilds run, then a watch across the swap.
+
+    Every phase spreads its clients over `servers` (one or several nodes of one site). Returns the rows of
+    each phase, the swap watch, and each server's memory after the idle phases and at the end.
+    """
+    ports = [s.port for s in servers]
+
+    def phase(endpoint: str, clients: int, seconds: float | None = None, most: int | None = None) -> LoadResult:
+        return run_load(LOOPBACK, ports, paths[endpoint], clients=clients, max_requests=most or plan.requests,
+                        seconds=seconds or plan.seconds, endpoint=endpoint, expect_json=endpoint == "/api/search")
+
+    out: dict[str, Any] = {"idle": [], "reindex": []}
+    try:
+        _idle_phases(servers, plan, phase, out, echo)
+        _reindex_phases(servers, plan, phase, reindexer, out, echo)
+    finally:
+        reindexer.close()
+    out["memory"] = [s.memory() for s in servers]
+    return out
+
+
+#: One bounded load phase of run_phases: (endpoint, clients, seconds=None, most=None) -> its result.
+Phase = Callable[..., LoadResult]
+
+
+def _idle_phases(servers: Sequence[Server], plan: LoadPlan, phase: Phase, out: dict[str, Any],
+                 echo: Callable[[str], None]) -> None:
+    # Warm up at the highest concurrency so every pooled searcher is open before the idle phases:
+    # they measure the steady state; opening searchers after a swap is measured under reindex.
+    most = max(max(c for _, c in plan.order), len(servers))
+    out["warmup_errors"] = phase("/api/search", most, seconds=3.0, most=4 * most).errors
+    for endpoint, clients in plan.order:
+        result = phase(endpoint, clients)
+        out["idle"].append(result.to_dict())
+        echo(f"  http idle    {endpoint:<12} {clients:>2} clients: {result.rps:7.1f} req/s "
+             f"p95 {result.p95_ms:7.1f} ms errors {result.errors}")
+    out["memory_idle"] = [s.memory() for s in servers]
+
+
+def _reindex_phases(servers: Sequence[Server], plan: LoadPlan, phase: Phase, reindexer: Reindexer,
+                    out: dict[str, Any], echo: Callable[[str], None]) -> None:
+    # The headline figure (/api/search, 8 clients) first, while the rebuild surely runs.
+    headline_phase = ("/api/search", HEADLINE_CLIENTS)
+    for endpoint, clients in sorted(plan.order, key=lambda p: (p != headline_phase, plan.order.index(p))):
+        reindexer.ensure_running()
+        result = phase(endpoint, clients)
+        result.rebuild_running_at_end = reindexer.running
+        out["reindex"].append(result.to_dict())
+        echo(f"  http reindex {endpoint:<12} {clients:>2} clients: {result.rps:7.1f} req/s "
+             f"p95 {result.p95_ms:7.1f} ms errors {result.errors}")
+    # Keep light traffic going (a client per server) until the rebuild swaps generations, to catch errors there.
+    watch_requests = watch_errors = 0
+    deadline = time.monotonic() + plan.reindex_timeout
+    samples: list[str] = []
+    while reindexer.running and time.monotonic() < deadline:
+        r = phase("/api/search", len(servers), seconds=1.0, most=200)
+        watch_requests += r.requests
+        watch_errors += r.errors
+        samples += r.error_samples[: max(0, 5 - len(samples))]
+    finished = reindexer.wait(max(1.0, deadline - time.monotonic()))
+    after = phase("/api/search", max(2, len(servers)), seconds=1.0, most=60)
+    out["swap_watch"] = {"requests": watch_requests + after.requests, "errors": watch_errors + after.errors,
+                         "error_samples": samples + after.error_samples, "rebuild_finished": finished,
+                         "rebuilds_completed": reindexer.completed, "rebuild_failures": reindexer.failures}
+
+
+def headline(http: dict[str, Any], phase: str) -> dict[str, Any]:
+    """The /api/search row at HEADLINE_CLIENTS of a phase ("idle" or "reindex"), else its middle /api/search row."""
+    for row in http[phase]:
+        if row["endpoint"] == "/api/search" and row["clients"] == HEADLINE_CLIENTS:
+            return row
+    rows = [r for r in http[phase] if r["endpoint"] == "/api/search"]
+    return rows[len(rows) // 2] if rows else {"rps": 0.0, "p95_ms": 0.0}
