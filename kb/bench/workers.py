@@ -174,27 +174,11 @@ class _BaselineEngine(_Engine):
 
 
 class _KbEngine(_Engine):
-    def __init__(self, path: str) -> None:
-        from kb.search import Searcher
+    """kb's SearchService: the Whoosh searcher over an index directory, or PgSearcher on a database URL (the
+    primary alone: what a node without replicas runs)."""
 
-        self.searcher = Searcher(Path(path))
-
-    def search(self, item: dict[str, Any]) -> tuple[int, bool]:
-        results = self.searcher.search(item["q"], page=item.get("page", 1), per_page=10,
-                                       filters=item.get("filters"))
-        return results.total, bool(results.suggestions)
-
-    def close(self) -> None:
-        self.searcher.close()
-
-
-class _KbPgEngine(_Engine):
-    """kb's PostgreSQL searcher on the primary alone (`path` is the database URL): what a node without replicas runs."""
-
-    def __init__(self, path: str) -> None:
-        from kb.search.pg import PgSearcher
-
-        self.searcher = PgSearcher(path)
+    def __init__(self, searcher: Any) -> None:
+        self.searcher = searcher
 
     def search(self, item: dict[str, Any]) -> tuple[int, bool]:
         results = self.searcher.search(item["q"], page=item.get("page", 1), per_page=10,
@@ -203,11 +187,23 @@ class _KbPgEngine(_Engine):
 
     def close(self) -> None:
         self.searcher.close()
+
+
+def _whoosh_engine(path: str) -> _Engine:
+    from kb.search import Searcher
+
+    return _KbEngine(Searcher(Path(path)))
+
+
+def _pg_engine(url: str) -> _Engine:
+    from kb.search.pg import PgSearcher
+
+    return _KbEngine(PgSearcher(url))
 
 
 _ENGINES: dict[str, Callable[[str], _Engine]] = {
-    "kb": _KbEngine,
-    "kb-pg": _KbPgEngine,
+    "kb": _whoosh_engine,
+    "kb-pg": _pg_engine,
     "fts5": lambda path: _BaselineEngine(baselines.Fts5Baseline(Path(path), title_weight=FTS5_TITLE_WEIGHT)),
     "whoosh": lambda path: _BaselineEngine(baselines.WhooshBaseline(Path(path))),
 }

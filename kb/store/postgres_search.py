@@ -319,6 +319,19 @@ _UPDATE_TEMP = [
 ]
 
 
+def _add_df(table: sql.Identifier, delta: str, key: tuple[str, ...]) -> list[tuple[str, sql.Composable]]:
+    """Add the signed document frequencies of temporary table `delta` to `table` (same `key` columns and df),
+    then delete the keys no document holds any more."""
+    cols = sql.SQL(", ").join(map(sql.Identifier, key))
+    same = sql.SQL(" AND ").join(sql.SQL("t.{0} = d.{0}").format(sql.Identifier(k)) for k in key)
+    return [
+        ("", sql.SQL("ANALYZE {}").format(sql.Identifier(delta))),
+        ("", sql.SQL("INSERT INTO {} AS t ({}, df) SELECT {}, df FROM {} ON CONFLICT ({}) DO UPDATE "
+                     "SET df = t.df + excluded.df").format(table, cols, cols, sql.Identifier(delta), cols)),
+        ("", sql.SQL("DELETE FROM {} t USING {} d WHERE {} AND t.df <= 0").format(table, sql.Identifier(delta), same)),
+    ]
+
+
 def _update_sql(gen: int) -> list[tuple[str, sql.Composable]]:
     """The in-place update once kb_upd_new (new rows) and kb_upd_gone (rows to remove) are filled: each derived
     table gets the difference, computed from the same columns with the same expressions as a build's."""
@@ -334,11 +347,7 @@ def _update_sql(gen: int) -> list[tuple[str, sql.Composable]]:
                       + " CROSS JOIN LATERAL unnest(d.lead_tsv) u UNION ALL "
                       "SELECT s.scope, d.title_key, 'title_key', d.sign FROM " + _SIGNED + " WHERE d.title_key <> ''"
                       ") x GROUP BY scope, term, field HAVING sum(sign) <> 0")),
-        ("", q("ANALYZE kb_upd_term")),
-        ("", q("INSERT INTO {} AS t (scope, term, field, df) SELECT scope, term, field, df FROM kb_upd_term "
-               "ON CONFLICT (scope, term, field) DO UPDATE SET df = t.df + excluded.df").format(term)),
-        ("", q("DELETE FROM {} t USING kb_upd_term d WHERE t.scope = d.scope AND t.term = d.term "
-               "AND t.field = d.field AND t.df <= 0").format(term)),
+        *_add_df(term, "kb_upd_term", ("scope", "term", "field")),
         ("field stats", q("INSERT INTO {} AS t (scope, field, docs, total_len) SELECT s.scope, f.field, sum(d.sign), "
                           "sum(d.sign * d.exact[f.i]) FROM " + _SIGNED + " CROSS JOIN LATERAL unnest(%(fields)s::text[]) "
                           "WITH ORDINALITY AS f(field, i) GROUP BY s.scope, f.field ON CONFLICT (scope, field) DO UPDATE "
@@ -346,11 +355,7 @@ def _update_sql(gen: int) -> list[tuple[str, sql.Composable]]:
         ("", q("DELETE FROM {} WHERE docs <= 0").format(field)),
         ("word df", q("INSERT INTO kb_upd_word SELECT s.scope, w, sum(d.sign) FROM " + _SIGNED
                       + " CROSS JOIN LATERAL unnest(d.words) w GROUP BY s.scope, w HAVING sum(d.sign) <> 0")),
-        ("", q("ANALYZE kb_upd_word")),
-        ("", q("INSERT INTO {} AS t (scope, word, df) SELECT scope, word, df FROM kb_upd_word "
-               "ON CONFLICT (scope, word) DO UPDATE SET df = t.df + excluded.df").format(word)),
-        ("", q("DELETE FROM {} t USING kb_upd_word d WHERE t.scope = d.scope AND t.word = d.word "
-               "AND t.df <= 0").format(word)),
+        *_add_df(word, "kb_upd_word", ("scope", "word")),
         # postings: every (sub-index, term) a removed document held loses its id and the new documents' ids are
         # appended, each row rewritten once (a long posting array is a large value to write)
         ("postings", q("INSERT INTO kb_upd_terms SELECT DISTINCT d.subindex, u.lexeme FROM kb_upd_gone d "
