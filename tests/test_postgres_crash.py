@@ -223,3 +223,41 @@ def test_kill_9_during_an_in_place_update_leaves_the_old_state_and_frees_the_wri
     check = kb_run(data_backend.dir, "check", "--json")
     assert check.returncode == 0, check.stdout + check.stderr
     assert json.loads(check.stdout)["ok"]
+
+
+def test_a_build_in_one_schema_neither_waits_for_nor_shields_a_build_in_another(data_backend) -> None:
+    """Every schema numbers its generations from 1: `kb eval`'s scratch schema building generation 1 while a
+    reindex builds generation 1 of the live schema must not wait for it (found when `kb eval` hung behind a
+    100,000-article build), and must not mistake the other's lock for its own abandoned build's."""
+    import threading
+
+    from kb.search.pg_build import build
+    from kb.store.postgres import PostgresStore
+    from kb.store.postgres_pool import close_pools
+    from kb.store.postgres_search import close_search_pool, scratch_schema
+
+    rng = random.Random(3)
+    with scratch_schema(data_backend.url) as first, scratch_schema(data_backend.url) as second:
+        for url in (first, second):
+            with PostgresStore(url) as store:  # migrations: the generation ledger of each schema
+                store.save_article(make_article(1, rng))
+        done = threading.Event()
+
+        def build_second() -> None:
+            with PostgresStore(second) as store:
+                build(store, second)
+            done.set()
+
+        with GenerationWriter(first) as busy:
+            assert busy.begin() == 1  # a long build holds its lock in the first schema
+            worker = threading.Thread(target=build_second, daemon=True)
+            worker.start()
+            worker.join(WAIT)
+            assert done.is_set(), "the second schema's build waited for the first schema's lock"
+            with GenerationWriter(second) as other:  # and the first build is not taken for abandoned there...
+                assert other.drop_abandoned() == []
+            with connect(first) as conn:  # ...nor dropped in its own schema while it runs
+                assert conn.execute("SELECT state FROM kb_search_generations").fetchall() == [("building",)]
+        for url in (first, second):
+            close_search_pool(url)
+        close_pools([first, second])

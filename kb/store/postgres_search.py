@@ -50,9 +50,12 @@ GRACE_SECONDS = 300.0
 #: A generation still 'building' after this long is dropped even if its builder's session still holds its lock
 #: (a builder host that vanished without closing its connection).
 STALE_BUILD_SECONDS = 24 * 3600.0
-#: First key of the session-level advisory lock (BUILD_LOCK, generation) a builder holds while it builds: a
-#: 'building' generation whose lock is free belongs to a build whose process (or connection) is gone.
+#: First key of the session-level advisory lock a builder holds while it builds (`_BUILD_KEY`): a 'building'
+#: generation whose lock is free belongs to a build whose process (or connection) is gone.
 BUILD_LOCK = 0x6B620001
+#: Second key: the schema and the generation, since every schema numbers its generations from 1 and a scratch
+#: schema (`kb eval`, `kb bench`) building generation 1 must neither wait for nor shield another schema's build.
+_BUILD_KEY = "%s, hashtext(current_schema() || ':' || %s::text)"
 STAT_FIELDS = ("title", "headings", "tagtext", "body", "lead", "all")
 DOC_COLUMNS = ("article_id", "subindex", "audience", "published", "pubdate", "year", "title_key", "url", "title",
                "site", "kind", "tags", "categories", "sources", "sections", "len_title", "len_headings",
@@ -195,7 +198,7 @@ class GenerationWriter:
             # locked before the row commits: no other session ever sees this build unlocked, i.e. abandoned
             self.gen = int(self.conn.execute("INSERT INTO kb_search_generations (state) VALUES ('building') "
                                              "RETURNING generation").fetchone()[0])
-            self.conn.execute("SELECT pg_advisory_lock(%s, %s)", (BUILD_LOCK, self.gen))
+            self.conn.execute(f"SELECT pg_advisory_lock({_BUILD_KEY})", (BUILD_LOCK, self.gen))
         with self.conn.transaction():
             for stmt in _ddl(self.gen):
                 self.conn.execute(stmt)
@@ -280,13 +283,13 @@ class GenerationWriter:
         dropped = []
         for (gen,) in self.conn.execute("SELECT generation FROM kb_search_generations WHERE state = 'building' "
                                         "AND generation <> %s ORDER BY generation", (self.gen,)).fetchall():
-            if not self.conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (BUILD_LOCK, gen)).fetchone()[0]:
+            if not self.conn.execute(f"SELECT pg_try_advisory_lock({_BUILD_KEY})", (BUILD_LOCK, gen)).fetchone()[0]:
                 continue  # its builder is still at work
             try:
                 self._drop(int(gen))
                 self.conn.execute("DELETE FROM kb_search_generations WHERE generation = %s", (gen,))
             finally:
-                self.conn.execute("SELECT pg_advisory_unlock(%s, %s)", (BUILD_LOCK, gen))
+                self.conn.execute(f"SELECT pg_advisory_unlock({_BUILD_KEY})", (BUILD_LOCK, gen))
             log.warning("dropped search generation %d: its build was abandoned (the builder is gone)", gen)
             dropped.append(int(gen))
         return dropped
