@@ -460,16 +460,19 @@ def health(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
     DATABASE_REPLICA_URLS order, no URLs: `kb stats` names them), and `degraded` that one does not: reads
     then fall back to another replica or the primary, so the node stays healthy. Only the primary decides `ok`.
     """
+    from kb import config
     from kb.schema import is_legacy, named_generation
     from kb.search.check import current_generation
+    from kb.store import replica_urls
 
     paths = data_paths(data_dir)
-    checks: dict[str, Any] = {"store": "ok" if _store_answers(data_dir, paths["store"]) else "unavailable"}
-    url = _settings_database(data_dir)
+    settings = config.load({"DATA_DIR": str(data_dir)})  # once per request: /healthz is polled
+    url = str(settings.get("DATABASE_URL") or "").strip() or None
+    checks: dict[str, Any] = {"store": "ok" if _store_answers(url, paths["store"]) else "unavailable"}
     if url is not None:
         generation: Any = _postgres_generation(url) if checks["store"] == "ok" else None
         checks["index"] = f"postgresql:{generation}" if generation is not None else "missing"
-        checks["replicas"] = _replica_health(data_dir, url)
+        checks["replicas"] = _replica_health(url, tuple(replica_urls(settings)))
         checks["degraded"] = not all(r["reachable"] for r in checks["replicas"])
     else:
         generation = current_generation(paths["index"])  # an unreadable generation counts as none
@@ -481,20 +484,10 @@ def health(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return {"ok": checks["store"] == "ok" and generation is not None, **checks}
 
 
-def _settings_database(data_dir: str | os.PathLike[str]) -> str | None:
-    """DATABASE_URL of the configuration of `data_dir`, when set."""
-    from kb import config
-
-    return str(config.load({"DATA_DIR": str(data_dir)}).get("DATABASE_URL") or "").strip() or None
-
-
-def _replica_health(data_dir: str | os.PathLike[str], url: str) -> list[dict[str, Any]]:
-    """/healthz's view of each replica of `data_dir`'s settings: reachable and lag, without URL or error text."""
-    from kb import config
-    from kb.store import replica_urls
+def _replica_health(url: str, replicas: tuple[str, ...]) -> list[dict[str, Any]]:
+    """/healthz's view of each replica of the primary `url`: reachable and lag, without URL or error text."""
     from kb.store.postgres_pool import replica_status
 
-    replicas = tuple(replica_urls(config.load({"DATA_DIR": str(data_dir)})))
     key = (url, replicas)
     with _probe_lock:  # one probe at a time per process: a flood of /healthz requests cannot fan out to the servers
         probed = _probes.get(key)
@@ -522,14 +515,11 @@ def _postgres_generation(url: str) -> int | None:
     return int(facts["generation"]) if facts else None
 
 
-def _store_answers(data_dir: str | os.PathLike[str], store_path: Path) -> bool:
+def _store_answers(url: str | None, store_path: Path) -> bool:
     """Whether the store answers a read: the SQLite file opened read-only, or SELECT 1 on the PostgreSQL
-    primary (a replica that does not answer is out of rotation, not an outage)."""
-    from kb import config
-
-    settings = config.load({"DATA_DIR": str(data_dir)})
-    if not str(settings.get("DATABASE_URL") or "").strip():
+    primary `url` (a replica that does not answer is out of rotation, not an outage)."""
+    if url is None:
         return readable(store_path)
     from kb.store.postgres import answers
 
-    return answers(str(settings["DATABASE_URL"]).strip())
+    return answers(url)

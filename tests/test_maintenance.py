@@ -500,7 +500,7 @@ def test_health_and_stats_report_each_replica_and_a_stopped_one_only_degrades(da
     assert back["reachable"] and back["standby"] is True and back["lag_bytes"] >= 0
 
 
-def test_healthz_probes_replicas_at_most_once_per_interval_whatever_the_request_rate(tmp_path, monkeypatch) -> None:
+def test_healthz_probes_replicas_at_most_once_per_interval_whatever_the_request_rate(monkeypatch) -> None:
     """/healthz is public and polled: a flood of requests must not open a flood of database connections."""
     from kb import maintenance
 
@@ -511,14 +511,14 @@ def test_healthz_probes_replicas_at_most_once_per_interval_whatever_the_request_
         return [{"url": "x", "reachable": True, "standby": True, "lag_seconds": 0.0, "lag_bytes": 0}]
 
     monkeypatch.setattr("kb.store.postgres_pool.replica_status", probe)
-    (tmp_path / "kb.toml").write_text('database_replica_urls = "postgresql://kb@replica.invalid/kb"\n', "utf-8")
+    replicas = ("postgresql://kb@replica.invalid/kb",)
     clock = [1000.0]
     monkeypatch.setattr(maintenance.time, "monotonic", lambda: clock[0])
-    answers = [maintenance._replica_health(tmp_path, "postgresql://kb@primary.invalid/kb") for _ in range(50)]
+    answers = [maintenance._replica_health("postgresql://kb@primary.invalid/kb", replicas) for _ in range(50)]
     assert len(probes) == 1 and all(a == [{"replica": 1, "reachable": True, "lag_seconds": 0.0, "lag_bytes": 0}]
                                      for a in answers)
     clock[0] += maintenance.REPLICA_PROBE_TTL + 0.1
-    maintenance._replica_health(tmp_path, "postgresql://kb@primary.invalid/kb")
+    maintenance._replica_health("postgresql://kb@primary.invalid/kb", replicas)
     assert len(probes) == 2, "a stale probe is renewed"
 
 

@@ -141,9 +141,7 @@ class _Postings:
 
 def _articles(store: Store, chunk: int = 1000) -> Iterator[Article]:
     """Every primary article (near-duplicates listed in their primary's `sources`), as kb.index reads them."""
-    ids = store.primary_ids()
-    for i in range(0, len(ids), chunk):
-        yield from _with_sources(store, ids[i:i + chunk])
+    yield from _with_sources(store, store.primary_ids(), chunk)
 
 
 def _with_sources(store: Store, ids: list[int], chunk: int = 1000) -> Iterator[Article]:
@@ -291,7 +289,7 @@ def _apply(store: Store, url: str, gen: int, meta: dict[str, Any], upsert: set[i
 
     if seq is not None:
         meta = {**meta, "seq": max(int(meta.get("seq", 0)), seq)}
-    meta["updated"] = utc_iso()
+    meta = {**meta, "updated": utc_iso()}
     with GenerationUpdate(url) as writer:
         writer.begin(gen)
         writer.add_documents(rows())

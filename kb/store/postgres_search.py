@@ -494,8 +494,7 @@ def writer_lock(url: str, command: str, *, wait: float | None = None) -> Iterato
     A session-level advisory lock on its own connection: the server releases it when the session ends, so a
     `kill -9` (or a lost host, after TCP keepalives give up) never blocks the next run. Waits up to `wait`
     (WRITER_WAIT) seconds, as kb.index waits for the Whoosh write lock, then raises LockHeld naming the holder.
-    Re-entrant
-    within one thread.
+    Re-entrant within one thread.
     """
     with _writers_guard:
         held = _writers.get(url)
