@@ -265,3 +265,22 @@ def load(nodes: Sequence[Node], paths: Sequence[str], until: float, *, threads: 
         worker.join(until - time.monotonic() + 30)
     assert not any(w.is_alive() for w in workers)
     return outcomes
+
+
+def stop_replica_during(cluster, run_load: Callable[[float], list["Outcome"]], seconds: float,
+                        stop_after: float) -> tuple[list["Outcome"], float, float]:
+    """`run_load(until)` in a thread for `seconds`, the streaming replica stopped `stop_after` seconds in and
+    restarted at the end; (outcomes, when the stop began, when it ended)."""
+    result: dict[str, list[Outcome]] = {}
+    until = time.monotonic() + seconds
+    runner = threading.Thread(target=lambda: result.setdefault("load", run_load(until)))
+    runner.start()
+    try:
+        time.sleep(stop_after)
+        stop_began = time.monotonic()
+        cluster.stop_replica()
+        stop_ended = time.monotonic()
+    finally:
+        runner.join(seconds + 60)
+        cluster.ensure_replica_running()
+    return result["load"], stop_began, stop_ended

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,17 @@ import pytest
 
 from kb.cli import cli
 from kb.models import Article, Section
-from tests.kbprocess import Answer, Browser, Node, Outcome, free_port, load, replica_sessions, request
+from tests.kbprocess import (
+    Answer,
+    Browser,
+    Node,
+    Outcome,
+    free_port,
+    load,
+    replica_sessions,
+    request,
+    stop_replica_during,
+)
 from tests.pgcluster import PgCluster
 
 pytestmark = [pytest.mark.postgresql,
@@ -213,20 +222,8 @@ def test_a_replica_that_stops_mid_load_fails_no_request_beyond_those_in_flight(n
     sessions = replica_sessions(pg_cluster.replica_admin_urls[0], database)
     assert {"kb", "kb search"} <= sessions  # both kinds of read use the replica
 
-    begin = time.monotonic()
-    result: dict[str, list[Outcome]] = {}
-    until = begin + LOAD_SECONDS
-    runner = threading.Thread(target=lambda: result.setdefault("load", site_load(nodes, site, until)))
-    runner.start()
-    try:
-        time.sleep(STOP_AFTER)
-        stop_began = time.monotonic()
-        pg_cluster.stop_replica()
-        stop_ended = time.monotonic()
-    finally:
-        runner.join(LOAD_SECONDS + 60)
-        pg_cluster.ensure_replica_running()
-    outcomes = result["load"]
+    outcomes, stop_began, stop_ended = stop_replica_during(
+        pg_cluster, lambda until: site_load(nodes, site, until), LOAD_SECONDS, STOP_AFTER)
     in_flight = [o for o in outcomes if o.started < stop_ended and o.ended > stop_began]
     failed = [o for o in outcomes if not o.ok]
     after = [o for o in outcomes if o.started >= stop_ended]

@@ -18,8 +18,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -28,7 +26,16 @@ from urllib.parse import urlencode
 import pytest
 
 from tests.fixture_site import PAGES, POSTS, FixtureSite, install_default_site
-from tests.kbprocess import Browser, Node, Outcome, free_port, kb_run, load, replica_sessions, request
+from tests.kbprocess import (
+    Browser,
+    Node,
+    free_port,
+    kb_run,
+    load,
+    replica_sessions,
+    request,
+    stop_replica_during,
+)
 from tests.pgcluster import PgCluster, PgDatabase
 
 pytestmark = [pytest.mark.postgresql,
@@ -227,19 +234,8 @@ def test_the_replica_stops_under_a_load_of_searches_over_both_nodes_and_no_searc
             assert request(node.port, "GET", path).status == 200
     assert "kb search" in replica_sessions(pg_cluster.replica_admin_urls[0], trial.database.name)
 
-    result: dict[str, list[Outcome]] = {}
-    until = time.monotonic() + LOAD_SECONDS
-    runner = threading.Thread(target=lambda: result.setdefault("load", load(nodes, paths, until, threads=THREADS)))
-    runner.start()
-    try:
-        time.sleep(STOP_AFTER)
-        stop_began = time.monotonic()
-        pg_cluster.stop_replica()
-        stop_ended = time.monotonic()
-    finally:
-        runner.join(LOAD_SECONDS + 60)
-        pg_cluster.ensure_replica_running()
-    outcomes = result["load"]
+    outcomes, stop_began, stop_ended = stop_replica_during(
+        pg_cluster, lambda until: load(nodes, paths, until, threads=THREADS), LOAD_SECONDS, STOP_AFTER)
     failed = [(o.what, round(o.started - stop_began, 2)) for o in outcomes if not o.ok]
     after = [o for o in outcomes if o.started >= stop_ended]
     print(f"{len(outcomes)} searches, {len(failed)} failed, {len(after)} after the "
