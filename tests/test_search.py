@@ -496,9 +496,9 @@ def test_phrase_matches_equal_whoosh_phrase(fast_built, audiences):
             words = [ctx.analyze("body", w)[0] if ctx.analyze("body", w) else w for w in words]
             expected = {d for d in wq.Phrase("body", words).docs(ctx.searcher)}
             everything = DocSet(ctx.state.live_mask(ctx.reader)).ids()  # callers pass live documents
-            assert set(rank._phrase_matches(ctx, "body", words, everything)) == expected
+            assert set(ctx.phrase_matches("body", words, everything)) == expected
             some = sorted(expected)[::2] + [d for d in everything if d not in expected][:30]
-            assert set(rank._phrase_matches(ctx, "body", words, some)) == set(sorted(expected)[::2])
+            assert set(ctx.phrase_matches("body", words, some)) == set(sorted(expected)[::2])
         assert wq.Phrase("body", [ctx.analyze("body", w)[0] for w in ("dye", "laser")]).docs(ctx.searcher)
 
     _with_ctx(fast_built, check, audiences)

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 from whoosh import query as wq
 
 from kb.search.compile import FIELD_WEIGHTS, _Compiled, _or
-from kb.search.postings import EMPTY, DocSet, _positions_decoder, _term_blocks, _union
+from kb.search.postings import EMPTY, DocSet, _union
 from kb.search.state import _Request
 
 #: The whole query as a phrase, per field: bonus = weight x sum of the terms' idf, added when re-ranking.
@@ -39,41 +39,7 @@ def _phrase_docs(ctx: _Request, fieldname: str, tokens: tuple[str, ...], candida
         return set()
     known = [ctx.state.cached((fieldname, t)) for t in tokens]
     docs = [d for d in candidates if all(k is None or d in k for k in known)]
-    return set(_phrase_matches(ctx, fieldname, tokens, docs))
-
-
-def _phrase_matches(ctx: _Request, fieldname: str, words: Iterable[str], candidates: Iterable[int]) -> list[int]:
-    """The candidates holding `words` consecutively in `fieldname`, in document order.
-
-    Positions are decoded only in posting blocks that hold a remaining candidate, rarest word
-    first, so each word narrows the documents the next one reads. Whoosh's phrase matcher
-    instead walks every posting of the intersection through several matcher layers (with
-    `_score`, phrase queries' p95 at 100,000 articles went from 186 ms to 94 ms; see README).
-    """
-    words = list(words)
-    alive = sorted(set(candidates))
-    if not words or not alive:
-        return []
-    decode = _positions_decoder(ctx.state.schema[fieldname].format)
-    order = sorted(range(len(words)), key=lambda i: ctx.doc_frequency(fieldname, words[i]))
-    starts: dict[int, set[int]] | None = None
-    for i in order:
-        wanted = set(alive)
-        found: dict[int, set[int]] = {}
-        for block in _term_blocks(ctx.reader, fieldname, words[i], need=alive, values=True):
-            vals = block.values()
-            for j, docnum in enumerate(block.ids):
-                if docnum in wanted:
-                    here = {p - i for p in decode(vals[j])}
-                    if starts is not None:
-                        here &= starts[docnum]
-                    if here:
-                        found[docnum] = here
-        starts = found
-        alive = sorted(found)
-        if not alive:
-            break
-    return alive
+    return set(ctx.phrase_matches(fieldname, tokens, docs))
 
 
 def _prune(q: Any, ctx: _Request, cutoff: int, frequent: list[tuple[str, tuple[str, ...], float]],
@@ -120,7 +86,7 @@ def _score(ctx: _Request, q: Any, factor: float = 1.0, acc: dict[int, float] | N
     """
     acc = {} if acc is None else acc
     if isinstance(q, wq.Term):
-        ids, scores = ctx.state.leaf_scores(ctx.searcher, q.fieldname, q.text)
+        ids, scores = ctx.leaf_scores(q.fieldname, q.text)
         f = factor * q.boost
         get = acc.get
         for d, x in zip(ids, scores):
@@ -145,7 +111,7 @@ def _score(ctx: _Request, q: Any, factor: float = 1.0, acc: dict[int, float] | N
                 break
             narrowed: dict[int, float] = {}
             if isinstance(sub, wq.Term):
-                ids, scores = ctx.state.leaf_scores(ctx.searcher, sub.fieldname, sub.text)
+                ids, scores = ctx.leaf_scores(sub.fieldname, sub.text)
                 b = sub.boost
                 get = found.get
                 for d, x in zip(ids, scores):
@@ -228,7 +194,7 @@ def _docs(ctx: _Request, q: Any) -> DocSet:
             if not possible:
                 found = EMPTY
             else:  # positions of the co-occurrences only, see _phrase_matches
-                found = DocSet.from_ids(_phrase_matches(ctx, q.fieldname, q.words, possible.ids()), ctx.state.size)
+                found = DocSet.from_ids(ctx.phrase_matches(q.fieldname, q.words, possible.ids()), ctx.state.size)
             ctx.state.remember(key, found)
         return found
     if q is wq.NullQuery:
@@ -262,7 +228,7 @@ def rank(ctx: _Request, compiled: _Compiled, docs: DocSet, first: int, per_page:
                 scores[docnum] = 0.0
         for fieldname, texts, boost in frequent:
             holders = [ctx.term_docs(fieldname, t) for t in texts]
-            weight = boost * sum(ctx.searcher.idf(fieldname, t) for t in texts)
+            weight = boost * sum(ctx.idf(fieldname, t) for t in texts)
             for docnum in scores:
                 if all(docnum in h for h in holders):
                     scores[docnum] += weight

@@ -636,107 +636,36 @@ def doc_table(gen: int, scope: str) -> sql.Identifier:
     return sql.Identifier(f"kb_article_search_g{gen}_public" if scope == "public" else f"kb_article_search_g{gen}")
 
 
-#: Filters inside every matching statement: tag/category values match case-insensitively, as on Whoosh.
-_FILTERS = """
-  AND (%(f_tag)s::text[] IS NULL OR EXISTS (SELECT 1 FROM unnest(d.tags) v WHERE lower(v) = ANY(%(f_tag)s)))
-  AND (%(f_category)s::text[] IS NULL OR EXISTS (SELECT 1 FROM unnest(d.categories) v WHERE lower(v) = ANY(%(f_category)s)))
-  AND (%(f_site)s::text[] IS NULL OR lower(d.site) = ANY(%(f_site)s))
-  AND (%(f_year)s::text[] IS NULL OR d.year = ANY(%(f_year)s))
-  AND (%(match)s::tsquery IS NULL OR d.tsv @@ %(match)s::tsquery)
-  AND (%(exclude)s::tsquery IS NULL OR NOT d.tsv @@ %(exclude)s::tsquery)"""
-
-#: BM25F of the selective terms from their posting arrays, over the matching (filtered) documents only.
-_RANK_SQL = """
-WITH m AS MATERIALIZED (SELECT d.article_id FROM {table} d WHERE true""" + _FILTERS + """
-), leaf AS (
-  SELECT * FROM unnest(%(l_clause)s::int[], %(l_term)s::text[], %(l_w)s::"char"[], %(l_coef)s::float8[],
-                       %(l_avg)s::float8[], %(l_n)s::int[], %(l_req)s::bool[]) AS l(clause, term, w, coef, avg, n, req)
-), hit AS (
-  SELECT p.article_id, l.clause, l.n, l.req,
-         l.coef * p.tf / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.len / l.avg)) AS part
-  FROM leaf l
-  JOIN {postings} pp ON pp.term = l.term AND pp.field = l.w AND pp.subindex = ANY(%(subs)s)
-  CROSS JOIN LATERAL kb_search_postings(pp.article_ids, pp.tfs, pp.lens) AS p(article_id, tf, len)
-  UNION ALL
-  SELECT d.article_id, -1, 1, false, %(tk_boost)s::float8 FROM {table} d WHERE d.title_key = %(tk)s
-), per_clause AS (
-  SELECT article_id, bool_or(req) AS req, sum(part) AS s FROM hit
-  WHERE article_id IN (SELECT article_id FROM m) GROUP BY article_id, clause HAVING count(*) = min(n)
-), top AS (
-  SELECT article_id, sum(s) AS score FROM per_clause GROUP BY article_id HAVING bool_or(req)
-  ORDER BY score DESC, article_id LIMIT %(depth)s
-)
-SELECT t.article_id, t.score, coalesce(extract(epoch FROM d.published), 0)::float8, {checks},
-       (SELECT count(*) FROM m)
-FROM top t JOIN {table} d USING (article_id)
-"""
-
-_CHECKS = """ARRAY(SELECT CASE WHEN x.lead THEN d.lead_tsv @@ x.q ELSE d.tsv @@ x.q END
-  FROM unnest(%(checks)s::tsquery[], %(check_lead)s::bool[]) WITH ORDINALITY AS x(q, lead, i) ORDER BY i)"""
-
-_NEWEST_SQL = """
-SELECT d.article_id, 0.0::float8, coalesce(extract(epoch FROM d.published), 0)::float8, {checks}, NULL::bigint
-FROM {table} d WHERE NOT (d.article_id = ANY(%(skip)s))""" + _FILTERS + """
-ORDER BY d.published DESC NULLS LAST, d.article_id LIMIT %(limit)s OFFSET %(offset)s
-"""
-
-_COUNT_SQL = "SELECT count(*) FROM {table} d WHERE true" + _FILTERS
-
-_FACET_SQL = """
-WITH m AS MATERIALIZED (SELECT d.article_id, d.tags, d.categories, d.site, d.year FROM {table} d WHERE true"""\
-    + _FILTERS + """
-), v AS (
-  SELECT 'category' AS facet, c AS value, article_id FROM m, unnest(m.categories) c
-  UNION ALL SELECT 'tag', t, article_id FROM m, unnest(m.tags) t
-  UNION ALL SELECT 'site', site, article_id FROM m WHERE site <> ''
-  UNION ALL SELECT 'year', year, article_id FROM m WHERE year IS NOT NULL
-), g AS (
-  SELECT facet, min(value) AS label, lower(value) AS k, count(DISTINCT article_id) AS n FROM v
-  GROUP BY facet, lower(value)
-), r AS (
-  SELECT g.facet, coalesce(l.label, g.label) AS label, n,
-         row_number() OVER (PARTITION BY g.facet ORDER BY n DESC, lower(coalesce(l.label, g.label))) AS i
-  FROM g LEFT JOIN {labels} l ON l.scope = %(scope)s AND l.facet = g.facet AND l.k = g.k
-)
-SELECT facet, label, n FROM r WHERE i <= %(limit)s ORDER BY facet, i
-"""
-
-def filter_params(filters: dict[str, list[str]], match: str | None, exclude: str | None = None) -> dict[str, Any]:
-    """Parameters of _FILTERS: each filter's values (case-folded where Whoosh folds them) or NULL."""
-    def values(name: str, fold: bool) -> list[str] | None:
-        found = filters.get(name)
-        return [v.lower() if fold else v for v in found] if found else None
-
-    return {"f_tag": values("tag", True), "f_category": values("category", True), "f_site": values("site", True),
-            "f_year": values("year", False), "match": match, "exclude": exclude}
+def document_facts(conn: psycopg.Connection, gen: int, scope: str) -> list[tuple[Any, ...]]:
+    """(article id, audience, published epoch or 0, title key, site, year, tags, categories) of every document of
+    `scope`: what a searcher keeps per generation revision for filters, facets and the date order."""
+    return conn.execute(sql.SQL(
+        "SELECT article_id, audience, coalesce(extract(epoch FROM published), 0)::float8, title_key, site, year, "
+        "tags, categories FROM {}").format(doc_table(gen, scope)), binary=True).fetchall()
 
 
-def rank(conn: psycopg.Connection, gen: int, scope: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """(article id, BM25F score, published epoch, check results, total matches) of the best `depth` documents."""
-    stmt = sql.SQL(_RANK_SQL).format(table=doc_table(gen, scope), postings=_t("kb_search_posting", gen),
-                                     checks=sql.SQL(_CHECKS))
-    return conn.execute(stmt, {**params, "subs": ["public"] if scope == "public" else ["public", "staff"]}).fetchall()
+def posting_ids(conn: psycopg.Connection, gen: int, subindexes: Sequence[str],
+                terms: Sequence[str]) -> list[tuple[str, str, list[int]]]:
+    """(term, field letter, article ids) of every field holding one of `terms` in `subindexes`."""
+    return conn.execute(sql.SQL("SELECT term, field, article_ids FROM {} WHERE term = ANY(%s) AND subindex = ANY(%s)")
+                        .format(_t("kb_search_posting", gen)), (list(terms), list(subindexes)), binary=True).fetchall()
 
 
-def newest(conn: psycopg.Connection, gen: int, scope: str, params: dict[str, Any], skip: list[int], limit: int,
-           offset: int = 0) -> list[tuple[Any, ...]]:
-    """Matching documents newest first (browse, date sort, and candidates holding frequent words only)."""
-    stmt = sql.SQL(_NEWEST_SQL).format(table=doc_table(gen, scope), checks=sql.SQL(_CHECKS))
-    return conn.execute(stmt, {**params, "skip": skip, "limit": limit, "offset": offset}).fetchall()
+def postings(conn: psycopg.Connection, gen: int, subindexes: Sequence[str], letter: str,
+             term: str) -> list[tuple[list[int], list[int], list[int]]]:
+    """(article ids, term frequencies, field lengths) of one term in one field, per sub-index (BM25F)."""
+    return conn.execute(sql.SQL("SELECT article_ids, tfs, lens FROM {} WHERE term = %s AND field = %s "
+                                "AND subindex = ANY(%s)").format(_t("kb_search_posting", gen)),
+                        (term, letter, list(subindexes)), binary=True).fetchall()
 
 
-def count(conn: psycopg.Connection, gen: int, scope: str, params: dict[str, Any]) -> int:
-    return int(conn.execute(sql.SQL(_COUNT_SQL).format(table=doc_table(gen, scope)), params).fetchone()[0])
-
-
-def facets(conn: psycopg.Connection, gen: int, scope: str, params: dict[str, Any],
-           limit: int) -> dict[str, list[tuple[str, int]]]:
-    """The top `limit` values per facet over every matching document, case variants merged."""
-    out: dict[str, list[tuple[str, int]]] = {}
-    stmt = sql.SQL(_FACET_SQL).format(table=doc_table(gen, scope), labels=_t("kb_search_facet", gen))
-    for facet, label, n in conn.execute(stmt, {**params, "limit": limit, "scope": scope}).fetchall():
-        out.setdefault(facet, []).append((label, int(n)))
-    return out
+def phrase_docs(conn: psycopg.Connection, gen: int, scope: str, ids: list[int], phrase: str,
+                lead: bool = False) -> list[int]:
+    """Which of `ids` match the tsquery `phrase` (positions, `<->`), in id order."""
+    column = sql.Identifier("lead_tsv" if lead else "tsv")
+    return [int(r[0]) for r in conn.execute(sql.SQL(
+        "SELECT d.article_id FROM {} d WHERE d.article_id = ANY(%s) AND d.{} @@ %s::tsquery ORDER BY 1").format(
+        doc_table(gen, scope), column), (ids, phrase)).fetchall()]
 
 
 def documents(conn: psycopg.Connection, gen: int, scope: str, ids: list[int]) -> dict[int, dict[str, Any]]:
