@@ -2,8 +2,8 @@
 
 The web app and the CLI use one thing from here: a `SearchService` (kb.search.interface: `search`,
 `suggest`, `close`, and what each guarantees about audiences), implemented over Whoosh by
-`Searcher`. The modules behind it follow the layers of one search, and import one way only, each
-from those listed before it (kb.schema, shared with the writer kb.index, sits under them all):
+`Searcher` and over PostgreSQL by `kb.search.pg.PgSearcher`. The modules behind them follow the
+layers of one search, and import one way only, each from those listed before it (kb.schema, shared with the writer kb.index, sits under them all):
 
     postings    DocSet and Whoosh's posting blocks, lengths, positions: the only module on Whoosh internals
     check       reads a generation as searches do; `current_generation` (also used by the writer)
@@ -14,7 +14,10 @@ from those listed before it (kb.schema, shared with the writer kb.index, sits un
     snippets    the best fragment of a stored body, query words marked (pure text)
     suggest     "Did you mean" and search-box completions, per audience
     interface   the SearchService Protocol and DEFAULT_AUDIENCES
-    searcher    Searcher: state management, then parse -> compile -> rank -> snippets -> suggest
+    engine      the pipeline both backends run: parse -> compile -> match -> facets -> rank -> suggest
+    searcher    Searcher: Whoosh state management and stored fields under that pipeline
+    pg_build    PostgreSQL search generations: kb's analysis into posting arrays and tsvectors
+    pg          PgSearcher: the same pipeline over per-process caches of a PostgreSQL generation
 
 Audiences are separate indexes, not a filter over one (see kb/schema.py): each generation holds a
 public and a staff sub-index, and the searcher keeps one state per set of sub-indexes a request
@@ -31,7 +34,7 @@ tables built once per index state, and snippets come from one regular expression
 (compressed) body instead of re-analysing it. Posting lists are read a whole Whoosh block at a
 time (`postings._term_blocks`), ranking sums cached per-term BM25F arrays instead of walking
 Whoosh's matcher tree (`rank._score`, equal scores), phrases decode positions only where
-candidates are (`rank._phrase_matches`), and spelling corrections are cached per index state and
+candidates are (`_Request.phrase_matches`), and spelling corrections are cached per index state and
 audience and bounded per query (`suggest.MAX_CORRECTED_WORDS` words, `MAX_CORRECTION_CANDIDATES`
 candidates each).
 """

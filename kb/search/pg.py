@@ -275,9 +275,14 @@ class _PgState:
 
     def words_within(self, conn: Any, word: str, maxdist: int, prefix: int) -> list[str]:
         """Words within `maxdist` edits sharing the first `prefix` letters, in code-point order (as Whoosh's)."""
-        near = pgs.words_near(conn, self.gen, self.scope, word[:prefix], max(1, len(word) - maxdist),
-                              len(word) + maxdist)
-        return [w for w in near if distance(w, word, limit=maxdist + 1) <= maxdist]
+        near = [(w, df) for w, df in pgs.words_near(conn, self.gen, self.scope, word[:prefix],
+                                                    max(1, len(word) - maxdist), len(word) + maxdist)
+                if distance(w, word, limit=maxdist + 1) <= maxdist]
+        with self.lock:
+            if len(self._word_df) > DF_CACHE:
+                self._word_df.clear()
+            self._word_df.update(near)
+        return [w for w, _df in near]
 
     def corrections(self, word: str, audiences: tuple[str, ...], compute: Callable[[], list[Any]]) -> list[Any]:
         """Spelling candidates of `word`, once per state (its scope is the audience)."""

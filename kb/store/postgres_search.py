@@ -681,10 +681,11 @@ def documents(conn: psycopg.Connection, gen: int, scope: str, ids: list[int]) ->
 
 
 def words_near(conn: psycopg.Connection, gen: int, scope: str, prefix: str, shortest: int, longest: int,
-               limit: int = 2000) -> list[str]:
-    """Words of `scope` starting with `prefix` whose length is in range, in code-point order (spelling candidates)."""
-    return [r[0] for r in conn.execute(sql.SQL(
-        "SELECT word FROM {} WHERE scope = %s AND word >= %s AND word < %s AND length(word) BETWEEN %s AND %s "
+               limit: int = 2000) -> list[tuple[str, int]]:
+    """(word, df) of `scope` starting with `prefix` whose length is in range, in code-point order (spelling
+    candidates; their df comes along because each candidate's is asked next)."""
+    return [(w, int(df)) for w, df in conn.execute(sql.SQL(
+        "SELECT word, df FROM {} WHERE scope = %s AND word >= %s AND word < %s AND length(word) BETWEEN %s AND %s "
         "ORDER BY word LIMIT %s").format(_t("kb_search_word", gen)),
         (scope, prefix, prefix + "\U0010ffff", shortest, longest, limit)).fetchall()]
 
