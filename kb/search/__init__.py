@@ -3,7 +3,8 @@
 The web app and the CLI use one thing from here: a `SearchService` (kb.search.interface: `search`,
 `suggest`, `close`, and what each guarantees about audiences), implemented over Whoosh by
 `Searcher` and over PostgreSQL by `kb.search.pg.PgSearcher`. The modules behind them follow the
-layers of one search, and import one way only, each from those listed before it (kb.schema, shared with the writer kb.index, sits under them all):
+layers of one search, and import one way only, each from those listed before it (kb.schema,
+shared with the writer kb.index, sits under them all):
 
     postings    DocSet and Whoosh's posting blocks, lengths, positions: the only module on Whoosh internals
     check       reads a generation as searches do; `current_generation` (also used by the writer)
