@@ -488,7 +488,6 @@ def test_own_bm25f_scores_equal_whoosh(fast_built, query, audiences):
 def test_phrase_matches_equal_whoosh_phrase(fast_built, audiences):
     from whoosh import query as wq
 
-    from kb.search import rank
     from kb.search.postings import DocSet
 
     def check(ctx):

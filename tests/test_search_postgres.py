@@ -203,3 +203,36 @@ def test_a_failed_build_leaves_the_current_generation_and_no_tables(pg_url):
         left = writer.conn.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE '%%_g2%%'").fetchone()[0]
     assert rows == [(1, "current")] and left == 0
     searcher.close()
+
+
+def test_a_repeated_search_reads_only_the_revision_and_its_hits(pg_url, monkeypatch):
+    """Posting arrays, document facts and statistics are read once per generation revision and kept in the
+    process (as the Whoosh searcher keeps its postings): a search asked again costs the database two small
+    reads, not a scan of every matching row. An in-place update (a new revision) reads them afresh."""
+    from kb.store import postgres_search as pgs
+
+    with PostgresStore(pg_url) as store:
+        for article in public_articles():
+            store.save_article(article)
+        build(store, pg_url)
+        searcher = PgSearcher(pg_url)
+        queries = ["acne scars", "retinoids", '"acne scars"', "rosacia", "tag:retinoids"]
+        first = {q: _json(searcher.search(q)) for q in queries}
+        calls: list[str] = []
+        for name in ("current_revision", "documents", "document_facts", "posting_ids", "postings", "term_stats",
+                     "field_stats", "phrase_docs", "words_near", "word_df"):
+            real = getattr(pgs, name)
+            monkeypatch.setattr(pgs, name, lambda *a, _real=real, _name=name, **kw: calls.append(_name) or _real(*a, **kw))
+        assert {q: _json(searcher.search(q)) for q in queries} == first
+        assert sorted(set(calls)) == ["current_revision", "documents"]
+        assert calls.count("current_revision") == len(queries)
+
+        calls.clear()
+        store.save_article(_article(7, "Acne and diet", "Acne and scars.", tags=["diet"], categories=["Acne"],
+                                    published="2024-01-01"))
+        from kb.search.pg_build import update
+
+        update(store, pg_url)
+        assert searcher.search("acne scars").total == first["acne scars"]["total"] + 1
+        assert {"document_facts", "posting_ids"} <= set(calls)  # the new revision's own state
+        searcher.close()

@@ -56,6 +56,7 @@ POSTING_LETTER = {**WEIGHT, "lead": "L"}
 #: Fields whose values come from the documents' rows (read once per state): filters, facets, exact titles.
 DOCUMENT_FIELDS = ("audience", "title_key", "site", "year", "tags", "categories")
 DF_CACHE = 200_000
+PHRASE_CACHE = 4096  # phrases whose checked candidates a state remembers
 #: States (generation, revision, scope) a process keeps: replicas a moment behind the primary serve the
 #: previous revision, and alternating between two must not reload either each time.
 STATES_KEPT = 4
@@ -90,6 +91,7 @@ class _PgState:
         self._score_bytes = 0
         self._facets: dict[str, _FacetTable] = {}
         self._audiences: dict[tuple[str, ...], DocSet] = {}
+        self._phrases: OrderedDict[tuple[str, tuple[str, ...]], tuple[set[int], set[int]]] = OrderedDict()
         self._load_documents(conn)
 
     def _load_documents(self, conn: Any) -> None:
@@ -261,6 +263,29 @@ class _PgState:
                     self._analyzed.popitem(last=False)
         return found
 
+    def phrase_matches(self, conn: Any, fieldname: str, words: tuple[str, ...], candidates: Iterable[int]) -> list[int]:
+        """The candidates holding `words` consecutively in `fieldname`, in id order: tsvector positions, asked of
+        the database once per document and phrase (the whole-query bonus asks again for every search)."""
+        ids = sorted(set(candidates))
+        if not words or not ids:
+            return []
+        key = (fieldname, words)
+        with self.lock:
+            checked, matched = self._phrases.get(key) or (set(), set())
+        missing = [d for d in ids if d not in checked]
+        if missing:
+            if fieldname == "lead":
+                found = pgs.phrase_docs(conn, self.gen, self.scope, missing, " <-> ".join(map(_quote, words)), lead=True)
+            else:
+                found = pgs.phrase_docs(conn, self.gen, self.scope, missing,
+                                        " <-> ".join(_quote(t) + ":" + WEIGHT[fieldname] for t in words))
+            with self.lock:
+                checked, matched = checked | set(missing), matched | set(found)
+                self._phrases[key] = (checked, matched)
+                while len(self._phrases) > PHRASE_CACHE:
+                    self._phrases.popitem(last=False)
+        return [d for d in ids if d in matched]
+
     def word_df(self, conn: Any, word: str) -> int:
         """Documents of the scope holding the unstemmed `word`, cached."""
         with self.lock:
@@ -314,15 +339,7 @@ class _PgRequest(_Request):
         return self.state.leaf_scores(self.reader, fieldname, text)
 
     def phrase_matches(self, fieldname: str, words: Iterable[str], candidates: Iterable[int]) -> list[int]:
-        """The candidates holding `words` consecutively in `fieldname`: tsvector positions, in the database."""
-        words, ids = list(words), sorted(set(candidates))
-        if not words or not ids:
-            return []
-        if fieldname == "lead":
-            return pgs.phrase_docs(self.reader, self.state.gen, self.state.scope, ids,  # type: ignore[attr-defined]
-                                   " <-> ".join(_quote(t) for t in words), lead=True)
-        return pgs.phrase_docs(self.reader, self.state.gen, self.state.scope, ids,  # type: ignore[attr-defined]
-                               " <-> ".join(_quote(t) + ":" + WEIGHT[fieldname] for t in words))
+        return self.state.phrase_matches(self.reader, fieldname, tuple(words), candidates)  # type: ignore[attr-defined]
 
     def visible_df(self, word: str, audience_docs: Any, cap: int = 50) -> int:
         """Documents of the scope holding the unstemmed `word` (the scope is the audience)."""
