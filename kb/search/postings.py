@@ -46,12 +46,12 @@ class DocSet(DocIdSet):
 
     @classmethod
     def from_ids(cls, ids: Iterable[int], size: int = 0) -> "DocSet":
-        buf = bytearray((size >> 3) + 1)
+        """The set of `ids`, sized once for the largest (a PostgreSQL posting array is 50,000 ids or more)."""
+        ids = ids if isinstance(ids, (list, tuple, range)) else list(ids)
+        buf = bytearray((max(size, max(ids, default=0)) >> 3) + 1)
+        bit = _BIT
         for docnum in ids:
-            i = docnum >> 3
-            if i >= len(buf):
-                buf.extend(bytes(i - len(buf) + 1))
-            buf[i] |= _BIT[docnum & 7]
+            buf[docnum >> 3] |= bit[docnum & 7]
         return cls(int.from_bytes(buf, "little"))
 
     @classmethod
