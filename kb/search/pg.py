@@ -56,7 +56,8 @@ POSTING_LETTER = {**WEIGHT, "lead": "L"}
 #: Fields whose values come from the documents' rows (read once per state): filters, facets, exact titles.
 DOCUMENT_FIELDS = ("audience", "title_key", "site", "year", "tags", "categories")
 DF_CACHE = 200_000
-PHRASE_CACHE = 4096  # phrases whose checked candidates a state remembers
+PHRASE_CACHE = 4096  # (field, phrase) pairs whose checked candidates a state remembers
+PHRASE_BATCH = 100  # up to this many candidates are checked in every weighted field in one read
 #: States (generation, revision, scope) a process keeps: replicas a moment behind the primary serve the
 #: previous revision, and alternating between two must not reload either each time.
 STATES_KEPT = 4
@@ -265,26 +266,28 @@ class _PgState:
 
     def phrase_matches(self, conn: Any, fieldname: str, words: tuple[str, ...], candidates: Iterable[int]) -> list[int]:
         """The candidates holding `words` consecutively in `fieldname`, in id order: tsvector positions, asked of
-        the database once per document and phrase (the whole-query bonus asks again for every search)."""
+        the database once per document and phrase. The whole-query bonus asks again for every search and field
+        in turn, so a few candidates are checked in every weighted field at once."""
         ids = sorted(set(candidates))
         if not words or not ids:
             return []
-        key = (fieldname, words)
         with self.lock:
-            checked, matched = self._phrases.get(key) or (set(), set())
-        missing = [d for d in ids if d not in checked]
+            known = self._phrases.get((fieldname, words))
+        missing = [d for d in ids if known is None or d not in known[0]]
         if missing:
-            if fieldname == "lead":
-                found = pgs.phrase_docs(conn, self.gen, self.scope, missing, " <-> ".join(map(_quote, words)), lead=True)
-            else:
-                found = pgs.phrase_docs(conn, self.gen, self.scope, missing,
-                                        " <-> ".join(_quote(t) + ":" + WEIGHT[fieldname] for t in words))
+            fields = [f for f in WEIGHT if f != fieldname] if len(missing) <= PHRASE_BATCH else []
+            fields.insert(0, fieldname)
+            found = pgs.phrase_docs(conn, self.gen, self.scope, missing, [
+                (" <-> ".join(_quote(t) if f == "lead" else _quote(t) + ":" + WEIGHT[f] for t in words), f == "lead")
+                for f in fields])
             with self.lock:
-                checked, matched = checked | set(missing), matched | set(found)
-                self._phrases[key] = (checked, matched)
+                for f, matched in zip(fields, found):
+                    checked, held = self._phrases.get((f, words)) or (set(), set())
+                    self._phrases[(f, words)] = (checked | set(missing), held | set(matched))
                 while len(self._phrases) > PHRASE_CACHE:
                     self._phrases.popitem(last=False)
-        return [d for d in ids if d in matched]
+                known = self._phrases[(fieldname, words)]
+        return [d for d in ids if d in known[1]]
 
     def word_df(self, conn: Any, word: str) -> int:
         """Documents of the scope holding the unstemmed `word`, cached."""

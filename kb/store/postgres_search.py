@@ -659,13 +659,22 @@ def postings(conn: psycopg.Connection, gen: int, subindexes: Sequence[str], lett
                         (term, letter, list(subindexes)), binary=True).fetchall()
 
 
-def phrase_docs(conn: psycopg.Connection, gen: int, scope: str, ids: list[int], phrase: str,
-                lead: bool = False) -> list[int]:
-    """Which of `ids` match the tsquery `phrase` (positions, `<->`), in id order."""
-    column = sql.Identifier("lead_tsv" if lead else "tsv")
-    return [int(r[0]) for r in conn.execute(sql.SQL(
-        "SELECT d.article_id FROM {} d WHERE d.article_id = ANY(%s) AND d.{} @@ %s::tsquery ORDER BY 1").format(
-        doc_table(gen, scope), column), (ids, phrase)).fetchall()]
+def phrase_docs(conn: psycopg.Connection, gen: int, scope: str, ids: list[int],
+                phrases: Sequence[tuple[str, bool]]) -> list[list[int]]:
+    """For each (tsquery, on the lead) of `phrases` (positions, `<->`), which of `ids` match it, in id order: one
+    read of each document's tsvectors however many phrases are checked."""
+    if not phrases:
+        return []
+    checks = sql.SQL(", ").join(
+        sql.SQL("d.{} @@ {}::tsquery").format(sql.Identifier("lead_tsv" if lead else "tsv"), sql.Literal(q))
+        for q, lead in phrases)
+    out: list[list[int]] = [[] for _ in phrases]
+    for row in conn.execute(sql.SQL("SELECT d.article_id, {} FROM {} d WHERE d.article_id = ANY(%s) ORDER BY 1").format(
+            checks, doc_table(gen, scope)), (ids,)).fetchall():
+        for i, matched in enumerate(row[1:]):
+            if matched:
+                out[i].append(int(row[0]))
+    return out
 
 
 def documents(conn: psycopg.Connection, gen: int, scope: str, ids: list[int]) -> dict[int, dict[str, Any]]:
