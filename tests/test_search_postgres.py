@@ -219,8 +219,8 @@ def test_a_repeated_search_reads_only_the_revision_and_its_hits(pg_url, monkeypa
         queries = ["acne scars", "retinoids", '"acne scars"', "rosacia", "tag:retinoids"]
         first = {q: _json(searcher.search(q)) for q in queries}
         calls: list[str] = []
-        for name in ("current_revision", "documents", "document_facts", "posting_ids", "postings", "term_stats",
-                     "field_stats", "phrase_docs", "words_near", "word_df"):
+        for name in ("current_revision", "documents", "date_order", "value_ids", "title_ids", "posting_ids", "postings",
+                     "term_stats", "field_stats", "phrase_docs", "words_near", "word_df"):
             real = getattr(pgs, name)
             monkeypatch.setattr(pgs, name, lambda *a, _real=real, _name=name, **kw: calls.append(_name) or _real(*a, **kw))
         assert {q: _json(searcher.search(q)) for q in queries} == first
@@ -234,5 +234,5 @@ def test_a_repeated_search_reads_only_the_revision_and_its_hits(pg_url, monkeypa
 
         update(store, pg_url)
         assert searcher.search("acne scars").total == first["acne scars"]["total"] + 1
-        assert {"document_facts", "posting_ids"} <= set(calls)  # the new revision's own state
+        assert {"date_order", "value_ids", "posting_ids"} <= set(calls)  # the new revision's own state
         searcher.close()

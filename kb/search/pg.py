@@ -53,8 +53,8 @@ from kb.vocab import plain_analyzer, text_analyzer
 STAT_FIELDS = ("title", "headings", "tagtext", "body", "lead", "title_key")
 #: Fields whose terms are posting arrays in PostgreSQL (tsvector weight letters, 'L' for the lead).
 POSTING_LETTER = {**WEIGHT, "lead": "L"}
-#: Fields whose values come from the documents' rows (read once per state): filters, facets, exact titles.
-DOCUMENT_FIELDS = ("audience", "title_key", "site", "year", "tags", "categories")
+#: Fields whose values' documents are read once per state: filters and facets.
+VALUE_FIELDS = ("audience", "site", "year", "tags", "categories")
 DF_CACHE = 200_000
 PHRASE_CACHE = 4096  # (field, phrase) pairs whose checked candidates a state remembers
 PHRASE_BATCH = 100  # up to this many candidates are checked in every weighted field in one read
@@ -96,27 +96,15 @@ class _PgState:
         self._load_documents(conn)
 
     def _load_documents(self, conn: Any) -> None:
-        """Dates, audiences and facet values of every document in the scope: one read per state."""
-        published: dict[int, float] = {}
-        values: dict[str, dict[str, list[int]]] = {f: defaultdict(list) for f in DOCUMENT_FIELDS}
-        for aid, audience, epoch, tkey, site, year, tags, categories in pgs.document_facts(conn, self.gen, self.scope):
-            published[aid] = epoch
-            values["audience"][audience].append(aid)
-            if tkey:
-                values["title_key"][tkey].append(aid)
-            if site:
-                values["site"][site].append(aid)
-            if year:
-                values["year"][year].append(aid)
-            for tag in set(tags):
-                values["tags"][tag].append(aid)
-            for category in set(categories):
-                values["categories"][category].append(aid)
-        self._values = values
-        self._published = [0.0] * (max(published, default=-1) + 1)
-        for aid, epoch in published.items():
+        """The date order and the filter and facet values of the scope's documents: two reads per state."""
+        newest, published = pgs.date_order(conn, self.gen, self.scope)
+        self._newest = newest
+        self._published = [0.0] * (max(newest, default=-1) + 1)
+        for aid, epoch in zip(newest, published):
             self._published[aid] = epoch
-        self._newest = sorted(published, key=lambda d: (-published[d], d))
+        self._values: dict[str, dict[str, list[int]]] = {f: {} for f in VALUE_FIELDS}
+        for fieldname, value, ids in pgs.value_ids(conn, self.gen, self.scope):
+            self._values[fieldname][value] = ids
 
     # -- what kb.search.state._Request asks its state, `reader` being this request's connection -------------
     def doc_frequency(self, conn: Any, fieldname: str, text: str) -> int:
@@ -155,8 +143,10 @@ class _PgState:
             if found is not None:
                 self._terms.move_to_end(key)
                 return found
-        if fieldname in DOCUMENT_FIELDS:
+        if fieldname in VALUE_FIELDS:
             return self.remember(key, DocSet.from_ids(self._values[fieldname].get(text, ())))
+        if fieldname == "title_key":
+            return self.remember(key, DocSet.from_ids(self.title_ids(conn, text)))
         if fieldname not in POSTING_LETTER or not self.doc_frequency(conn, fieldname, text):
             return EMPTY
         self.prefetch_postings(conn, [text])
@@ -203,7 +193,7 @@ class _PgState:
                 return found
         ids, scores = array("i"), array("d")
         if fieldname == "title_key":  # unscorable: the posting's weight, 1
-            ids.extend(self._values["title_key"].get(text, ()))
+            ids.extend(self.title_ids(conn, text))
             scores.extend([1.0] * len(ids))
         elif fieldname in POSTING_LETTER and self.doc_frequency(conn, fieldname, text):
             c = self.idf(conn, fieldname, text) * (BM25_K1 + 1)
@@ -220,6 +210,9 @@ class _PgState:
                 _, (old_ids, _old) = self._scores.popitem(last=False)
                 self._score_bytes -= 12 * len(old_ids)
         return found
+
+    def title_ids(self, conn: Any, key: str) -> list[int]:
+        return pgs.title_ids(conn, self.gen, self.scope, key) if self.doc_frequency(conn, "title_key", key) else []
 
     def idf(self, conn: Any, fieldname: str, text: str) -> float:
         """Whoosh's idf (its BM25F and the frequent-term weight): log(N / (df + 1)) + 1."""
