@@ -41,9 +41,9 @@ from kb.search.compile import compile_query
 from kb.search.engine import PostingSearch
 from kb.search.interface import DEFAULT_AUDIENCES
 from kb.search.pg_build import LENGTH_OF, WEIGHT
-from kb.search.postings import EMPTY, DocSet, _docset_bytes, _union
+from kb.search.postings import EMPTY, DocSet
 from kb.search.snippets import Marker, make_snippet
-from kb.search.state import BM25_B, BM25_K1, SCORE_CACHE_BYTES, TERM_CACHE_BYTES, CorrectionCache, _FacetTable, _Request
+from kb.search.state import BM25_B, BM25_K1, CorrectionCache, _FacetTable, _Request, _TermCaches
 from kb.search.suggest import add_vocabulary_completions
 from kb.store import postgres_search as pgs
 from kb.store import replica_urls as configured_replicas
@@ -67,7 +67,7 @@ def _quote(lexeme: str) -> str:
     return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-class _PgState:
+class _PgState(_TermCaches):
     """One generation revision of one scope ('public' or 'all'), shared by every search of this process.
 
     Holds what kb.search.state._State holds for Whoosh: term statistics, posting lists as DocSets and
@@ -86,12 +86,8 @@ class _PgState:
         self._word_df: dict[str, int] = {}
         self._analyzed: OrderedDict[tuple[str, str], tuple[str, ...]] = OrderedDict()
         self._corrections = CorrectionCache()
-        self._terms: OrderedDict[tuple[str, str], DocSet] = OrderedDict()
-        self._term_bytes = 0
-        self._scores: OrderedDict[tuple[str, str], tuple[array, array]] = OrderedDict()
-        self._score_bytes = 0
+        self._init_caches()
         self._facets: dict[str, _FacetTable] = {}
-        self._audiences: dict[tuple[str, ...], DocSet] = {}
         self._phrases: OrderedDict[tuple[str, tuple[str, ...]], tuple[set[int], set[int]]] = OrderedDict()
         self._load_documents(conn)
 
@@ -138,11 +134,9 @@ class _PgState:
     def term_docs(self, conn: Any, fieldname: str, text: str) -> DocSet:
         """Documents holding a term: a document field's value, or a posting array read once (all its fields)."""
         key = (fieldname, text)
-        with self.lock:
-            found = self._terms.get(key)
-            if found is not None:
-                self._terms.move_to_end(key)
-                return found
+        found = self.recall(key)
+        if found is not None:
+            return found
         if fieldname in VALUE_FIELDS:
             return self.remember(key, DocSet.from_ids(self._values[fieldname].get(text, ())))
         if fieldname == "title_key":
@@ -150,14 +144,13 @@ class _PgState:
         if fieldname not in POSTING_LETTER or not self.doc_frequency(conn, fieldname, text):
             return EMPTY
         self.prefetch_postings(conn, [text])
-        with self.lock:
-            return self._terms.get(key) or EMPTY
+        return self.cached(key) or EMPTY
 
     def prefetch_postings(self, conn: Any, terms: Iterable[str]) -> None:
         """The document sets of every field of `terms` not cached yet, in one round trip."""
         with self.lock:
             missing = sorted({t for t in terms if any(
-                (f, t) not in self._terms and self._df.get((f, t)) for f in POSTING_LETTER)})
+                self.cached((f, t)) is None and self._df.get((f, t)) for f in POSTING_LETTER)})
         if not missing:
             return
         ids: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -167,30 +160,12 @@ class _PgState:
             for fieldname in POSTING_LETTER:
                 self.remember((fieldname, term), DocSet.from_ids(ids.get((fieldname, term), ())))
 
-    def remember(self, key: tuple[str, str], docs: DocSet) -> DocSet:
-        with self.lock:
-            previous = self._terms.pop(key, None)
-            if previous is not None:
-                self._term_bytes -= _docset_bytes(previous)
-            self._terms[key] = docs
-            self._term_bytes += _docset_bytes(docs)
-            while self._term_bytes > TERM_CACHE_BYTES and len(self._terms) > 1:
-                _, dropped = self._terms.popitem(last=False)
-                self._term_bytes -= _docset_bytes(dropped)
-        return docs
-
-    def cached(self, key: tuple[str, str]) -> DocSet | None:
-        with self.lock:
-            return self._terms.get(key)
-
     def leaf_scores(self, conn: Any, fieldname: str, text: str) -> tuple[array, array]:
         """(article ids, BM25F score at boost 1) of one term, as kb.search.state scores Whoosh's postings; cached."""
         key = (fieldname, text)
-        with self.lock:
-            found = self._scores.get(key)
-            if found is not None:
-                self._scores.move_to_end(key)
-                return found
+        found = self.recall_scores(key)
+        if found is not None:
+            return found
         ids, scores = array("i"), array("d")
         if fieldname == "title_key":  # unscorable: the posting's weight, 1
             ids.extend(self.title_ids(conn, text))
@@ -202,14 +177,7 @@ class _PgState:
                                                        text):
                 ids.extend(article_ids)
                 scores.extend([c * tf / (tf + BM25_K1 * (1 - BM25_B + BM25_B * n / avg)) for tf, n in zip(tfs, lens)])
-        found = (ids, scores)
-        with self.lock:
-            self._scores[key] = found
-            self._score_bytes += 12 * len(ids)
-            while self._score_bytes > SCORE_CACHE_BYTES and len(self._scores) > 1:
-                _, (old_ids, _old) = self._scores.popitem(last=False)
-                self._score_bytes -= 12 * len(old_ids)
-        return found
+        return self.remember_scores(key, (ids, scores))
 
     def title_ids(self, conn: Any, key: str) -> list[int]:
         return pgs.title_ids(conn, self.gen, self.scope, key) if self.doc_frequency(conn, "title_key", key) else []
@@ -217,16 +185,6 @@ class _PgState:
     def idf(self, conn: Any, fieldname: str, text: str) -> float:
         """Whoosh's idf (its BM25F and the frequent-term weight): log(N / (df + 1)) + 1."""
         return math.log(self.size / (self.doc_frequency(conn, fieldname, text) + 1)) + 1
-
-    def audience_docs(self, conn: Any, audiences: tuple[str, ...]) -> DocSet:
-        key = tuple(sorted(set(audiences)))
-        with self.lock:
-            found = self._audiences.get(key)
-        if found is None:
-            found = _union(self.term_docs(conn, "audience", a) for a in key)
-            with self.lock:
-                self._audiences[key] = found
-        return found
 
     def facet(self, conn: Any, name: str) -> _FacetTable:
         with self.lock:

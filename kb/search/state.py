@@ -168,7 +168,75 @@ class CorrectionCache:
         return list(found)
 
 
-class _State:
+class _TermCaches:
+    """What a generation state caches for every search, whoever reads its postings (Whoosh files here, PostgreSQL
+    arrays in kb.search.pg): terms' document sets and BM25F arrays, LRU and bounded in bytes, and audience sets.
+    The owner provides `lock`, `term_docs(reader, field, text)` and calls `_init_caches()`."""
+
+    lock: Any
+
+    def term_docs(self, reader: Any, fieldname: str, text: str) -> DocSet:
+        raise NotImplementedError
+
+    def _init_caches(self) -> None:
+        self._terms: OrderedDict[tuple[str, str], DocSet] = OrderedDict()
+        self._term_bytes = 0
+        self._scores: OrderedDict[tuple[str, str], tuple[array, array]] = OrderedDict()
+        self._score_bytes = 0
+        self._audiences: dict[tuple[str, ...], DocSet] = {}
+
+    def recall(self, key: tuple[str, str]) -> DocSet | None:
+        """A term's cached document set, now the most recently used."""
+        with self.lock:
+            found = self._terms.get(key)
+            if found is not None:
+                self._terms.move_to_end(key)
+            return found
+
+    def remember(self, key: tuple[str, str], docs: DocSet) -> DocSet:
+        with self.lock:
+            previous = self._terms.pop(key, None)
+            if previous is not None:
+                self._term_bytes -= _docset_bytes(previous)
+            self._terms[key] = docs
+            self._term_bytes += _docset_bytes(docs)
+            while self._term_bytes > TERM_CACHE_BYTES and len(self._terms) > 1:
+                _, dropped = self._terms.popitem(last=False)
+                self._term_bytes -= _docset_bytes(dropped)
+        return docs
+
+    def cached(self, key: tuple[str, str]) -> DocSet | None:
+        with self.lock:
+            return self._terms.get(key)
+
+    def recall_scores(self, key: tuple[str, str]) -> tuple[array, array] | None:
+        with self.lock:
+            found = self._scores.get(key)
+            if found is not None:
+                self._scores.move_to_end(key)
+            return found
+
+    def remember_scores(self, key: tuple[str, str], found: tuple[array, array]) -> tuple[array, array]:
+        with self.lock:
+            self._scores[key] = found
+            self._score_bytes += 12 * len(found[0])
+            while self._score_bytes > SCORE_CACHE_BYTES and len(self._scores) > 1:
+                _, (old_ids, _old) = self._scores.popitem(last=False)
+                self._score_bytes -= 12 * len(old_ids)
+        return found
+
+    def audience_docs(self, reader: Any, audiences: tuple[str, ...]) -> DocSet:
+        key = tuple(sorted(set(audiences)))
+        with self.lock:
+            found = self._audiences.get(key)
+        if found is None:
+            found = _union(self.term_docs(reader, "audience", a) for a in key)
+            with self.lock:
+                self._audiences[key] = found
+        return found
+
+
+class _State(_TermCaches):
     """One generation's sub-indexes (`names`) at one commit each: a pool of searchers and derived caches."""
 
     def __init__(self, generation: Path, names: tuple[str, ...]) -> None:
@@ -191,20 +259,16 @@ class _State:
         self.retired = False
         self.closed = False
         self.size = sum(ix.doc_count_all() for ix in self.indexes)
-        self._terms: OrderedDict[tuple[str, str], DocSet] = OrderedDict()
+        self._init_caches()
         self._df: dict[tuple[str, str], int] = {}
         self._analyze_lock = threading.Lock()
-        self._audiences: dict[tuple[str, ...], DocSet] = {}
         self._facets: dict[str, _FacetTable] = {}
         self._published: list[int] | None = None
         self._newest: list[int] = []
         self._analyzed: OrderedDict[tuple[str, str], tuple[str, ...]] = OrderedDict()
         self._live: int | None = None
-        self._term_bytes = 0
         self._corrections = CorrectionCache()
         self._norms: dict[str, tuple[bytes, list[float]]] = {}
-        self._scores: OrderedDict[tuple[str, str], tuple[array, array]] = OrderedDict()
-        self._score_bytes = 0
 
     def latest(self) -> tuple[int, ...]:
         """The newest commit (TOC generation) of each sub-index."""
@@ -284,11 +348,9 @@ class _State:
         every reader of one state numbers documents the same way, so the cache is shared.
         """
         key = (fieldname, text)
-        with self.lock:
-            found = self._terms.get(key)
-            if found is not None:
-                self._terms.move_to_end(key)
-                return found
+        found = self.recall(key)
+        if found is not None:
+            return found
         if self.doc_frequency(reader, fieldname, text):
             found = DocSet(_docset_of_term(reader, fieldname, text, self.size).mask & self.live_mask(reader))
         else:
@@ -315,11 +377,9 @@ class _State:
         costs one pass over two C arrays instead of re-reading and re-scoring its postings.
         """
         key = (fieldname, text)
-        with self.lock:
-            found = self._scores.get(key)
-            if found is not None:
-                self._scores.move_to_end(key)
-                return found
+        found = self.recall_scores(key)
+        if found is not None:
+            return found
         reader = searcher.reader()
         ids = array("i")
         scores = array("d")
@@ -335,14 +395,7 @@ class _State:
                 for block in _term_blocks(reader, fieldname, text):
                     ids.extend(block.ids)
                     scores.extend(block.weights())
-        found = (ids, scores)
-        with self.lock:
-            self._scores[key] = found
-            self._score_bytes += 12 * len(ids)
-            while self._score_bytes > SCORE_CACHE_BYTES and len(self._scores) > 1:
-                _, (old_ids, _old) = self._scores.popitem(last=False)
-                self._score_bytes -= 12 * len(old_ids)
-        return found
+        return self.remember_scores(key, (ids, scores))
 
     def corrections(self, word: str, audiences: tuple[str, ...], compute: Callable[[], list[str]]) -> list[str]:
         """Spelling corrections of `word` for one audience, computed once per index state.
@@ -364,22 +417,6 @@ class _State:
                 self._live = live
         return self._live
 
-    def remember(self, key: tuple[str, str], docs: DocSet) -> DocSet:
-        with self.lock:
-            previous = self._terms.pop(key, None)
-            if previous is not None:
-                self._term_bytes -= _docset_bytes(previous)
-            self._terms[key] = docs
-            self._term_bytes += _docset_bytes(docs)
-            while self._term_bytes > TERM_CACHE_BYTES and len(self._terms) > 1:
-                _, dropped = self._terms.popitem(last=False)
-                self._term_bytes -= _docset_bytes(dropped)
-        return docs
-
-    def cached(self, key: tuple[str, str]) -> DocSet | None:
-        with self.lock:
-            return self._terms.get(key)
-
     def doc_frequency(self, reader: Any, fieldname: str, text: str) -> int:
         """Documents with the term (deleted ones included until a merge), cached: a multi-segment
         index looks every term up in each segment."""
@@ -391,16 +428,6 @@ class _State:
                 if len(self._df) > DF_CACHE:
                     self._df.clear()
                 self._df[key] = found
-        return found
-
-    def audience_docs(self, reader: Any, audiences: tuple[str, ...]) -> DocSet:
-        key = tuple(sorted(set(audiences)))
-        with self.lock:
-            found = self._audiences.get(key)
-        if found is None:
-            found = _union(self.term_docs(reader, "audience", a) for a in key)
-            with self.lock:
-                self._audiences[key] = found
         return found
 
     def facet(self, reader: Any, name: str) -> _FacetTable:
