@@ -57,6 +57,7 @@ POSTING_LETTER = {**WEIGHT, "lead": "L"}
 VALUE_FIELDS = ("audience", "site", "year", "tags", "categories")
 DF_CACHE = 200_000
 PHRASE_CACHE = 4096  # (field, phrase) pairs whose checked candidates a state remembers
+DOC_CACHE = 2000  # documents' hit fields and bodies a state keeps (~5 KB each)
 PHRASE_BATCH = 100  # up to this many candidates are checked in every weighted field in one read
 #: States (generation, revision, scope) a process keeps: replicas a moment behind the primary serve the
 #: previous revision, and alternating between two must not reload either each time.
@@ -88,6 +89,7 @@ class _PgState(_TermCaches):
         self._corrections = CorrectionCache()
         self._init_caches()
         self._facets: dict[str, _FacetTable] = {}
+        self._docs: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self._phrases: OrderedDict[tuple[str, tuple[str, ...]], tuple[set[int], set[int]]] = OrderedDict()
         self._load_documents(conn)
 
@@ -240,6 +242,23 @@ class _PgState(_TermCaches):
                 known = self._phrases[(fieldname, words)]
         return [d for d in ids if d in known[1]]
 
+    def documents(self, conn: Any, ids: list[int]) -> dict[int, dict[str, Any]]:
+        """What the hits `ids` show (kb.store.postgres_search.documents), the last DOC_CACHE kept: a generation
+        revision's documents do not change, and the first pages of common searches are asked again and again."""
+        with self.lock:
+            found = {d: self._docs[d] for d in ids if d in self._docs}
+            for d in found:
+                self._docs.move_to_end(d)
+        missing = [d for d in ids if d not in found]
+        if missing:
+            fetched = pgs.documents(conn, self.gen, self.scope, missing)
+            with self.lock:
+                self._docs.update(fetched)
+                while len(self._docs) > DOC_CACHE:
+                    self._docs.popitem(last=False)
+            found.update(fetched)
+        return found
+
     def word_df(self, conn: Any, word: str) -> int:
         """Documents of the scope holding the unstemmed `word`, cached."""
         with self.lock:
@@ -374,7 +393,7 @@ class PgSearcher(PostingSearch):
         return compiled
 
     def _hits(self, ctx: Any, ranked: list[tuple[float, int]], pattern: Marker | None) -> list[Hit]:
-        docs = pgs.documents(ctx.reader, ctx.state.gen, ctx.state.scope, [d for _, d in ranked])
+        docs = ctx.state.documents(ctx.reader, [d for _, d in ranked])
         hits = []
         for score, d in ranked:
             doc = docs.get(d)
