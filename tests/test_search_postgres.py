@@ -235,3 +235,31 @@ def test_a_repeated_search_reads_only_the_revision(pg_url, monkeypatch):
         assert searcher.search("acne scars").total == first["acne scars"]["total"] + 1
         assert {"date_order", "value_ids", "posting_ids"} <= set(calls)  # the new revision's own state
         searcher.close()
+
+
+def test_corrections_read_on_past_a_page_of_look_alike_free_words(pg_url, tmp_path: Path):
+    """Spelling candidates are read from the word table a page at a time (kb.store.postgres_search.WORDS_PAGE)
+    for as long as the caller wants more, as Whoosh's automaton yields them: 3,125 words sharing the prefix
+    and sorting before the right one (none within two edits) do not hide it. The right word is in no vocabulary,
+    so the word table is the only way to it."""
+    from kb.store import postgres_search as pgs
+
+    filler = [f"roa{a}{b}{c}{d}{e}" for a in "bdfgh" for b in "bdfgh" for c in "bdfgh" for d in "bdfgh" for e in "bdfgh"]
+    assert len(filler) > pgs.WORDS_PAGE and max(filler) < "rozelmix"
+    articles = [_article(1, "Rozelmix cream", "Rozelmix calms redness.", tags=[], categories=[], published="2023-01-01"),
+                _article(2, "Glossary", "Words: " + " ".join(filler) + ".", tags=[], categories=[],
+                         published="2023-01-02")]
+    with open_store(tmp_path / "kb.sqlite3") as lite, PostgresStore(pg_url) as pg:
+        for article in articles:
+            lite.save_article(article)
+            pg.save_article(article)
+        index.rebuild(lite, tmp_path / "ix")
+        build(pg, pg_url)
+    whoosh, postgres = Searcher(tmp_path / "ix"), PgSearcher(pg_url)
+    try:
+        expected = _json(whoosh.search("rozelmax"))
+        assert expected["corrected_query"] == "rozelmix"
+        assert _json(postgres.search("rozelmax")) == expected
+    finally:
+        whoosh.close()
+        postgres.close()

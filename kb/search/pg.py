@@ -29,7 +29,7 @@ import threading
 from array import array
 from collections import OrderedDict, defaultdict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from whoosh.support.levenshtein import distance
 
@@ -116,6 +116,13 @@ class _PgState(_TermCaches):
             with self.lock:
                 found = self._df.get(key, 0)
         return found
+
+    def known_df(self, fieldname: str, text: str) -> int | None:
+        """The cached df, 0 for fields without statistics, None when it must be read."""
+        if fieldname not in STAT_FIELDS:
+            return 0
+        with self.lock:
+            return self._df.get((fieldname, text))
 
     def prefetch_df(self, conn: Any, terms: Iterable[str]) -> None:
         """One round trip for every field's df of the terms not cached yet."""
@@ -271,16 +278,22 @@ class _PgState(_TermCaches):
                 self._word_df[word] = found
         return found
 
-    def words_within(self, conn: Any, word: str, maxdist: int, prefix: int) -> list[str]:
-        """Words within `maxdist` edits sharing the first `prefix` letters, in code-point order (as Whoosh's)."""
-        near = [(w, df) for w, df in pgs.words_near(conn, self.gen, self.scope, word[:prefix],
-                                                    max(1, len(word) - maxdist), len(word) + maxdist)
-                if distance(w, word, limit=maxdist + 1) <= maxdist]
-        with self.lock:
-            if len(self._word_df) > DF_CACHE:
-                self._word_df.clear()
-            self._word_df.update(near)
-        return [w for w, _df in near]
+    def words_within(self, conn: Any, word: str, maxdist: int, prefix: int) -> Iterator[str]:
+        """Words within `maxdist` edits sharing the first `prefix` letters, in code-point order, read a page at a
+        time as the caller consumes them: as Whoosh's automaton yields them, however many words share the prefix."""
+        after = ""
+        while True:
+            page = pgs.words_near(conn, self.gen, self.scope, word[:prefix], max(1, len(word) - maxdist),
+                                  len(word) + maxdist, after)
+            near = [(w, df) for w, df in page if distance(w, word, limit=maxdist + 1) <= maxdist]
+            with self.lock:
+                if len(self._word_df) > DF_CACHE:
+                    self._word_df.clear()
+                self._word_df.update(near)
+            yield from (w for w, _df in near)
+            if len(page) < pgs.WORDS_PAGE:
+                return
+            after = page[-1][0]
 
     def corrections(self, word: str, audiences: tuple[str, ...], compute: Callable[[], list[Any]]) -> list[Any]:
         """Spelling candidates of `word`, once per state (its scope is the audience)."""
@@ -297,9 +310,12 @@ class _PgRequest(_Request):
         self.recording: set[str] | None = None
 
     def doc_frequency(self, fieldname: str, text: str) -> int:
-        if self.recording is not None:  # a dry run of compile_query naming the terms (PgSearcher._compile)
-            self.recording.add(text)
-            return 1
+        if self.recording is not None:  # compile_query naming the terms not cached yet (PgSearcher._compile)
+            known = self.state.known_df(fieldname, text)  # type: ignore[attr-defined]
+            if known is None:
+                self.recording.add(text)
+                return 1
+            return known
         return self.state.doc_frequency(self.reader, fieldname, text)
 
     def has(self, fieldname: str, text: str) -> bool:
@@ -318,7 +334,7 @@ class _PgRequest(_Request):
         """Documents of the scope holding the unstemmed `word` (the scope is the audience)."""
         return min(self.state.word_df(self.reader, word), cap)  # type: ignore[attr-defined]
 
-    def words_within(self, word: str, maxdist: int, prefix: int) -> list[str]:
+    def words_within(self, word: str, maxdist: int, prefix: int) -> Iterator[str]:
         return self.state.words_within(self.reader, word, maxdist, prefix)  # type: ignore[attr-defined]
 
 
@@ -379,16 +395,17 @@ class PgSearcher(PostingSearch):
         return fn(_PgRequest(state, conn))
 
     def _compile(self, ctx: Any, parsed: Parsed, text: str) -> Any:
-        """compile_query fed from PostgreSQL: a dry run names the terms, one statement fetches their df, one
-        more the posting arrays of the terms the match needs."""
+        """compile_query fed from PostgreSQL: when it meets terms whose df is not cached, one statement fetches
+        them all and it compiles again; then one more fetches the posting arrays of the terms the match needs."""
         ctx.recording = set()
         try:
-            compile_query(ctx, parsed, text)
-            seen = ctx.recording
+            compiled = compile_query(ctx, parsed, text)
+            missing = ctx.recording
         finally:
             ctx.recording = None
-        ctx.state.prefetch_df(ctx.reader, seen)
-        compiled = compile_query(ctx, parsed, text)
+        if missing:
+            ctx.state.prefetch_df(ctx.reader, missing)
+            compiled = compile_query(ctx, parsed, text)
         ctx.state.prefetch_postings(ctx.reader, _query_terms(compiled.match))
         return compiled
 

@@ -708,14 +708,18 @@ def documents(conn: psycopg.Connection, gen: int, scope: str, ids: list[int]) ->
     return out
 
 
+#: Words one `words_near` read returns; a caller wanting more reads on from the last (kb.search.pg pages through).
+WORDS_PAGE = 2000
+
+
 def words_near(conn: psycopg.Connection, gen: int, scope: str, prefix: str, shortest: int, longest: int,
-               limit: int = 2000) -> list[tuple[str, int]]:
-    """(word, df) of `scope` starting with `prefix` whose length is in range, in code-point order (spelling
-    candidates; their df comes along because each candidate's is asked next)."""
+               after: str = "") -> list[tuple[str, int]]:
+    """(word, df) of `scope` after `after` starting with `prefix` whose length is in range, in code-point order,
+    at most WORDS_PAGE (spelling candidates; their df comes along because each candidate's is asked next)."""
     return [(w, int(df)) for w, df in conn.execute(sql.SQL(
-        "SELECT word, df FROM {} WHERE scope = %s AND word >= %s AND word < %s AND length(word) BETWEEN %s AND %s "
-        "ORDER BY word LIMIT %s").format(_t("kb_search_word", gen)),
-        (scope, prefix, prefix + "\U0010ffff", shortest, longest, limit)).fetchall()]
+        "SELECT word, df FROM {} WHERE scope = %s AND word >= %s AND word > %s AND word < %s "
+        "AND length(word) BETWEEN %s AND %s ORDER BY word LIMIT %s").format(_t("kb_search_word", gen)),
+        (scope, prefix, after, prefix + "\U0010ffff", shortest, longest, WORDS_PAGE)).fetchall()]
 
 
 def word_df(conn: psycopg.Connection, gen: int, scope: str, words: Sequence[str]) -> dict[str, int]:
