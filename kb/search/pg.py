@@ -42,6 +42,7 @@ from kb.search.engine import PostingSearch
 from kb.search.interface import DEFAULT_AUDIENCES
 from kb.search.pg_build import LENGTH_OF, WEIGHT
 from kb.search.postings import EMPTY, DocSet
+from kb.search.rank import FREQUENT_MIN_DF, FREQUENT_SHARE
 from kb.search.snippets import Marker, make_snippet
 from kb.search.state import BM25_B, BM25_K1, CorrectionCache, _FacetTable, _Request, _TermCaches
 from kb.search.suggest import add_vocabulary_completions
@@ -156,37 +157,48 @@ class _PgState(_TermCaches):
         return self.cached(key) or EMPTY
 
     def prefetch_postings(self, conn: Any, terms: Iterable[str]) -> None:
-        """The document sets of every field of `terms` not cached yet, in one round trip."""
+        """The document sets of every field of `terms` not cached yet, in one round trip; the BM25F arrays too
+        where a field's list is short enough to be scored (kb.search.rank prunes longer ones from scoring), so a
+        new selective word costs one read, not one more per field."""
         with self.lock:
             missing = sorted({t for t in terms if any(
                 self.cached((f, t)) is None and self._df.get((f, t)) for f in POSTING_LETTER)})
         if not missing:
             return
-        ids: dict[tuple[str, str], list[int]] = defaultdict(list)
-        for term, letter, article_ids in pgs.posting_ids(conn, self.gen, self.subindexes, missing):
-            ids[(LENGTH_OF[letter], term)] += article_ids
+        cutoff = max(FREQUENT_MIN_DF, int(FREQUENT_SHARE * self.size))
+        rows: dict[tuple[str, str], list[tuple[list[int], list[int] | None, list[int] | None]]] = defaultdict(list)
+        for term, letter, article_ids, tfs, lens in pgs.posting_ids(conn, self.gen, self.subindexes, missing, cutoff):
+            rows[(LENGTH_OF[letter], term)].append((article_ids, tfs, lens))
         for term in missing:
             for fieldname in POSTING_LETTER:
-                self.remember((fieldname, term), DocSet.from_ids(ids.get((fieldname, term), ())))
+                found = rows.get((fieldname, term), [])
+                self.remember((fieldname, term), DocSet.from_ids([d for ids, _, _ in found for d in ids]))
+                if found and all(tfs is not None for _, tfs, _ in found) and self.recall_scores((fieldname, term)) is None:
+                    self.remember_scores((fieldname, term), self._scores_of(conn, fieldname, term, found))
+
+    def _scores_of(self, conn: Any, fieldname: str, text: str, rows: Iterable[tuple[Any, Any, Any]]) -> tuple[array, array]:
+        """(article ids, BM25F score at boost 1) of posting rows, as kb.search.state scores Whoosh's postings."""
+        ids, scores = array("i"), array("d")
+        c = self.idf(conn, fieldname, text) * (BM25_K1 + 1)
+        avg = self.avg.get(fieldname, 1.0)
+        for article_ids, tfs, lens in rows:
+            ids.extend(article_ids)
+            scores.extend([c * tf / (tf + BM25_K1 * (1 - BM25_B + BM25_B * n / avg)) for tf, n in zip(tfs, lens)])
+        return ids, scores
 
     def leaf_scores(self, conn: Any, fieldname: str, text: str) -> tuple[array, array]:
-        """(article ids, BM25F score at boost 1) of one term, as kb.search.state scores Whoosh's postings; cached."""
+        """(article ids, BM25F score at boost 1) of one term; cached."""
         key = (fieldname, text)
         found = self.recall_scores(key)
         if found is not None:
             return found
-        ids, scores = array("i"), array("d")
         if fieldname == "title_key":  # unscorable: the posting's weight, 1
-            ids.extend(self.title_ids(conn, text))
-            scores.extend([1.0] * len(ids))
-        elif fieldname in POSTING_LETTER and self.doc_frequency(conn, fieldname, text):
-            c = self.idf(conn, fieldname, text) * (BM25_K1 + 1)
-            avg = self.avg.get(fieldname, 1.0)
-            for article_ids, tfs, lens in pgs.postings(conn, self.gen, self.subindexes, POSTING_LETTER[fieldname],
-                                                       text):
-                ids.extend(article_ids)
-                scores.extend([c * tf / (tf + BM25_K1 * (1 - BM25_B + BM25_B * n / avg)) for tf, n in zip(tfs, lens)])
-        return self.remember_scores(key, (ids, scores))
+            ids = array("i", self.title_ids(conn, text))
+            return self.remember_scores(key, (ids, array("d", [1.0] * len(ids))))
+        rows = []
+        if fieldname in POSTING_LETTER and self.doc_frequency(conn, fieldname, text):
+            rows = pgs.postings(conn, self.gen, self.subindexes, POSTING_LETTER[fieldname], text)
+        return self.remember_scores(key, self._scores_of(conn, fieldname, text, rows))
 
     def title_ids(self, conn: Any, key: str) -> list[int]:
         return pgs.title_ids(conn, self.gen, self.scope, key) if self.doc_frequency(conn, "title_key", key) else []

@@ -663,11 +663,14 @@ def title_ids(conn: psycopg.Connection, gen: int, scope: str, key: str) -> list[
         doc_table(gen, scope)), (key,)).fetchall()]
 
 
-def posting_ids(conn: psycopg.Connection, gen: int, subindexes: Sequence[str],
-                terms: Sequence[str]) -> list[tuple[str, str, list[int]]]:
-    """(term, field letter, article ids) of every field holding one of `terms` in `subindexes`."""
-    return conn.execute(sql.SQL("SELECT term, field, article_ids FROM {} WHERE term = ANY(%s) AND subindex = ANY(%s)")
-                        .format(_t("kb_search_posting", gen)), (list(terms), list(subindexes)), binary=True).fetchall()
+def posting_ids(conn: psycopg.Connection, gen: int, subindexes: Sequence[str], terms: Sequence[str],
+                scored: int = 0) -> list[tuple[str, str, list[int], list[int] | None, list[int] | None]]:
+    """(term, field letter, article ids, term frequencies, field lengths) of every field holding one of `terms` in
+    `subindexes`; frequencies and lengths only for lists of at most `scored` documents (None otherwise)."""
+    return conn.execute(sql.SQL(
+        "SELECT term, field, article_ids, CASE WHEN cardinality(article_ids) <= %s THEN tfs END, "
+        "CASE WHEN cardinality(article_ids) <= %s THEN lens END FROM {} WHERE term = ANY(%s) AND subindex = ANY(%s)")
+        .format(_t("kb_search_posting", gen)), (scored, scored, list(terms), list(subindexes)), binary=True).fetchall()
 
 
 def postings(conn: psycopg.Connection, gen: int, subindexes: Sequence[str], letter: str,
