@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import inspect
 import json
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -111,16 +113,26 @@ def _json(results) -> dict:
     return data
 
 
-def test_answers_equal_the_whoosh_searchers(pg_url, tmp_path: Path):
-    """Same hits, order, scores (to 6 places), snippets, anchors, totals, facets, suggestions and corrections."""
+@contextmanager
+def both_backends(pg_url: str, tmp_path: Path, articles: list[Article]) -> Iterator[tuple[Searcher, PgSearcher]]:
+    """(Whoosh searcher, PostgreSQL searcher) over the same stored articles, closed afterwards."""
     with open_store(tmp_path / "kb.sqlite3") as lite, PostgresStore(pg_url) as pg:
-        for article in public_articles() + staff_articles():
+        for article in articles:
             lite.save_article(article)
             pg.save_article(article)
         index.rebuild(lite, tmp_path / "ix")
         build(pg, pg_url)
     whoosh, postgres = Searcher(tmp_path / "ix"), PgSearcher(pg_url)
     try:
+        yield whoosh, postgres
+    finally:
+        whoosh.close()
+        postgres.close()
+
+
+def test_answers_equal_the_whoosh_searchers(pg_url, tmp_path: Path):
+    """Same hits, order, scores (to 6 places), snippets, anchors, totals, facets, suggestions and corrections."""
+    with both_backends(pg_url, tmp_path, public_articles() + staff_articles()) as (whoosh, postgres):
         compared = 0
         for audiences in (("public",), ("public", "staff")):
             for q in QUERIES:
@@ -136,9 +148,6 @@ def test_answers_equal_the_whoosh_searchers(pg_url, tmp_path: Path):
         assert postgres.search("zits").total and "acne" in postgres.search("zits").hits[0].title.lower()
         melasma = postgres.search("melasma")
         assert melasma.corrected_query is None and [h.title for h in melasma.hits] == ["Melasma"]
-    finally:
-        whoosh.close()
-        postgres.close()
 
 
 def test_anonymous_answers_are_byte_identical_with_and_without_staff_documents(pg_url):
@@ -252,17 +261,7 @@ def test_corrections_read_on_past_a_page_of_look_alike_free_words(pg_url, tmp_pa
     articles = [_article(1, "Rozelmix cream", "Rozelmix calms redness.", tags=[], categories=[], published="2023-01-01"),
                 _article(2, "Glossary", "Words: " + " ".join(filler) + ".", tags=[], categories=[],
                          published="2023-01-02")]
-    with open_store(tmp_path / "kb.sqlite3") as lite, PostgresStore(pg_url) as pg:
-        for article in articles:
-            lite.save_article(article)
-            pg.save_article(article)
-        index.rebuild(lite, tmp_path / "ix")
-        build(pg, pg_url)
-    whoosh, postgres = Searcher(tmp_path / "ix"), PgSearcher(pg_url)
-    try:
+    with both_backends(pg_url, tmp_path, articles) as (whoosh, postgres):
         expected = _json(whoosh.search("rozelmax"))
         assert expected["corrected_query"] == "rozelmix"
         assert _json(postgres.search("rozelmax")) == expected
-    finally:
-        whoosh.close()
-        postgres.close()
