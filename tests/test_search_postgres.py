@@ -265,3 +265,23 @@ def test_corrections_read_on_past_a_page_of_look_alike_free_words(pg_url, tmp_pa
         expected = _json(whoosh.search("rozelmax"))
         assert expected["corrected_query"] == "rozelmix"
         assert _json(postgres.search("rozelmax")) == expected
+
+
+def test_a_full_phrase_cache_evicts_old_phrases_not_the_one_asked(pg_url, monkeypatch):
+    """The phrase-check cache is bounded (PHRASE_CACHE); one read fills an entry per weighted field, so a bound
+    smaller than that, or an entry updated while it was the oldest, must not evict the entry being answered."""
+    from kb.search import pg
+
+    with PostgresStore(pg_url) as store:
+        for article in public_articles():
+            store.save_article(article)
+        build(store, pg_url)
+    queries = ["acne scars", '"acne scars"', "pulsed dye laser", "acne scars", "sun protection"]
+    roomy = PgSearcher(pg_url)
+    expected = [_json(roomy.search(q)) for q in queries]
+    roomy.close()
+    monkeypatch.setattr(pg, "PHRASE_CACHE", 1)
+    tight = PgSearcher(pg_url)
+    assert [_json(tight.search(q)) for q in queries] == expected
+    assert any(r["results"] for r in expected)
+    tight.close()

@@ -256,9 +256,10 @@ class _PgState(_TermCaches):
                 for f, matched in zip(fields, found):
                     checked, held = self._phrases.get((f, words)) or (set(), set())
                     self._phrases[(f, words)] = (checked | set(missing), held | set(matched))
+                    self._phrases.move_to_end((f, words))  # an updated entry is the newest, never the one evicted
+                known = self._phrases[(fieldname, words)]
                 while len(self._phrases) > PHRASE_CACHE:
                     self._phrases.popitem(last=False)
-                known = self._phrases[(fieldname, words)]
         return [d for d in ids if d in known[1]]
 
     def documents(self, conn: Any, ids: list[int]) -> dict[int, dict[str, Any]]:
