@@ -107,15 +107,10 @@ class _PgState(_TermCaches):
 
     # -- what kb.search.state._Request asks its state, `reader` being this request's connection -------------
     def doc_frequency(self, conn: Any, fieldname: str, text: str) -> int:
-        if fieldname not in STAT_FIELDS:
-            return 0
-        key = (fieldname, text)
-        with self.lock:
-            found = self._df.get(key)
+        found = self.known_df(fieldname, text)
         if found is None:
             self.prefetch_df(conn, [text])
-            with self.lock:
-                found = self._df.get(key, 0)
+            found = self.known_df(fieldname, text) or 0
         return found
 
     def known_df(self, fieldname: str, text: str) -> int | None:
@@ -285,11 +280,14 @@ class _PgState(_TermCaches):
             found = self._word_df.get(word)
         if found is None:
             found = pgs.word_df(conn, self.gen, self.scope, [word]).get(word, 0)
-            with self.lock:
-                if len(self._word_df) > DF_CACHE:
-                    self._word_df.clear()
-                self._word_df[word] = found
+            self._keep_word_df([(word, found)])
         return found
+
+    def _keep_word_df(self, pairs: Iterable[tuple[str, int]]) -> None:
+        with self.lock:
+            if len(self._word_df) > DF_CACHE:
+                self._word_df.clear()
+            self._word_df.update(pairs)
 
     def words_within(self, conn: Any, word: str, maxdist: int, prefix: int) -> Iterator[str]:
         """Words within `maxdist` edits sharing the first `prefix` letters, in code-point order, read a page at a
@@ -299,10 +297,7 @@ class _PgState(_TermCaches):
             page = pgs.words_near(conn, self.gen, self.scope, word[:prefix], max(1, len(word) - maxdist),
                                   len(word) + maxdist, after)
             near = [(w, df) for w, df in page if distance(w, word, limit=maxdist + 1) <= maxdist]
-            with self.lock:
-                if len(self._word_df) > DF_CACHE:
-                    self._word_df.clear()
-                self._word_df.update(near)
+            self._keep_word_df(near)
             yield from (w for w, _df in near)
             if len(page) < pgs.WORDS_PAGE:
                 return
@@ -330,9 +325,6 @@ class _PgRequest(_Request):
                 return 1
             return known
         return self.state.doc_frequency(self.reader, fieldname, text)
-
-    def has(self, fieldname: str, text: str) -> bool:
-        return self.doc_frequency(fieldname, text) > 0
 
     def idf(self, fieldname: str, text: str) -> float:
         return self.state.idf(self.reader, fieldname, text)  # type: ignore[attr-defined]

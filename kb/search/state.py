@@ -493,7 +493,7 @@ class _Request:
         return self.state.term_docs(self.reader, fieldname, text)
 
     def has(self, fieldname: str, text: str) -> bool:
-        return self.state.doc_frequency(self.reader, fieldname, text) > 0
+        return self.doc_frequency(fieldname, text) > 0
 
     def doc_frequency(self, fieldname: str, text: str) -> int:
         return self.state.doc_frequency(self.reader, fieldname, text)
