@@ -285,3 +285,19 @@ def test_a_full_phrase_cache_evicts_old_phrases_not_the_one_asked(pg_url, monkey
     assert [_json(tight.search(q)) for q in queries] == expected
     assert any(r["results"] for r in expected)
     tight.close()
+
+
+def test_dropping_a_generation_built_with_facet_labels_drops_that_table(pg_url):
+    """Generations built before searches counted facets in memory have a kb_search_facet_gN table; builds no
+    longer make one, and dropping an old generation removes it with the rest."""
+    with PostgresStore(pg_url) as store:
+        store.save_article(public_articles()[0])
+        build(store, pg_url)
+        with GenerationWriter(pg_url) as writer:
+            writer.conn.execute("CREATE TABLE kb_search_facet_g1 (scope text, facet text, k text, label text)")
+        build(store, pg_url)
+        with GenerationWriter(pg_url) as writer:
+            assert writer.drop_old(grace=0.0) == [1]
+            left = {r[0] for r in writer.conn.execute(
+                "SELECT tablename FROM pg_tables WHERE tablename LIKE 'kb_search_%%_g%%'").fetchall()}
+    assert left == {"kb_search_posting_g2", "kb_search_term_g2", "kb_search_field_g2", "kb_search_word_g2"}

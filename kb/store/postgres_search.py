@@ -9,7 +9,6 @@ receives finished rows and speaks SQL only. Layout per generation G (created by 
   kb_search_term_gG             (scope, term, field) -> df        scope 'public' (public rows) | 'all'
   kb_search_field_gG            (scope, field) -> docs, total length
   kb_search_word_gG             (scope, word) -> df of unstemmed words: "Did you mean" and completions
-  kb_search_facet_gG            (scope, facet, lower-cased value) -> label: the first case variant in the scope
 
 A `kb update` changes the current generation in place (`GenerationUpdate`): one transaction removes the changed
 documents' rows and contributions and adds their new ones, so every table ends as a fresh build would make it.
@@ -106,9 +105,6 @@ def _ddl(gen: int) -> list[sql.Composable]:
         sql.SQL("""CREATE TABLE {} (scope text COLLATE "C" NOT NULL, field text COLLATE "C" NOT NULL,
              docs integer NOT NULL, total_len bigint NOT NULL, PRIMARY KEY (scope, field))""").format(
             _t("kb_search_field", gen)),
-        sql.SQL("""CREATE TABLE {} (scope text COLLATE "C" NOT NULL, facet text COLLATE "C" NOT NULL,
-             k text COLLATE "C" NOT NULL, label text COLLATE "C" NOT NULL, PRIMARY KEY (scope, facet, k))""").format(
-            _t("kb_search_facet", gen)),
         sql.SQL("""CREATE TABLE {} (scope text COLLATE "C" NOT NULL, word text COLLATE "C" NOT NULL,
              df integer NOT NULL, PRIMARY KEY (scope, word))""").format(_t("kb_search_word", gen)),
     ]
@@ -134,11 +130,6 @@ def _index_ddl(gen: int) -> list[sql.Composable]:
 _WEIGHTS = "(VALUES ('title', 'A'), ('headings', 'B'), ('tagtext', 'C'), ('body', 'D'), ('all', NULL)) AS f(field, w)"
 
 
-#: A document's facet values (tag, category, site) as rows x(f, v); labels come from these on build and update.
-_FACET_VALUES = ("(SELECT 'tag', unnest(d.tags) UNION ALL SELECT 'category', unnest(d.categories) "
-                 "UNION ALL SELECT 'site', d.site) AS x(f, v)")
-
-
 def _stats_sql(gen: int) -> list[sql.Composable]:
     """Per-scope term statistics from the loaded rows: public rows alone, then all rows."""
     out: list[sql.Composable] = []
@@ -152,9 +143,6 @@ def _stats_sql(gen: int) -> list[sql.Composable]:
                     "WHERE f.w IS NULL OR f.w = ANY(u.weights) GROUP BY u.lexeme, f.field").format(term, s, source),
             sql.SQL("INSERT INTO {} (scope, term, field, df) SELECT {}, u.lexeme, 'lead', count(*) FROM {} d "
                     "CROSS JOIN LATERAL unnest(d.lead_tsv) u GROUP BY u.lexeme").format(term, s, source),
-            # a facet value's label is its first case variant in the scope (as Whoosh's lexicon gives it)
-            sql.SQL("INSERT INTO {} (scope, facet, k, label) SELECT {}, f, lower(v), min(v) FROM {} d CROSS JOIN "
-                    "LATERAL " + _FACET_VALUES + " GROUP BY f, lower(v)").format(_t("kb_search_facet", gen), s, source),
             sql.SQL("INSERT INTO {} (scope, term, field, df) SELECT {}, d.title_key, 'title_key', count(*) FROM {} d "
                     "WHERE d.title_key <> '' GROUP BY d.title_key").format(term, s, source),
         ]
@@ -163,7 +151,12 @@ def _stats_sql(gen: int) -> list[sql.Composable]:
 
 def _tables(gen: int) -> list[str]:
     return [f"kb_article_search_g{gen}", f"kb_search_posting_g{gen}", f"kb_search_term_g{gen}",
-            f"kb_search_field_g{gen}", f"kb_search_word_g{gen}", f"kb_search_facet_g{gen}"]
+            f"kb_search_field_g{gen}", f"kb_search_word_g{gen}"]
+
+
+#: A table of facet labels that generations built before searches counted facets in memory (kb.search.pg) have;
+#: dropping such a generation drops it too.
+_LEGACY_TABLES = ("kb_search_facet_g{}",)
 
 
 def _connect(url: str, *, autocommit: bool = True, application_name: str = "kb build") -> psycopg.Connection:
@@ -295,7 +288,7 @@ class GenerationWriter:
         return dropped
 
     def _drop(self, gen: int) -> None:
-        for name in _tables(gen):
+        for name in _tables(gen) + [t.format(gen) for t in _LEGACY_TABLES]:
             self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(name)))
 
 
@@ -313,10 +306,6 @@ _UPDATE_TEMP = [
          df integer) ON COMMIT DROP""",
     """CREATE TEMP TABLE kb_upd_word (scope text COLLATE "C", word text COLLATE "C", df integer) ON COMMIT DROP""",
     """CREATE TEMP TABLE kb_upd_terms (subindex text COLLATE "C", term text COLLATE "C") ON COMMIT DROP""",
-    """CREATE TEMP TABLE kb_upd_vals (sign integer, scope text COLLATE "C", facet text COLLATE "C",
-         v text COLLATE "C") ON COMMIT DROP""",
-    """CREATE TEMP TABLE kb_upd_rescan (scope text COLLATE "C", facet text COLLATE "C", k text COLLATE "C")
-         ON COMMIT DROP""",
     """CREATE TEMP TABLE kb_upd_post (term text COLLATE "C", field "char", subindex text COLLATE "C",
          article_ids integer[], tfs smallint[], lens integer[]) ON COMMIT DROP""",
 ]
@@ -339,7 +328,7 @@ def _update_sql(gen: int) -> list[tuple[str, sql.Composable]]:
     """The in-place update once kb_upd_new (new rows) and kb_upd_gone (rows to remove) are filled: each derived
     table gets the difference, computed from the same columns with the same expressions as a build's."""
     doc, posting, term = _t("kb_article_search", gen), _t("kb_search_posting", gen), _t("kb_search_term", gen)
-    word, field, facet = _t("kb_search_word", gen), _t("kb_search_field", gen), _t("kb_search_facet", gen)
+    word, field = _t("kb_search_word", gen), _t("kb_search_field", gen)
     q = sql.SQL
     return [
         ("term df", q("INSERT INTO kb_upd_term SELECT scope, term, field, sum(sign) FROM ("
@@ -378,24 +367,7 @@ def _update_sql(gen: int) -> list[tuple[str, sql.Composable]]:
                "AND cardinality(p.article_ids) = 0").format(posting)),
         ("documents", q("DELETE FROM {} WHERE article_id = ANY(%(remove)s::bigint[])").format(doc)),
         ("", q("INSERT INTO {} SELECT * FROM kb_upd_new").format(doc)),
-        # facet labels (the smallest case variant per key and scope): a new variant may lower a label; a key
-        # whose label variant left with a removed row, and came back with no new one, is read again from the rows
-        ("facet labels", q("INSERT INTO kb_upd_vals SELECT d.sign, s.scope, x.f, x.v FROM " + _SIGNED
-                           + " CROSS JOIN LATERAL " + _FACET_VALUES)),
-        ("", q("INSERT INTO {} AS l (scope, facet, k, label) SELECT scope, facet, lower(v), min(v) FROM kb_upd_vals "
-               "WHERE sign = 1 GROUP BY scope, facet, lower(v) ON CONFLICT (scope, facet, k) DO UPDATE "
-               "SET label = least(l.label, excluded.label)").format(facet)),
-        ("", q("INSERT INTO kb_upd_rescan SELECT DISTINCT g.scope, g.facet, lower(g.v) FROM kb_upd_vals g JOIN {} l "
-               "ON l.scope = g.scope AND l.facet = g.facet AND l.k = lower(g.v) AND l.label = g.v WHERE g.sign = -1 "
-               "AND NOT EXISTS (SELECT 1 FROM kb_upd_vals n WHERE n.sign = 1 AND n.scope = g.scope "
-               "AND n.facet = g.facet AND n.v = g.v)").format(facet)),
-        ("", q("DELETE FROM {} l USING kb_upd_rescan r WHERE l.scope = r.scope AND l.facet = r.facet "
-               "AND l.k = r.k").format(facet)),
-    ] + [("", q("INSERT INTO {} (scope, facet, k, label) SELECT {}, x.f, lower(x.v), min(x.v) FROM {} d "
-                "CROSS JOIN LATERAL " + _FACET_VALUES + " WHERE EXISTS (SELECT 1 FROM kb_upd_rescan r "
-                "WHERE r.scope = {} AND r.facet = x.f AND r.k = lower(x.v)) GROUP BY x.f, lower(x.v)").format(
-        facet, sql.Literal(scope), source, sql.Literal(scope)))
-        for scope, source in (("public", sql.Identifier(f"kb_article_search_g{gen}_public")), ("all", doc))]
+    ]
 
 
 class GenerationUpdate:
